@@ -104,6 +104,10 @@ class AlertRule(_Section):
     """A layer value (e.g. ``mature``), or None for every layer."""
     change: Literal["relative_drop", "relative_rise", "absolute_drop", "absolute_rise"] = "relative_drop"
     threshold: float = 0.05
+    """Fires when the change is strictly beyond this: relative changes as a fraction (0.05 = 5%), absolute
+    changes in the metric's unit (0.02 of a rate = 2 percentage points)."""
+    min_size: int = 30
+    """Rates of layers with fewer users than this at either cutoff are noise: skipped (not for size/share)."""
 
 
 def _default_alerts() -> list[AlertRule]:
@@ -168,6 +172,8 @@ class RefinementConfig(_Section):
     at_risk_churn_risk: float = 0.6
     high_potential_value_quantile: float = 0.8
     recoverable_return_prob: float = 0.25
+    hot_prospect_conversion_prob: float = 0.3
+    """Prospects with a conversion probability at or above this are ``hot_prospect``."""
 
 
 class TrainingConfig(_Section):

@@ -1,1 +1,293 @@
-"""Commands of this module are registered on :data:`strata_cli.app.app` (not yet implemented)."""
+"""``strata layers`` (rule layers of every user) and ``strata report`` (the HTML report for operators).
+
+Both compare with a previous cutoff for KPIs and alerts; ``--fail-on-alert`` makes them exit with code
+1 when an alert fires, so a scheduler can page someone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from features.errors import StrataError
+from strata_cli.app import (
+    AsOfOpt,
+    ConfigOpt,
+    DataOpt,
+    EventsOpt,
+    OrdersOpt,
+    UsersOpt,
+    app,
+    console,
+    err_console,
+    handle_errors,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from features.alerts import Alert
+    from features.config import StrataConfig
+
+DEFAULT_PREVIOUS_DAYS = 30
+ALERT_EXIT_CODE = 1
+
+PreviousOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--previous",
+        help=f"Previous cutoff to compare with (KPI changes, migration, alerts); default: --as-of minus "
+        f"{DEFAULT_PREVIOUS_DAYS} days.",
+    ),
+]
+FailOnAlertOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fail-on-alert",
+        help=f"Exit with code {ALERT_EXIT_CODE} when an alert fires (for schedulers); compares with --previous.",
+    ),
+]
+
+
+@dataclass
+class Cutoff:
+    """Features and layers of every user at one cutoff."""
+
+    as_of: pd.Timestamp
+    features: pd.DataFrame
+    layers: pd.DataFrame
+
+
+def _previous(as_of: pd.Timestamp, previous: str | None) -> pd.Timestamp:
+    import pandas as pd
+
+    from features.cutoffs import parse_as_of
+
+    prev = parse_as_of(previous) if previous is not None else as_of - pd.Timedelta(days=DEFAULT_PREVIOUS_DAYS)
+    if prev >= as_of:
+        raise StrataError(f"--previous: {prev.isoformat()} must be before --as-of {as_of.isoformat()}")
+    return prev
+
+
+def _compute(
+    cutoffs: list[pd.Timestamp],
+    config: StrataConfig,
+    data: Path | None,
+    orders: Path | None,
+    events: Path | None,
+    users: Path | None,
+) -> list[Cutoff]:
+    """Load and validate the data once, then features and layers at each cutoff, with a progress bar."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from features.layers import assign_layers
+    from features.pipeline import DuckDBEngine
+    from features.validation import load_dataset
+
+    out: list[Cutoff] = []
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("loading data", total=1 + len(cutoffs))
+        dataset, report = load_dataset(
+            data,
+            orders=orders,
+            events=events,
+            users=users,
+            config=config,
+            progress=lambda msg: progress.update(task, description=f"loading data: {msg}"),
+        )
+        progress.advance(task)
+        if report.rows_rejected:
+            err_console.print(
+                f"[yellow]validation rejected {report.rows_rejected:,} of {report.rows_in:,} input rows; "
+                "run `strata validate` for details[/]"
+            )
+        with DuckDBEngine(dataset) as engine:
+            for ts in cutoffs:
+                progress.update(task, description=f"features and layers as of {ts.date()}")
+                features = engine.features(ts, config)
+                out.append(Cutoff(ts, features, assign_layers(features, config)))
+                progress.advance(task)
+    return out
+
+
+def _print_layer_counts(layers: pd.DataFrame) -> None:
+    from rich.table import Table
+
+    from features.layer_names import DIMENSION_NAMES, LAYER_DIMENSIONS, display_name
+
+    n = max(len(layers), 1)
+    for dim, codes in LAYER_DIMENSIONS.items():
+        counts = layers[dim].value_counts()
+        table = Table(title=" ".join(DIMENSION_NAMES[dim]), title_justify="left")
+        table.add_column("layer")
+        table.add_column("code")
+        table.add_column("users", justify="right")
+        table.add_column("share", justify="right")
+        for code in [*codes, *sorted(set(counts.index) - set(codes))]:
+            k = int(counts.get(code, 0))
+            table.add_row(display_name(code), code, f"{k:,}", f"{k / n:.1%}")
+        console.print(table)
+
+
+def _print_alerts(alerts: list[Alert], previous: pd.Timestamp) -> None:
+    if not alerts:
+        console.print(f"[green]no alert fired[/] (compared with {previous.date()})")
+        return
+    console.print(f"[bold red]{len(alerts)} alert(s) fired[/] (compared with {previous.date()}):")
+    for a in alerts:
+        console.print(f"  [red]![/] {a.message}", highlight=False, soft_wrap=True)
+
+
+def _kpis_and_alerts(
+    curr: Cutoff, prev: Cutoff, config: StrataConfig, before: Cutoff | None = None
+) -> tuple[pd.DataFrame, list[Alert]]:
+    from features.alerts import evaluate_alerts
+    from features.kpis import kpi_table
+
+    kpis = kpi_table(
+        curr.features,
+        curr.layers,
+        prev.features,
+        prev.layers,
+        before_prev_features=before.features if before else None,
+        before_prev_layers=before.layers if before else None,
+    )
+    return kpis, evaluate_alerts(kpis, config.alerts)
+
+
+def _write_table(frame: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        frame.to_csv(out, index=False)
+    elif out.suffix.lower() == ".parquet":
+        frame.to_parquet(out, index=False)
+    else:
+        raise StrataError(f"--out {out}: use a .parquet or .csv file name")
+
+
+@app.command("layers")
+@handle_errors
+def layers_command(
+    as_of: AsOfOpt,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write user_id, as_of and the four layer codes here (.parquet or .csv)."),
+    ] = None,
+    data: DataOpt = None,
+    orders: OrdersOpt = None,
+    events: EventsOpt = None,
+    users: UsersOpt = None,
+    explain: Annotated[
+        str | None,
+        typer.Option("--explain", help="Print the rule trace of this user_id (which rule put them where)."),
+    ] = None,
+    previous: PreviousOpt = None,
+    fail_on_alert: FailOnAlertOpt = False,
+    config_path: ConfigOpt = None,
+) -> None:
+    """Assign rule layers (lifecycle, RFM segment, value tier, activity tier) to every user as of a cutoff.
+
+    With --previous or --fail-on-alert, also compares per-layer KPIs with the previous cutoff and prints
+    the alerts that fire.
+    """
+    from features.config import load_config
+    from features.cutoffs import parse_as_of
+    from features.layers import explain_user
+
+    config = load_config(config_path)
+    cutoff = parse_as_of(as_of)
+    compare = previous is not None or fail_on_alert
+    prev_ts = _previous(cutoff, previous) if compare else None
+    results = _compute(
+        [cutoff] + ([prev_ts] if prev_ts is not None else []), config, data, orders, events, users
+    )
+    curr = results[0]
+    if out is not None:
+        table = curr.layers.copy()
+        table.insert(1, "as_of", curr.features["as_of"].to_numpy() if "as_of" in curr.features else cutoff)
+        _write_table(table, out)
+        console.print(f"[green]wrote[/] layers of {len(table):,} users as of {cutoff.date()} to {out}")
+    _print_layer_counts(curr.layers)
+    if explain is not None:
+        console.print(f"[bold]rule trace of {explain}[/]")
+        for line in explain_user(curr.features, explain, config):
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
+    if prev_ts is not None:
+        _, alerts = _kpis_and_alerts(curr, results[1], config)
+        _print_alerts(alerts, prev_ts)
+        if alerts and fail_on_alert:
+            raise typer.Exit(code=ALERT_EXIT_CODE)
+
+
+@app.command("report")
+@handle_errors
+def report_command(
+    as_of: AsOfOpt,
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write (self-contained: opens offline).")],
+    data: DataOpt = None,
+    orders: OrdersOpt = None,
+    events: EventsOpt = None,
+    users: UsersOpt = None,
+    previous: PreviousOpt = None,
+    scores: Annotated[
+        Path | None,
+        typer.Option(
+            "--scores",
+            help="A `strata score --out` directory: adds score, refined-layer and action sections.",
+        ),
+    ] = None,
+    title: Annotated[str, typer.Option("--title", help="Report title.")] = "Strata customer layers report",
+    fail_on_alert: FailOnAlertOpt = False,
+    config_path: ConfigOpt = None,
+) -> None:
+    """Write the HTML report: layer sizes, migration, KPIs with changes, alerts and feature distributions."""
+    from features.config import load_config
+    from features.cutoffs import parse_as_of
+    from serving.report import Report, layer_sections, score_sections
+
+    config = load_config(config_path)
+    cutoff = parse_as_of(as_of)
+    prev_ts = _previous(cutoff, previous)
+    # The cutoff before the previous one gives the previous value of prospect conversion.
+    before_ts = prev_ts - (cutoff - prev_ts)
+    curr, prev, before = _compute([cutoff, prev_ts, before_ts], config, data, orders, events, users)
+    kpis, alerts = _kpis_and_alerts(curr, prev, config, before)
+    report = Report(title, cutoff, meta={"previous cutoff 上期": str(prev_ts.date())})
+    report.extend(
+        layer_sections(
+            curr.features,
+            curr.layers,
+            config,
+            prev_features=prev.features,
+            prev_layers=prev.layers,
+            kpis=kpis,
+            alerts=alerts,
+        )
+    )
+    if scores is not None:
+        report.extend(score_sections(_read_scores(scores, cutoff), config.labels.horizon_days))
+    path = report.write(out)
+    console.print(
+        f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:,.1f} MB, {len(report.sections)} sections)"
+    )
+    _print_alerts(alerts, prev_ts)
+    if alerts and fail_on_alert:
+        raise typer.Exit(code=ALERT_EXIT_CODE)
+
+
+def _read_scores(path: Path, cutoff: pd.Timestamp) -> Any:
+    from serving.batch import read_scores
+
+    scores = read_scores(path)
+    if len(scores) and "as_of" in scores.columns:
+        scored_at = {str(ts) for ts in scores["as_of"].dropna().unique()}
+        if scored_at and scored_at != {str(cutoff)}:
+            err_console.print(
+                f"[yellow]warning:[/] {path} was scored as of {', '.join(sorted(scored_at))}, "
+                f"the report is as of {cutoff.isoformat()}"
+            )
+    return scores

@@ -1,1 +1,223 @@
-"""Commands of this module are registered on :data:`strata_cli.app.app` (not yet implemented)."""
+"""``strata score`` (batch scoring of every user) and ``strata outcomes import`` (measured uplift)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from strata_cli.app import (
+    AsOfOpt,
+    ConfigOpt,
+    DataOpt,
+    EventsOpt,
+    OrdersOpt,
+    UsersOpt,
+    app,
+    console,
+    handle_errors,
+)
+
+outcomes_app = typer.Typer(
+    help="Import intervention outcomes and measure the real uplift and ROI against the control groups.",
+    no_args_is_help=True,
+)
+app.add_typer(outcomes_app, name="outcomes")
+
+DEFAULT_OUTCOMES_STORE = "outcomes.parquet"
+
+
+@app.command("score")
+@handle_errors
+def score(
+    as_of: AsOfOpt,
+    out: Annotated[Path, typer.Option("--out", help="Output directory (part files + _manifest.json); must not exist.")],
+    data: DataOpt = None,
+    orders: OrdersOpt = None,
+    events: EventsOpt = None,
+    users: UsersOpt = None,
+    model_alias: Annotated[
+        str, typer.Option("--model-alias", help="Registered model alias to score with.")
+    ] = "champion",
+    budget: Annotated[
+        float | None,
+        typer.Option("--budget", help="Total cost (shop currency) the recommended actions may use; default: "
+                     "interventions.budget in the configuration, else unlimited."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Part file format: parquet or csv.")] = "parquet",
+    outcomes: Annotated[
+        Path | None,
+        typer.Option("--outcomes", help="Outcomes store (from `strata outcomes import`) whose contacts enforce "
+                     "each action's frequency cap."),
+    ] = None,
+    online_store: Annotated[
+        bool,
+        typer.Option("--online-store/--no-online-store", help="Also upsert features and scores into the online "
+                     "store (serving.online_store)."),
+    ] = True,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    config_path: ConfigOpt = None,
+) -> None:
+    """Score every user: churn risk, value, layers, reasons and budgeted interventions.
+
+    The run is atomic and resumable: chunks go to <out>.tmp-<key>/ and the directory is renamed to --out
+    only when complete; re-running the same command after an interruption skips finished chunks.
+    """
+    from features.config import load_config
+    from features.cutoffs import parse_as_of
+    from features.io import find_table_files
+    from serving.batch import file_fingerprint, run_batch
+    from serving.online_store import OnlineStore
+    from serving.outcomes import last_contacted, load_store
+    from serving.scorer import Scorer
+
+    config = load_config(config_path)
+    cutoff = parse_as_of(as_of)
+    if fmt not in ("parquet", "csv"):
+        raise typer.BadParameter(f"expected parquet or csv, got {fmt!r}", param_hint="--format")
+    if budget is None:
+        budget = config.interventions.budget
+
+    files = find_table_files(data, orders, events, users)
+    scorer = Scorer.from_registry(config, alias=model_alias)
+    console.print(
+        f"scoring with [bold]{scorer.model_name}[/] version {scorer.model_version} ({model_alias}), as of "
+        f"{cutoff.isoformat()}"
+    )
+    history = None
+    if outcomes is not None:
+        history = last_contacted(load_store(outcomes))
+        console.print(f"frequency caps from {outcomes}: {len(history):,} past contacts")
+
+    def build() -> object:
+        from features.pipeline import build_features
+        from features.validation import load_dataset
+
+        dataset, report = load_dataset(
+            data, orders=orders, events=events, users=users, config=config,
+        )
+        if report.rows_rejected:
+            console.print(
+                f"[yellow]validation rejected {report.rows_rejected:,} of {report.rows_in:,} input rows; "
+                "run `strata validate` for details[/]"
+            )
+        return build_features(dataset, cutoff, config)
+
+    run_args = {
+        "as_of": cutoff.isoformat(),
+        "inputs": {name: file_fingerprint(path) for name, path in files.items()},
+    }
+    summary = run_batch(
+        scorer,
+        build,  # type: ignore[arg-type]
+        out,
+        run_args=run_args,
+        budget=budget,
+        fmt=fmt,  # type: ignore[arg-type]
+        last_contacted=history,
+        online_store=OnlineStore(config.serving.online_store) if online_store else None,
+        overwrite=overwrite,
+        show_progress=True,
+        console=console,
+    )
+    _print_summary(summary)
+
+
+def _print_summary(summary: object) -> None:
+    from rich.table import Table
+
+    from features.layer_names import display_name
+    from serving.refinement import refined_layer_label
+
+    s = summary  # BatchSummary
+    console.print(
+        f"[green]wrote[/] {s.n_users:,} users in {s.n_chunks} part file(s) to {s.out} "  # type: ignore[attr-defined]
+        f"({s.format}, {s.seconds:.1f}s"  # type: ignore[attr-defined]
+        + (f", {s.chunks_resumed} chunk(s) resumed" if s.chunks_resumed else "")  # type: ignore[attr-defined]
+        + ")"
+    )
+    table = Table(title="Users per layer")
+    table.add_column("lifecycle (rule)")
+    table.add_column("users", justify="right")
+    table.add_column("refined layer")
+    table.add_column("users", justify="right")
+    life = sorted(s.lifecycle.items(), key=lambda kv: -kv[1])  # type: ignore[attr-defined]
+    refined = sorted(s.refined_layer.items(), key=lambda kv: -kv[1])  # type: ignore[attr-defined]
+    for i in range(max(len(life), len(refined))):
+        a = life[i] if i < len(life) else ("", None)
+        b = refined[i] if i < len(refined) else ("", None)
+        table.add_row(
+            display_name(a[0]) if a[0] else "", f"{a[1]:,}" if a[1] is not None else "",
+            refined_layer_label(b[0]) if b[0] else "", f"{b[1]:,}" if b[1] is not None else "",
+        )
+    console.print(table)
+    console.print(
+        f"buyers {s.buyers_scored:,}: expected churners {s.expected_churners:,.1f} "  # type: ignore[attr-defined]
+        f"(mean risk {s.mean_churn_risk:.3f}); prospects {s.prospects_scored:,}: "  # type: ignore[attr-defined]
+        f"expected converters {s.expected_converters:,.1f}"  # type: ignore[attr-defined]
+    )
+    console.print(f"predicted value over the horizon: {s.predicted_value_total:,.2f}")  # type: ignore[attr-defined]
+    budget = "unlimited" if s.budget is None else f"{s.budget:,.2f}"  # type: ignore[attr-defined]
+    console.print(
+        f"interventions: {s.treated:,} to contact, {s.control:,} held out as control; "  # type: ignore[attr-defined]
+        f"cost {s.budget_used:,.2f} of budget {budget}; expected incremental value "  # type: ignore[attr-defined]
+        f"{s.expected_incremental_value_total:,.2f}"  # type: ignore[attr-defined]
+    )
+
+
+@outcomes_app.command("import")
+@handle_errors
+def outcomes_import(
+    file: Annotated[Path, typer.Argument(help="Outcomes CSV: user_id, action_id, contacted, bought, spend "
+                                         "[, contacted_at].")],
+    scores: Annotated[
+        Path, typer.Option("--scores", help="The `strata score --out` directory that recommended these actions.")
+    ],
+    store: Annotated[
+        Path, typer.Option("--store", help="Outcomes store (Parquet) to merge into.")
+    ] = Path(DEFAULT_OUTCOMES_STORE),
+    by: Annotated[
+        str, typer.Option("--by", help="Summarise measured uplift by action_id, refined_layer, lifecycle or all.")
+    ] = "action_id",
+    config_path: ConfigOpt = None,
+) -> None:
+    """Import outcomes, join them with the control flags of the scoring, and print the measured uplift and ROI."""
+    from rich.table import Table
+
+    from features.config import load_config
+    from serving.batch import read_scores
+    from serving.outcomes import outcome_summary, read_outcomes, save_outcomes
+
+    config = load_config(config_path)
+    scored = read_scores(scores)
+    result = read_outcomes(file, scored, config)
+    console.print(
+        f"{file}: {result.rows_in:,} row(s): {len(result.accepted):,} accepted, {len(result.rejected):,} rejected"
+    )
+    for row in result.rejected.head(10).itertuples(index=False):
+        console.print(f"  [yellow]row {row.row}[/]: {row.reason}", highlight=False)
+    if len(result.rejected) > 10:
+        console.print(f"  ... and {len(result.rejected) - 10:,} more")
+    stored = save_outcomes(result.accepted, store)
+    console.print(f"outcomes store {store}: {len(stored):,} row(s)")
+    summary = outcome_summary(stored, by=by)
+    table = Table(title=f"Measured uplift by {by} (95% intervals)")
+    for col in ("group", "treated", "control", "rate t/c", "uplift", "relative (prior)", "ROI"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+
+    def ci(v: float, lo: float, hi: float, pct: bool = True) -> str:
+        if v != v:  # NaN
+            return "-"
+        f = (lambda x: f"{x:+.1%}") if pct else (lambda x: f"{x:+.2f}")
+        return f"{f(v)} [{f(lo)}, {f(hi)}]" if lo == lo else f(v)
+
+    for r in summary.itertuples(index=False):
+        table.add_row(
+            str(r.group), f"{r.n_treated:,}", f"{r.n_control:,}",
+            f"{r.rate_treated:.1%} / {r.rate_control:.1%}" if r.n_control and r.n_treated else "-",
+            ci(r.uplift, r.uplift_lo, r.uplift_hi),
+            ci(r.relative_uplift, r.relative_uplift_lo, r.relative_uplift_hi) + f" ({r.uplift_prior:.0%})",
+            ci(r.roi, r.roi_lo, r.roi_hi, pct=False),
+        )
+    console.print(table)

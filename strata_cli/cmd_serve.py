@@ -1,1 +1,76 @@
-"""Commands of this module are registered on :data:`strata_cli.app.app` (not yet implemented)."""
+"""``strata serve``: start the online prediction API (the BentoML service ``serving.service:StrataService``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from strata_cli.app import ConfigOpt, app, console, handle_errors
+
+SERVICE_IMPORT = "serving.service:StrataService"
+SERVICE_NAME = "strata"
+
+
+def serve_command(
+    host: str, port: int, config_path: Path | None, workers: int | None
+) -> tuple[list[str], dict[str, str]]:
+    """The ``bentoml serve`` command line and environment that ``strata serve`` runs.
+
+    The configuration file travels in ``STRATA_CONFIG`` (absolute path), BentoML's usage tracking is
+    switched off (no network calls), and ``workers`` (processes) goes in ``BENTOML_CONFIG_OVERRIDES``.
+    """
+    from serving.service import CONFIG_ENV
+
+    env = dict(os.environ)
+    if config_path is not None:
+        env[CONFIG_ENV] = str(config_path.resolve())
+    env["BENTOML_DO_NOT_TRACK"] = "True"
+    if workers is not None:
+        overrides = json.loads(env.get("BENTOML_CONFIG_OVERRIDES") or "{}")
+        overrides.setdefault("services", {}).setdefault(SERVICE_NAME, {})["workers"] = workers
+        env["BENTOML_CONFIG_OVERRIDES"] = json.dumps(overrides)
+    cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE_IMPORT, "--host", host, "--port", str(port)]
+    return cmd, env
+
+
+@app.command("serve")
+@handle_errors
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Interface to bind (default: serving.host, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="TCP port (default: serving.port, 3000).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, max=64, help="Worker processes (default: 1).")
+    ] = None,
+) -> None:
+    """Serve online predictions over HTTP (BentoML): /predict, /predict/features, /metadata, /readyz.
+
+    The model is the registry's champion alias (followed while serving); features come from the online
+    store (serving.online_store, filled by batch scoring). Set STRATA_API_KEY (or serving.api_key) to
+    require an X-API-Key header. See docs/api.md.
+    """
+    from features.config import load_config
+
+    cfg = load_config(config)
+    bind_host = host or cfg.serving.host
+    bind_port = port or cfg.serving.port
+    cmd, env = serve_command(bind_host, bind_port, config, workers)
+    key_note = "X-API-Key required" if (env.get("STRATA_API_KEY") or cfg.serving.api_key) else "no API key (open)"
+    console.print(
+        f"serving [bold]{cfg.training.model_name}@champion[/] on http://{bind_host}:{bind_port} ({key_note}); "
+        f"online store {cfg.serving.online_store}",
+        highlight=False,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Replace this process so that signals (Ctrl-C, SIGTERM from a supervisor) reach the server directly.
+    os.execvpe(cmd[0], cmd, env)

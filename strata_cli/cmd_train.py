@@ -1,1 +1,208 @@
-"""Commands of this module are registered on :data:`strata_cli.app.app` (not yet implemented)."""
+"""Model commands: ``strata train``, ``strata experiment``, ``strata promote``, ``strata rollback``, ``strata models``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from strata_cli.app import ConfigOpt, DataOpt, EventsOpt, OrdersOpt, UsersOpt, app, console, handle_errors
+
+if TYPE_CHECKING:
+    from features.config import StrataConfig
+    from features.dataset import Dataset
+
+TrainAsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Training end (ISO date or timestamp, UTC): no label window reaches past it. Default: the end of the data.",
+    ),
+]
+HorizonOpt = Annotated[
+    int | None,
+    typer.Option("--horizon-days", help="Prediction horizon H in days (default: [labels] horizon_days).", min=1),
+]
+RunNameOpt = Annotated[str | None, typer.Option("--run-name", help="Name of the MLflow run.")]
+
+
+def _load(config_path: Path | None, data: Path | None, orders: Path | None, events: Path | None, users: Path | None) -> tuple[StrataConfig, Dataset]:
+    from features.config import load_config
+    from features.errors import StrataError
+    from features.validation import load_dataset
+
+    config = load_config(config_path)
+    if data is None and orders is None:
+        raise StrataError("no input: give --data DIR (with orders.csv|parquet) or --orders FILE")
+    dataset, report = load_dataset(data, orders=orders, events=events, users=users, config=config)
+    if report.rows_rejected:
+        console.print(
+            f"[yellow]{report.rows_rejected:,} of {report.rows_in:,} input rows rejected[/] (see `strata validate` for reasons)",
+            highlight=False,
+        )
+    return config, dataset
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    from rich.table import Table
+
+    from training.train import side_by_side
+
+    table = Table(title="Backtest on the latest cutoff (evaluation half; same rows for every column)")
+    table.add_column("metric")
+    for col in ("model", "BG/NBD", "rule"):
+        table.add_column(col, justify="right")
+    wanted = ("churn_auc", "churn_pr_auc", "churn_brier", "churn_ece", "churn_lift_top_decile",
+              "value_normalized_gini", "value_spearman", "value_mae", "value_total_spend_error_pct")
+    frame = side_by_side(metrics).set_index("metric")
+    for key in wanted:
+        if key in frame.index:
+            row = frame.loc[key]
+            table.add_row(key, *("" if v != v else f"{v:.4f}" for v in (row["model"], row["bgnbd"], row["rule"])))
+    console.print(table)
+    if "conversion_auc" in metrics:
+        console.print(f"prospect conversion: AUC {metrics['conversion_auc']:.4f}, ECE {metrics['conversion_ece']:.4f}", highlight=False)
+
+
+def _report(result: Any) -> None:
+    _print_metrics(result.metrics)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(
+        f"registered [bold]{result.model_name}[/] version {result.model_version} as [bold]challenger[/] "
+        f"(run {result.run_id}, training end {result.end.isoformat()}); `strata promote` to make it champion",
+        highlight=False,
+    )
+
+
+@app.command("train")
+@handle_errors
+def train(
+    data: DataOpt = None,
+    orders: OrdersOpt = None,
+    events: EventsOpt = None,
+    users: UsersOpt = None,
+    as_of: TrainAsOfOpt = None,
+    horizon_days: HorizonOpt = None,
+    run_name: RunNameOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Train churn, conversion and value models, log the run to MLflow and register a challenger."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from training.train import train_model
+
+    cfg, dataset = _load(config, data, orders, events, users)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("training", total=None)
+        result = train_model(
+            dataset, cfg, as_of=as_of, horizon_days=horizon_days, run_name=run_name,
+            progress=lambda msg: bar.update(task, description=msg),
+        )
+    _report(result)
+
+
+@app.command("experiment")
+@handle_errors
+def experiment(
+    trials: Annotated[int, typer.Option("--trials", help="Number of Optuna trials (each a nested MLflow run).", min=1)] = 20,
+    data: DataOpt = None,
+    orders: OrdersOpt = None,
+    events: EventsOpt = None,
+    users: UsersOpt = None,
+    as_of: TrainAsOfOpt = None,
+    horizon_days: HorizonOpt = None,
+    run_name: RunNameOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Tune LightGBM parameters with Optuna; register the best model as challenger."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from training.experiment import run_experiment
+
+    cfg, dataset = _load(config, data, orders, events, users)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("trials", total=trials)
+
+        def on_trial(done: int, total: int, best: float) -> None:
+            bar.update(task, completed=done, description=f"trials (best holdout churn AUC {best:.4f})")
+
+        result = run_experiment(dataset, cfg, trials, as_of=as_of, horizon_days=horizon_days, run_name=run_name,
+                                progress=on_trial)
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items())
+    console.print(f"best of {trials} trials: holdout churn AUC {result.best_value:.4f} with {params}", highlight=False)
+    _report(result.train_result)
+
+
+@app.command("promote")
+@handle_errors
+def promote(
+    force: Annotated[bool, typer.Option("--force", help="Promote even if the challenger does not beat the champion.")] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (required with --force); recorded on the version.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Make the challenger the champion if it beats the current champion on the same backtest rows."""
+    from features.config import load_config
+    from training.registry import promote as do_promote
+
+    cfg = load_config(config)
+    decision = do_promote(cfg, force=force, reason=reason)
+    name = cfg.training.model_name
+    if decision.promoted:
+        console.print(f"[green]promoted[/] {name} v{decision.challenger_version} to champion: {decision.reason}", highlight=False)
+    else:
+        console.print(f"[yellow]not promoted[/] {name} v{decision.challenger_version}: {decision.reason}", highlight=False)
+        if decision.champion_version and decision.champion_version != decision.challenger_version:
+            console.print("use --force --reason TEXT to override", highlight=False)
+
+
+@app.command("rollback")
+@handle_errors
+def rollback(config: ConfigOpt = None) -> None:
+    """Move the champion alias back to the previous champion."""
+    from features.config import load_config
+    from training.registry import rollback as do_rollback
+
+    cfg = load_config(config)
+    result = do_rollback(cfg)
+    console.print(
+        f"champion of {cfg.training.model_name} rolled back from v{result.from_version} to v{result.to_version}",
+        highlight=False,
+    )
+
+
+@app.command("models")
+@handle_errors
+def models(config: ConfigOpt = None) -> None:
+    """List registered model versions with their aliases and key backtest metrics."""
+    from rich.table import Table
+
+    from features.config import load_config
+    from training.registry import list_models
+
+    cfg = load_config(config)
+    frame = list_models(cfg)
+    if frame.empty:
+        console.print(f"no versions of {cfg.training.model_name!r} registered yet: run `strata train`", highlight=False)
+        return
+    table = Table(title=f"Registered versions of {cfg.training.model_name}")
+    columns = ["version", "aliases", "created_at", "train_end", "churn_auc", "bgnbd_churn_auc",
+               "value_normalized_gini", "bgnbd_value_normalized_gini", "conversion_auc", "promotion_decision"]
+    for c in columns:
+        table.add_column(c, justify="right" if c not in ("aliases", "promotion_decision") else "left")
+    for row in frame.itertuples(index=False):
+        cells = []
+        for c in columns:
+            v = getattr(row, c)
+            if isinstance(v, float):
+                cells.append("" if v != v else f"{v:.4f}")
+            elif c == "created_at":
+                cells.append(f"{v:%Y-%m-%d %H:%M}")
+            elif c == "train_end":
+                cells.append(str(v)[:10])
+            else:
+                cells.append(str(v))
+        table.add_row(*cells)
+    console.print(table)

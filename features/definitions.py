@@ -1,0 +1,303 @@
+"""Every point-in-time feature, declared once as data.
+
+A :class:`FeatureDef` holds a feature's name, family, description, unit, window and one SQL expression
+(DuckDB dialect, restricted to functions SQLGlot transpiles to Spark SQL). :mod:`features.pipeline`
+composes the definitions into one query per cutoff; the same definitions feed DuckDB (batch, tests,
+serving) and Spark (via ``sqlglot``), the catalog (:mod:`features.catalog`) and ``docs/features.md``.
+
+Each definition belongs to a *stage*, which says what its expression is evaluated over:
+
+``orders``
+    An aggregate over the user's order rows at or before ``as_of`` (after de-duplication). Columns
+    available: ``amount``, ``paid`` (bool), ``refunded`` (bool), ``signed_amount`` (``+amount`` if paid,
+    ``-amount`` if refunded), ``age_days`` (days from the row to ``as_of``, >= 0), ``month`` (1..12, UTC),
+    ``category`` (NULL when absent) and ``w_hl{h}`` (decay weight ``0.5 ** (age_days / h)``).
+``order_days``
+    An aggregate over the user's distinct paid-order days (UTC calendar days): ``day_num`` (days since
+    1970-01-01), ``day_amount`` (paid spend that day) and ``gap`` (days since the previous order day,
+    NULL on the first).
+``events``
+    An aggregate over the user's per-event-type summaries of the events at or before ``as_of`` (events
+    are first counted per user and type, which keeps the per-type pivot cheap): ``event_type``, ``n``
+    (events), ``n_{w}d`` (events in the last ``w`` days, w in 30, 90), ``decay_hl{h}`` (sum of decay
+    weights), ``min_age_days``, ``value_sum`` and ``value_n`` (sum and count of non-null ``value``).
+``activity``
+    An aggregate over the user's order and event rows of the last 30 days: ``rel_day`` (whole days
+    before ``as_of``, 0..29).
+``users``
+    A column of the user's row in ``users`` (only if ``joined_at`` is at or before ``as_of`` or unknown):
+    ``joined_age_days`` and ``source_channel``.
+``derived``
+    A row-level expression over the (defaulted) outputs of the stages above, including hidden ones.
+
+``default`` is the SQL literal a stage output takes for a user with no rows in that stage (e.g. ``0``
+orders for a prospect); None means NULL (NaN in the output). Hidden definitions are intermediate
+aggregates used by derived features and are not part of the feature table.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from features.config import StrataConfig
+
+Stage = Literal["orders", "order_days", "events", "activity", "users", "derived"]
+Family = Literal["rfm", "recency_decay", "rhythm", "engagement", "context"]
+
+STAGES: tuple[Stage, ...] = ("orders", "order_days", "events", "activity", "users", "derived")
+FAMILIES: tuple[Family, ...] = ("rfm", "recency_decay", "rhythm", "engagement", "context")
+
+#: Windows (days) of the per-event-type counts; fixed by the feature contract.
+EVENT_TYPE_WINDOWS_DAYS: tuple[int, ...] = (30, 90)
+#: Window (days) of ``active_days_30d``; fixed by the feature contract.
+ACTIVITY_WINDOW_DAYS = 30
+
+_LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class FeatureDef:
+    """One feature (or hidden intermediate aggregate) and the SQL that computes it.
+
+    Attributes
+    ----------
+    name : column name in the feature table.
+    family : ``rfm``, ``recency_decay``, ``rhythm``, ``engagement`` or ``context``.
+    description : one sentence for the catalog.
+    unit : ``days``, ``orders``, ``currency``, ``events``, ``ratio``, ``category`` ...
+    window : the time span it looks at (``all time``, ``30d``, ``half-life 7d``, ``-``).
+    sql_expression : DuckDB SQL evaluated in ``stage`` (see the module docstring).
+    stage : where the expression is evaluated.
+    default : SQL literal for users with no rows in ``stage``; None means NULL (NaN).
+    dtype : ``float`` (float64 output) or ``string``.
+    hidden : intermediate value, not part of the output table.
+    """
+
+    name: str
+    family: Family
+    description: str
+    unit: str
+    window: str
+    sql_expression: str
+    stage: Stage
+    default: str | None = None
+    dtype: Literal["float", "string"] = "float"
+    hidden: bool = False
+
+
+def double(value: float) -> str:
+    """An engine-neutral SQL DOUBLE literal (a bare ``1.5`` is DECIMAL in DuckDB and Spark)."""
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    return f"CAST({value!r} AS DOUBLE)"
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal with quotes escaped."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def column_token(value: str) -> str:
+    """A lowercase identifier fragment for an event type (``coupon-claim`` -> ``coupon_claim``)."""
+    token = re.sub(r"[^0-9a-z]+", "_", value.lower()).strip("_")
+    return token or "unnamed"
+
+
+def decay_rate(half_life_days: float) -> float:
+    """The rate ``k`` (per day) such that ``exp(-k * age_days)`` halves every ``half_life_days``."""
+    return _LN2 / half_life_days
+
+
+def _ratio(num: str, den: str) -> str:
+    """``num / den`` or NULL when ``den`` is not positive (no engine-specific division by zero)."""
+    return f"CASE WHEN {den} > 0 THEN CAST({num} AS DOUBLE) / {den} END"
+
+
+def _count_if(cond: str) -> str:
+    return f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END)"
+
+
+def _sum_if(value: str, cond: str) -> str:
+    return f"SUM(CASE WHEN {cond} THEN {value} ELSE 0 END)"
+
+
+def _rfm(config: StrataConfig) -> list[FeatureDef]:
+    defs = [
+        FeatureDef("days_since_last_order", "rfm", "Days from the last paid order to as_of.", "days",
+                   "all time", "MIN(CASE WHEN paid THEN age_days END)", "orders"),
+        FeatureDef("days_since_first_order", "rfm", "Days from the first paid order to as_of (order tenure).",
+                   "days", "all time", "MAX(CASE WHEN paid THEN age_days END)", "orders"),
+        FeatureDef("orders_total", "rfm", "Number of paid orders.", "orders", "all time",
+                   _count_if("paid"), "orders", "0"),
+        FeatureDef("spend_total", "rfm", "Net spend: paid amounts minus refunded amounts.", "currency",
+                   "all time", "SUM(signed_amount)", "orders", "0"),
+    ]
+    for w in config.features.windows_days:
+        defs.append(FeatureDef(f"orders_{w}d", "rfm", f"Number of paid orders in the last {w} days.",
+                               "orders", f"{w}d", _count_if(f"paid AND age_days < {w}"), "orders", "0"))
+        defs.append(FeatureDef(f"spend_{w}d", "rfm", f"Net spend (paid minus refunded) in the last {w} days.",
+                               "currency", f"{w}d", _sum_if("signed_amount", f"age_days < {w}"), "orders", "0"))
+    defs += [
+        FeatureDef("paid_amount_total", "rfm", "Gross paid amount (refunds not subtracted).", "currency",
+                   "all time", _sum_if("amount", "paid"), "orders", "0", hidden=True),
+        FeatureDef("avg_order_value", "rfm", "Average paid order amount (gross of refunds).", "currency",
+                   "all time", _ratio("paid_amount_total", "orders_total"), "derived"),
+        FeatureDef("max_order_value", "rfm", "Largest paid order amount.", "currency", "all time",
+                   "MAX(CASE WHEN paid THEN amount END)", "orders"),
+        FeatureDef("first_order_value", "rfm",
+                   "Paid amount on the first order day (UTC; same-day orders count as one first purchase).",
+                   "currency", "all time", "MIN_BY(day_amount, day_num)", "order_days"),
+    ]
+    return defs
+
+
+def _recency_decay(config: StrataConfig) -> list[FeatureDef]:
+    defs = []
+    for h in config.features.half_lives_days:
+        w = f"half-life {h}d"
+        defs.append(FeatureDef(f"orders_decay_hl{h}", "recency_decay",
+                               f"Paid orders weighted by 0.5 ** (age in days / {h}).", "orders", w,
+                               _sum_if(f"w_hl{h}", "paid"), "orders", "0"))
+        defs.append(FeatureDef(f"spend_decay_hl{h}", "recency_decay",
+                               f"Net spend weighted by 0.5 ** (age in days / {h}).", "currency", w,
+                               f"SUM(signed_amount * w_hl{h})", "orders", "0"))
+        defs.append(FeatureDef(f"events_decay_hl{h}", "recency_decay",
+                               f"Events of any type weighted by 0.5 ** (age in days / {h}).", "events", w,
+                               f"SUM(decay_hl{h})", "events", "0"))
+    return defs
+
+
+def _rhythm(config: StrataConfig) -> list[FeatureDef]:
+    t = config.features.trend_window_days
+    last, prev = f"age_days < {t}", f"age_days >= {t} AND age_days < {2 * t}"
+    return [
+        FeatureDef("order_days_total", "rhythm", "Number of distinct UTC days with a paid order.", "days",
+                   "all time", "COUNT(*)", "order_days", "0"),
+        FeatureDef("gap_mean_days", "rhythm",
+                   "Mean gap between consecutive distinct paid-order days (NaN with fewer than 2).", "days",
+                   "all time", "AVG(gap)", "order_days"),
+        FeatureDef("gap_std_days", "rhythm",
+                   "Population standard deviation of the gaps between paid-order days (NaN with fewer than 2).",
+                   "days", "all time", "STDDEV_POP(gap)", "order_days"),
+        FeatureDef("overdue_ratio", "rhythm",
+                   "Days since the last order divided by the user's mean gap (>1: later than usual).", "ratio",
+                   "all time", _ratio("days_since_last_order", "gap_mean_days"), "derived"),
+        FeatureDef("trend_orders_last", "rhythm", "Paid orders in the last trend window.", "orders",
+                   f"{t}d", _count_if(f"paid AND {last}"), "orders", "0", hidden=True),
+        FeatureDef("trend_orders_prev", "rhythm", "Paid orders in the trend window before the last.", "orders",
+                   f"{t}d", _count_if(f"paid AND {prev}"), "orders", "0", hidden=True),
+        FeatureDef("trend_spend_last", "rhythm", "Net spend in the last trend window.", "currency",
+                   f"{t}d", _sum_if("signed_amount", last), "orders", "0", hidden=True),
+        FeatureDef("trend_spend_prev", "rhythm", "Net spend in the trend window before the last.", "currency",
+                   f"{t}d", _sum_if("signed_amount", prev), "orders", "0", hidden=True),
+        FeatureDef("trend_orders_ratio", "rhythm",
+                   f"(paid orders in the last {t} days + 1) / (paid orders in the {t} days before + 1).",
+                   "ratio", f"{t}d vs previous {t}d",
+                   "CAST(trend_orders_last + 1 AS DOUBLE) / (trend_orders_prev + 1)", "derived"),
+        FeatureDef("trend_spend_ratio", "rhythm",
+                   f"(net spend in the last {t} days + 1) / (net spend in the {t} days before + 1), "
+                   "spends floored at 0.", "ratio", f"{t}d vs previous {t}d",
+                   "(GREATEST(CAST(trend_spend_last AS DOUBLE), CAST(0 AS DOUBLE)) + 1) / "
+                   "(GREATEST(CAST(trend_spend_prev AS DOUBLE), CAST(0 AS DOUBLE)) + 1)", "derived"),
+    ]
+
+
+def _engagement(config: StrataConfig) -> list[FeatureDef]:
+    def typed(t: str) -> str:
+        return f"event_type = {sql_string(t)}"
+
+    h_max = max(config.features.half_lives_days)
+    defs = [
+        FeatureDef("last_order_row_age_days", "engagement", "Days since the last order row of any status.",
+                   "days", "all time", "MIN(age_days)", "orders", hidden=True),
+        FeatureDef("days_since_last_event", "engagement", "Days from the last event of any type to as_of.",
+                   "days", "all time", "MIN(min_age_days)", "events"),
+        FeatureDef("days_since_last_interaction", "engagement",
+                   "Days from the last order (any status) or event to as_of.", "days", "all time",
+                   "CASE WHEN last_order_row_age_days IS NULL THEN days_since_last_event "
+                   "WHEN days_since_last_event IS NULL THEN last_order_row_age_days "
+                   "ELSE LEAST(last_order_row_age_days, days_since_last_event) END", "derived"),
+        FeatureDef("active_days_30d", "engagement",
+                   f"Distinct days (24h periods before as_of) with any order or event in the last "
+                   f"{ACTIVITY_WINDOW_DAYS} days.", "days", f"{ACTIVITY_WINDOW_DAYS}d",
+                   "COUNT(DISTINCT rel_day)", "activity", "0"),
+        FeatureDef("events_total", "engagement", "Number of events of any type.", "events", "all time",
+                   "SUM(n)", "events", "0"),
+    ]
+    for t in config.data.event_types:
+        tok = column_token(t)
+        for w in EVENT_TYPE_WINDOWS_DAYS:
+            defs.append(FeatureDef(f"events_{tok}_{w}d", "engagement", f"Number of '{t}' events in the last {w} days.",
+                                   "events", f"{w}d", _sum_if(f"n_{w}d", typed(t)), "events", "0"))
+        defs.append(FeatureDef(f"events_{tok}_decay_hl{h_max}", "engagement",
+                               f"'{t}' events weighted by 0.5 ** (age in days / {h_max}).", "events",
+                               f"half-life {h_max}d", _sum_if(f"decay_hl{h_max}", typed(t)), "events", "0"))
+    defs += [
+        FeatureDef("shares_total", "engagement", "Number of 'share' events (influence).", "events", "all time",
+                   _sum_if("n", typed("share")), "events", "0"),
+        FeatureDef("referrals_total", "engagement", "Number of 'referral' events (brought a new customer).",
+                   "events", "all time", _sum_if("n", typed("referral")), "events", "0"),
+        FeatureDef("coupon_claims_total", "engagement", "Number of 'coupon_claim' events.", "events", "all time",
+                   _sum_if("n", typed("coupon_claim")), "events", "0"),
+        FeatureDef("coupon_redeems_total", "engagement", "Number of 'coupon_redeem' events.", "events",
+                   "all time", _sum_if("n", typed("coupon_redeem")), "events", "0"),
+        FeatureDef("coupon_redeem_ratio", "engagement",
+                   "Coupon redeems divided by coupon claims (NaN without claims).", "ratio", "all time",
+                   _ratio("coupon_redeems_total", "coupon_claims_total"), "derived"),
+        FeatureDef("review_sentiment_mean", "engagement",
+                   "Mean 'value' of 'review' events (NaN without scored reviews).", "score", "all time",
+                   _ratio(_sum_if("value_sum", typed("review")), _sum_if("value_n", typed("review"))), "events"),
+    ]
+    return defs
+
+
+def _context(config: StrataConfig) -> list[FeatureDef]:
+    return [
+        FeatureDef("days_since_joined", "context", "Days from joining the private domain (users.joined_at) to as_of.",
+                   "days", "all time", "joined_age_days", "users"),
+        FeatureDef("source_channel", "context", "Acquisition channel from users.source_channel ('unknown' if absent).",
+                   "category", "-", "COALESCE(source_channel, 'unknown')", "users", "'unknown'", dtype="string"),
+        FeatureDef("category_count", "context", "Distinct product categories among paid orders (0 if none known).",
+                   "categories", "all time", "COUNT(DISTINCT CASE WHEN paid THEN category END)", "orders", "0"),
+        FeatureDef("refund_rows_total", "context", "Number of refunded order rows.", "orders", "all time",
+                   _count_if("refunded"), "orders", "0", hidden=True),
+        FeatureDef("refund_rate", "context", "Refunded order rows divided by paid orders (NaN without paid orders).",
+                   "ratio", "all time", _ratio("refund_rows_total", "orders_total"), "derived"),
+        FeatureDef("q4_paid_amount", "context", "Gross paid amount in October to December.", "currency",
+                   "all time", _sum_if("amount", "paid AND month >= 10"), "orders", "0", hidden=True),
+        FeatureDef("q4_spend_share", "context",
+                   "Share of gross paid amount spent in October to December (NaN without spend).", "ratio",
+                   "all time", _ratio("q4_paid_amount", "paid_amount_total"), "derived"),
+        FeatureDef("as_of_month", "context", "Calendar month of as_of (UTC, 1..12).", "month", "-",
+                   "{as_of_month}", "derived"),
+        FeatureDef("is_prospect", "context", "1 if the user has no paid order at or before as_of, else 0.",
+                   "flag", "all time", "CASE WHEN orders_total = 0 THEN 1 ELSE 0 END", "derived"),
+    ]
+
+
+def feature_definitions(config: StrataConfig) -> list[FeatureDef]:
+    """All feature definitions for ``config`` (windows, half-lives, event types), hidden ones included.
+
+    The order is the column order of the feature table. Names are unique; a clash (e.g. two event types
+    that sanitise to the same token) raises ``ValueError``.
+    """
+    defs = [*_rfm(config), *_recency_decay(config), *_rhythm(config), *_engagement(config), *_context(config)]
+    seen: set[str] = set()
+    for d in defs:
+        if d.name in seen:
+            raise ValueError(f"feature name {d.name!r} is defined twice (check [data] event_types)")
+        seen.add(d.name)
+    return defs
+
+
+def output_features(config: StrataConfig) -> list[FeatureDef]:
+    """The visible feature definitions (the columns after ``user_id`` and ``as_of``), in table order."""
+    return [d for d in feature_definitions(config) if not d.hidden]
+
+
+def feature_names(config: StrataConfig) -> list[str]:
+    """Names of the feature columns (without ``user_id`` and ``as_of``), in table order."""
+    return [d.name for d in output_features(config)]

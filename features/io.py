@@ -1,0 +1,317 @@
+"""Reading input tables as raw strings, and finding them in a data directory.
+
+Readers never coerce values: every cell comes back as the string in the file (Parquet values are
+rendered as strings, timestamps as ISO-8601 UTC), so validation can name the offending value. Problems
+with a whole file (missing, unreadable, empty, wrong delimiter or encoding, missing required column)
+raise :class:`features.errors.InputFileError` with one line naming the file and what to fix.
+
+The returned frame is indexed by the 1-based data row number in the file (the header is not a data
+row). Rows with the wrong number of fields cannot be split into columns; they are left out of the
+frame and listed in ``frame.attrs["malformed_rows"]`` as ``(row, text)`` pairs so that validation
+can count them as rejected (nothing is dropped silently).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from features.contract import TableSchema
+from features.errors import InputFileError
+
+CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+_SNIFF_BYTES = 1 << 16
+_OTHER_DELIMITERS = {";": "';' (semicolon)", "\t": "tab", "|": "'|' (pipe)"}
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith(PARQUET_SUFFIXES)
+
+
+def _check_file(path: Path, schema: TableSchema) -> None:
+    if not path.exists():
+        raise InputFileError(f"{path}: file not found (the {schema.name} table)")
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a directory, expected a CSV or Parquet file with the {schema.name} table")
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError as err:
+        raise InputFileError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if path.stat().st_size == 0:
+        raise InputFileError(f"{path}: empty file (expected a header line with columns {', '.join(schema.required)})")
+
+
+def _check_columns(path: Path, schema: TableSchema, columns: list[str], delimiter_hint: str | None = None) -> None:
+    seen: set[str] = set()
+    dupes = [c for c in columns if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
+    if dupes:
+        raise InputFileError(f"{path}: duplicate column name {dupes[0]!r} in the header")
+    missing = [c for c in schema.required if c not in columns]
+    if not missing:
+        return
+    if delimiter_hint:
+        raise InputFileError(
+            f"{path}: wrong delimiter: the header looks {delimiter_hint}-separated; "
+            f"Strata reads comma-separated CSV (re-export with ',' as the delimiter)"
+        )
+    found = ", ".join(repr(c) for c in columns) if columns else "none"
+    lower = {c.lower(): c for c in columns}
+    hint = ""
+    near = [f"{lower[m.lower()]!r} for {m!r}" for m in missing if m.lower() in lower]
+    if near:
+        hint = f"; column names are case-sensitive ({', '.join(near)}?)"
+    what = "column" if len(missing) == 1 else "columns"
+    raise InputFileError(
+        f"{path}: missing required {what} {', '.join(repr(m) for m in missing)} of the {schema.name} table "
+        f"(found columns: {found}){hint}"
+    )
+
+
+def _sniff_text(path: Path) -> str:
+    """The beginning of the file decoded as UTF-8; encoding problems raise InputFileError."""
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:  # type: ignore[operator]
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as err:
+        raise InputFileError(f"{path}: cannot be read ({err})") from None
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputFileError(f"{path}: encoding is UTF-16, not UTF-8; re-save the file as UTF-8")
+    if b"\x00" in head:
+        raise InputFileError(f"{path}: not a text CSV file (binary content); expected UTF-8 CSV or Parquet")
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        if err.start >= len(head) - 4:  # a multi-byte character cut by the sniff window
+            text = head[: err.start].decode("utf-8-sig")
+        else:
+            guess = ""
+            try:
+                head.decode("gb18030")
+                guess = " (looks like GBK/GB18030)"
+            except UnicodeDecodeError:
+                pass
+            raise InputFileError(
+                f"{path}: encoding is not UTF-8{guess}: byte 0x{head[err.start]:02x} at offset {err.start}; "
+                f"re-save the file as UTF-8"
+            ) from None
+    if not text.strip():
+        raise InputFileError(f"{path}: empty file (only whitespace; expected a header line)")
+    return text
+
+
+def _read_csv(path: Path, schema: TableSchema) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    text = _sniff_text(path)
+    first_line = text.lstrip("\r\n").splitlines()[0]
+    header = [c.strip() for c in next(csv.reader(io.StringIO(first_line)))]
+    hint = None
+    if len(header) == 1 or any(c not in header for c in schema.required):
+        for delim, label in _OTHER_DELIMITERS.items():
+            if delim in first_line and sum(c in first_line.split(delim) for c in schema.required) >= 1:
+                parts = [c.strip().strip('"') for c in first_line.split(delim)]
+                if len(parts) > len(header) and any(c in parts for c in schema.required):
+                    hint = label
+                    break
+    _check_columns(path, schema, header, hint)
+
+    malformed: list[tuple[int | None, str]] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        malformed.append((row.number, row.text))
+        return "skip"
+
+    def read(threads: bool) -> pa.Table:
+        return pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, use_threads=threads, encoding="utf8"),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in header},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+
+    try:
+        table = read(threads=True)
+        if malformed and any(n is None for n, _ in malformed):
+            malformed.clear()  # line numbers are only known when reading on one thread
+            table = read(threads=False)
+    except (pa.ArrowInvalid, OSError) as err:
+        msg = str(err).splitlines()[0]
+        if "UTF8" in msg or "utf8" in msg.lower():
+            raise InputFileError(f"{path}: encoding is not UTF-8 ({msg}); re-save the file as UTF-8") from None
+        raise InputFileError(f"{path}: cannot be parsed as CSV ({msg})") from None
+    df = table.to_pandas()
+    df.columns = header
+    # Physical line numbers count the header as line 1; data row = line - 1.
+    bad_rows = sorted((int(n) - 1 if n is not None else -1, t) for n, t in malformed)
+    df.index = _row_numbers(len(df), [r for r, _ in bad_rows])
+    df.attrs["malformed_rows"] = bad_rows
+    return df
+
+
+def _row_numbers(n_good: int, skipped: list[int]) -> pd.Index:
+    """1-based data row numbers of the ``n_good`` kept rows when rows ``skipped`` were left out."""
+    import numpy as np
+
+    if not skipped:
+        return pd.RangeIndex(1, n_good + 1, name="row")
+    total = n_good + len(skipped)
+    keep = np.ones(total, dtype=bool)
+    idx = np.asarray([s - 1 for s in skipped if 1 <= s <= total], dtype=np.int64)
+    keep[idx] = False
+    rows = np.flatnonzero(keep)[:n_good] + 1
+    return pd.Index(rows, name="row")
+
+
+def _read_parquet(path: Path, schema: TableSchema) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise InputFileError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+    _check_columns(path, schema, list(table.column_names))
+    cols = {}
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        t = col.type
+        if pa.types.is_timestamp(t):
+            # Naive timestamps mean UTC; aware ones are rendered in UTC (the zone is only metadata).
+            col = pc.cast(col, pa.timestamp(t.unit, tz="UTC"))
+            col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S")
+            col = pc.replace_substring_regex(col, pattern=r"\.0+$", replacement="")
+            col = pc.binary_join_element_wise(col, pa.scalar("Z"), "")
+        elif pa.types.is_dictionary(t):
+            col = pc.cast(col, pa.string())
+        elif not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            try:
+                col = pc.cast(col, pa.string())
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+                raise InputFileError(f"{path}: column {name!r} has type {t} that cannot be read as text") from None
+        cols[name] = pc.fill_null(col, "").to_pandas()
+    df = pd.DataFrame(cols)
+    df.index = pd.RangeIndex(1, len(df) + 1, name="row")
+    df.attrs["malformed_rows"] = []
+    return df
+
+
+def read_table(path: Path, schema: TableSchema) -> pd.DataFrame:
+    """Read one input table (CSV or Parquet) as raw strings, indexed by 1-based data row number.
+
+    CSV must be UTF-8 (a BOM is fine) and comma-separated with a header line; ``.parquet``/``.pq``
+    files are read as Parquet. Every column of the file is returned as ``object`` strings (empty
+    string for a missing value); nothing is coerced.
+
+    Raises
+    ------
+    InputFileError
+        If the file is missing, unreadable, empty, not UTF-8, separated by another delimiter,
+        or lacks a required column of ``schema`` (the message names the file and the column).
+    """
+    path = Path(path)
+    _check_file(path, schema)
+    return _read_parquet(path, schema) if _is_parquet(path) else _read_csv(path, schema)
+
+
+def _find_one(data_dir: Path, name: str) -> Path | None:
+    hits = [data_dir / f"{name}{suffix}" for suffix in (".csv", ".csv.gz", ".parquet", ".pq")]
+    hits = [p for p in hits if p.exists()]
+    if len(hits) > 1:
+        found = ", ".join(p.name for p in hits)
+        raise InputFileError(f"{data_dir}: several {name} files ({found}); keep one or pass --{name} FILE")
+    return hits[0] if hits else None
+
+
+def find_table_files(
+    data_dir: Path | None,
+    orders: Path | None = None,
+    events: Path | None = None,
+    users: Path | None = None,
+) -> dict[str, Path | None]:
+    """Resolve the input files: explicit paths win over ``<data_dir>/<table>.csv|parquet``.
+
+    Returns
+    -------
+    ``{"orders": Path, "events": Path | None, "users": Path | None}``.
+
+    Raises
+    ------
+    InputFileError
+        If ``data_dir`` does not exist, or no orders file is given or found (orders are required).
+    """
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        if not data_dir.exists():
+            raise InputFileError(f"{data_dir}: data directory not found")
+        if not data_dir.is_dir():
+            raise InputFileError(f"{data_dir}: --data expects a directory (use --orders FILE for a single file)")
+    explicit = {"orders": orders, "events": events, "users": users}
+    found: dict[str, Path | None] = {}
+    for name, path in explicit.items():
+        if path is not None:
+            found[name] = Path(path)
+        elif data_dir is not None:
+            found[name] = _find_one(data_dir, name)
+        else:
+            found[name] = None
+    if found["orders"] is None:
+        if data_dir is None:
+            raise InputFileError("no input data: pass --data DIR (with orders.csv or orders.parquet) or --orders FILE")
+        raise InputFileError(f"{data_dir}: no orders file (expected orders.csv or orders.parquet, or pass --orders FILE)")
+    return found
+
+
+def table_as_strings(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame as the strings a CSV export holds: ISO-8601 UTC timestamps, empty string for missing."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = {}
+    for col in df.columns:
+        s = df[col]
+        if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(s.dtype):
+            ts = s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
+            arr = pc.cast(pa.array(ts.dt.floor("s"), from_pandas=True), pa.timestamp("s", tz="UTC"))
+            vals = pc.fill_null(pc.strftime(arr, format="%Y-%m-%dT%H:%M:%SZ"), "")
+            out[col] = vals.to_numpy(zero_copy_only=False)
+        elif s.dtype == object:
+            v = s.to_numpy()
+            out[col] = np.where(pd.isna(v), "", v)
+        else:
+            arr = pc.cast(pa.array(s, from_pandas=True), pa.string())
+            out[col] = pc.fill_null(arr, "").to_numpy(zero_copy_only=False)
+    return pd.DataFrame(out)
+
+
+def write_table(df: pd.DataFrame, path: Path | str) -> Path:
+    """Write one table as CSV (``.csv``: ISO-8601 UTC timestamps, quoted strings) or Parquet (``.parquet``).
+
+    Returns
+    -------
+    The written path.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if _is_parquet(path):
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+    else:
+        table = pa.Table.from_pandas(table_as_strings(df), preserve_index=False)
+        pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="needed"))
+    return path

@@ -1,0 +1,356 @@
+"""Row-level validation of input tables: every row is accepted (typed) or rejected (with a reason).
+
+Bad input is a normal day: validation never raises for bad rows. It returns the typed rows it accepts
+(dtypes of :mod:`features.dataset`), the rejected rows with their original strings, a ``reason`` and
+their 1-based ``row`` number in the file, and counts per reason, so that always
+``rows_in == accepted + rejected``. Rows that are kept but worth a look (events of users unknown to the
+users table, orders without a status taken as paid, ignored extra columns) are reported as warnings.
+
+Each rejected row gets the first reason that applies, checking columns in contract order. Everything
+is vectorised with pandas; nothing loops over rows in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.config import StrataConfig
+from features.contract import EVENTS, ORDER_STATUSES, ORDERS, USERS, TableSchema
+from features.cutoffs import parse_as_of
+from features.dataset import Dataset
+from features.errors import InputFileError
+from features.io import find_table_files, read_table
+
+#: Cell values that mean "no value" (after stripping surrounding whitespace).
+NULL_TOKENS: frozenset[str] = frozenset(
+    {"", "null", "NULL", "Null", "none", "None", "NONE", "nan", "NaN", "NAN", "na", "NA", "N/A", "n/a", "<NA>", "NaT", "-"}
+)
+MALFORMED = "wrong number of fields"
+UNKNOWN_USER_WARNING = "unknown user"
+_TS_BOUND = pd.Timestamp("2262-04-11", tz="UTC")  # beyond the range of datetime64[ns]
+
+
+@dataclass
+class TableResult:
+    """Outcome of validating one table.
+
+    ``accepted`` is typed per :mod:`features.dataset`; ``rejected`` holds ``row`` (1-based data row
+    number in the file), ``reason`` and the row's original string values; ``reasons`` counts rejected
+    rows per reason; ``warnings`` are sentences about rows that were kept.
+    """
+
+    table: str
+    path: str | None
+    rows_in: int
+    accepted: pd.DataFrame
+    rejected: pd.DataFrame
+    reasons: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
+    warning_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_accepted(self) -> int:
+        return len(self.accepted)
+
+    @property
+    def n_rejected(self) -> int:
+        return len(self.rejected)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (counts, reasons, warnings; not the rows)."""
+        return {
+            "table": self.table,
+            "path": self.path,
+            "rows_in": self.rows_in,
+            "accepted": self.n_accepted,
+            "rejected": self.n_rejected,
+            "reasons": dict(self.reasons),
+            "warnings": list(self.warnings),
+            "warning_counts": dict(self.warning_counts),
+        }
+
+
+@dataclass
+class ValidationReport:
+    """Per-table validation results of one load, and the time ``now`` future timestamps were judged by."""
+
+    tables: dict[str, TableResult]
+    now: pd.Timestamp
+
+    @property
+    def rows_in(self) -> int:
+        return sum(t.rows_in for t in self.tables.values())
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(t.n_rejected for t in self.tables.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready report: ``now`` (ISO UTC), totals and one entry per table."""
+        return {
+            "now": self.now.isoformat(),
+            "rows_in": self.rows_in,
+            "rows_accepted": sum(t.n_accepted for t in self.tables.values()),
+            "rows_rejected": self.rows_rejected,
+            "tables": {name: t.to_dict() for name, t in self.tables.items()},
+        }
+
+    def write_rejects(self, out_dir: Path | str) -> dict[str, Path]:
+        """Write ``<table>_rejected.csv`` (row, reason, original values) per table into ``out_dir``.
+
+        Returns
+        -------
+        Mapping table name -> written path (one file per validated table, header only if none rejected).
+        """
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for name, res in self.tables.items():
+            paths[name] = out / f"{name}_rejected.csv"
+            res.rejected.to_csv(paths[name], index=False)
+        return paths
+
+
+class _Rejector:
+    """Collects the first reason per row."""
+
+    def __init__(self, n: int) -> None:
+        self.bad = np.zeros(n, dtype=bool)
+        self.reason = np.full(n, "", dtype=object)
+
+    def flag(self, mask: np.ndarray | pd.Series, reason: str) -> None:
+        m = np.asarray(mask, dtype=bool) & ~self.bad
+        if m.any():
+            self.reason[m] = reason
+            self.bad |= m
+
+
+def _strip(s: pd.Series) -> pd.Series:
+    """Cells as strings without surrounding whitespace (non-string cells become their text)."""
+    return s.astype(str).str.strip()
+
+
+def _is_null(s: pd.Series) -> np.ndarray:
+    return s.isin(NULL_TOKENS).to_numpy()
+
+
+def _parse_timestamps(s: pd.Series, null: np.ndarray) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
+    """Parse ISO-8601 strings (naive = UTC). Returns (timestamps, unparseable, beyond max, before min)."""
+    ts = pd.to_datetime(s.where(~null, None), utc=True, errors="coerce", format="ISO8601")
+    failed = ts.isna().to_numpy() & ~null
+    too_big = np.zeros(len(s), dtype=bool)
+    too_small = np.zeros(len(s), dtype=bool)
+    if failed.any():
+        # Years outside datetime64[ns] (e.g. 2999-01-01) are future/too old, not unparseable.
+        year = pd.to_numeric(s[failed].str.extract(r"^(\d{4})-\d{2}-\d{2}", expand=False), errors="coerce")
+        too_big[failed] = (year >= 2262).to_numpy()
+        too_small[failed] = (year <= 1677).to_numpy()
+        failed &= ~(too_big | too_small)
+    return ts, failed, too_big, too_small
+
+
+def _parse_float(s: pd.Series, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Parse decimal numbers. Returns (values, non-numeric mask); nulls give NaN and are not flagged."""
+    vals = pd.to_numeric(s.where(~null, None), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    non_numeric = ~null & ~np.isfinite(vals)
+    return np.where(null, np.nan, vals), non_numeric
+
+
+def validate_table(
+    raw: pd.DataFrame,
+    schema: TableSchema,
+    config: StrataConfig,
+    now: pd.Timestamp,
+    known_users: Iterable[str] | pd.Series | None = None,
+    *,
+    path: str | Path | None = None,
+) -> TableResult:
+    """Validate one raw string table (as :func:`features.io.read_table` returns) against ``schema``.
+
+    Parameters
+    ----------
+    raw : string columns; indexed by 1-based data row number (index named ``row``), or by position.
+    schema : the contract table (``ORDERS``, ``EVENTS`` or ``USERS``).
+    config : rules (``config.data``: event types, max amount/quantity, timestamp bounds).
+    now : validation time; timestamps after ``now + future_tolerance_hours`` are rejected as future.
+    known_users : user ids of the users table; rows of other users are kept and counted as a warning.
+    path : the file the table came from, for the report.
+
+    Returns
+    -------
+    TableResult with ``rows_in == n_accepted + n_rejected``.
+    """
+    rules = config.data
+    now = parse_as_of(now)
+    n = len(raw)
+    malformed: list[tuple[int, str]] = list(raw.attrs.get("malformed_rows", []))
+    rows = raw.index.to_numpy() if raw.index.name == "row" else np.arange(1, n + 1)
+    rej = _Rejector(n)
+    accepted: dict[str, Any] = {}
+    warnings: list[str] = []
+    warning_counts: dict[str, int] = {}
+    ts_max = now + pd.Timedelta(hours=rules.future_tolerance_hours)
+    ts_min = parse_as_of(rules.min_timestamp)
+
+    missing_required = [c for c in schema.required if c not in raw.columns]
+    if missing_required:
+        raise InputFileError(
+            f"{path or schema.name}: missing required column {missing_required[0]!r} "
+            f"(found columns: {', '.join(map(str, raw.columns))})"
+        )
+    extra = [c for c in raw.columns if c not in schema.columns]
+    if extra:
+        warnings.append(f"ignored columns not in the {schema.name} contract: {', '.join(map(str, extra))}")
+
+    event_types = {t.lower(): t for t in rules.event_types}
+    for col in schema.columns:
+        if col not in raw.columns:
+            continue
+        kind = schema.required.get(col) or schema.optional[col]
+        required = col in schema.required
+        s = _strip(raw[col])
+        null = _is_null(s)
+        if required:
+            rej.flag(null, f"missing {col}")
+        if kind == "timestamp":
+            ts, failed, too_big, too_small = _parse_timestamps(s, null)
+            rej.flag(failed, f"unparseable {col}")
+            rej.flag(too_big | (ts > ts_max).to_numpy(), f"future {col}")
+            rej.flag(too_small | (ts < ts_min).to_numpy(), f"too old {col}")
+            accepted[col] = ts.array
+        elif kind == "float":
+            vals, non_numeric = _parse_float(s, null)
+            rej.flag(non_numeric, f"non-numeric {col}")
+            if col == "amount":
+                rej.flag(vals < 0, "negative amount")
+                rej.flag(vals > rules.max_amount, "implausible amount")
+            accepted[col] = vals
+        elif kind == "int":
+            vals, non_numeric = _parse_float(s, null)
+            with np.errstate(invalid="ignore"):
+                bad = non_numeric | (~null & ((vals != np.round(vals)) | (vals < 1) | (vals > rules.max_quantity)))
+            rej.flag(bad, f"bad {col}")
+            accepted[col] = pd.array(np.where(null | bad, np.nan, vals), dtype="Float64").astype("Int64")
+        elif col == "event_type":
+            lowered = s.str.lower()
+            known = lowered.isin(event_types).to_numpy()
+            rej.flag(~null & ~known, "unknown event_type")
+            accepted[col] = lowered.map(event_types).to_numpy(dtype=object)
+        elif col == "status":
+            lowered = s.str.lower()
+            rej.flag(~null & ~lowered.isin(ORDER_STATUSES).to_numpy(), "unknown status")
+            n_no_status = int((null & ~rej.bad).sum())
+            if n_no_status:
+                warnings.append(f"{n_no_status:,} orders without a status were taken as paid")
+                warning_counts["status missing, taken as paid"] = n_no_status
+            accepted[col] = lowered.where(~null, "paid").to_numpy(dtype=object)
+        else:
+            accepted[col] = np.where(null, None, s.to_numpy(dtype=object))
+
+    key = {"orders": "order_id", "users": "user_id"}.get(schema.name)
+    if key is not None and key in accepted:
+        dup = np.zeros(n, dtype=bool)
+        ok = ~rej.bad
+        dup[ok] = pd.Series(accepted[key][ok]).duplicated(keep="first").to_numpy()
+        rej.flag(dup, f"duplicate {key}")
+
+    keep = ~rej.bad
+    acc = pd.DataFrame({c: v[keep] for c, v in accepted.items()})
+
+    rejected = raw.loc[rej.bad].copy()
+    rejected.insert(0, "reason", rej.reason[rej.bad])
+    rejected.insert(0, "row", rows[rej.bad])
+    if malformed:
+        extra_rows = pd.DataFrame({"row": [r for r, _ in malformed], "reason": MALFORMED,
+                                   "line": [t for _, t in malformed]})
+        rejected = pd.concat([rejected, extra_rows], ignore_index=True).sort_values("row", kind="stable")
+    rejected = rejected.reset_index(drop=True)
+    reasons = rejected["reason"].value_counts().to_dict() if len(rejected) else {}
+
+    if known_users is not None and "user_id" in acc.columns and schema.name != "users":
+        ku = known_users if isinstance(known_users, pd.Series | pd.Index) else pd.Index(list(known_users))
+        unknown = ~acc["user_id"].isin(ku)
+        n_unknown = int(unknown.sum())
+        if n_unknown:
+            n_users = acc.loc[unknown, "user_id"].nunique()
+            plural = "user" if n_users == 1 else "users"
+            warnings.append(f"{n_unknown:,} {schema.name} rows of {n_users:,} {plural} not in the users table (kept)")
+            warning_counts[UNKNOWN_USER_WARNING] = n_unknown
+    if n == 0 and not malformed:
+        warnings.append(f"the {schema.name} table has no data rows")
+
+    return TableResult(
+        table=schema.name,
+        path=str(path) if path is not None else None,
+        rows_in=n + len(malformed),
+        accepted=acc,
+        rejected=rejected,
+        reasons={str(k): int(v) for k, v in reasons.items()},
+        warnings=warnings,
+        warning_counts=warning_counts,
+    )
+
+
+def load_dataset(
+    data_dir: Path | str | None = None,
+    *,
+    orders: Path | str | None = None,
+    events: Path | str | None = None,
+    users: Path | str | None = None,
+    config: StrataConfig,
+    now: pd.Timestamp | str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Dataset, ValidationReport]:
+    """Find, read and validate the input tables; return the valid data and the validation report.
+
+    Parameters
+    ----------
+    data_dir : directory with ``orders.csv|parquet`` and optional ``events.*``, ``users.*``.
+    orders, events, users : explicit file paths; they override files found in ``data_dir``.
+    config : validation rules (``config.data``).
+    now : validation time (default: the current time, UTC) for rejecting future timestamps.
+    progress : optional callback told which table is being read.
+
+    Returns
+    -------
+    (Dataset of accepted rows; ``events``/``users`` are None when no such file was given), report.
+
+    Raises
+    ------
+    InputFileError
+        For file-level problems (missing/unreadable/empty file, wrong delimiter or encoding,
+        missing required column).
+    """
+    files = find_table_files(
+        Path(data_dir) if data_dir is not None else None,
+        Path(orders) if orders is not None else None,
+        Path(events) if events is not None else None,
+        Path(users) if users is not None else None,
+    )
+    now_ts = pd.Timestamp.now(tz="UTC") if now is None else parse_as_of(now)
+    step = progress or (lambda _msg: None)
+    results: dict[str, TableResult] = {}
+    known: pd.Series | None = None
+    for name, schema in (("users", USERS), ("orders", ORDERS), ("events", EVENTS)):
+        path = files[name]
+        if path is None:
+            continue
+        step(name)
+        raw = read_table(path, schema)
+        results[name] = validate_table(raw, schema, config, now_ts, known_users=known, path=path)
+        del raw
+        if name == "users":
+            known = results[name].accepted["user_id"]
+    dataset = Dataset(
+        orders=results["orders"].accepted,
+        events=results["events"].accepted if "events" in results else None,
+        users=results["users"].accepted if "users" in results else None,
+    )
+    ordered = {k: results[k] for k in ("orders", "events", "users") if k in results}
+    return dataset, ValidationReport(tables=ordered, now=now_ts)

@@ -1,0 +1,527 @@
+"""Batch scoring of the whole user base: atomic, resumable, in bounded memory.
+
+How a run goes (``strata score``):
+
+1. Features are built once (DuckDB) and written to ``<out>.tmp-<key>/_work/features.parquet`` in row
+   groups of ``config.scoring.chunk_users`` users; the in-memory table is then dropped.
+2. Each chunk (one row group) is scored by :class:`serving.scorer.Scorer` and written as one part file,
+   atomically (temp file + rename), and recorded in ``_work/manifest.json`` (also replaced atomically).
+3. With a budget, the allocation needs a global pass: every chunk's eligible (user, action, value,
+   cost) candidates are kept in ``_work``, allocated greedily in one pass (small columns only), and the
+   chunks are finished with the selection (again one atomic part file each).
+4. The latest features and scores are upserted into the online store (one transaction per chunk).
+5. ``_manifest.json`` (the run's arguments and summary) is written, ``_work`` is removed and the
+   temporary directory is renamed to ``<out>``: the output appears only when complete.
+
+``<key>`` hashes the run's arguments (data files with sizes and modification times, ``as_of``, model
+name and *version*, budget, format, chunk size, configuration). Re-running with the same arguments
+after a crash or ``kill -9`` skips every finished chunk; different arguments use another directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from features.errors import StrataError
+from serving.interventions import select_without_budget
+from serving.scorer import OUTPUT_COLUMNS, Scorer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from serving.online_store import OnlineStore
+
+log = logging.getLogger(__name__)
+
+OutputFormat = Literal["parquet", "csv"]
+MANIFEST = "_manifest.json"
+WORK = "_work"
+_FLOAT_OUTPUT = ["churn_risk", "conversion_prob", "predicted_value", "value_p10", "value_p90", "action_cost",
+                 "expected_incremental_value"]
+
+
+class BatchError(StrataError):
+    """A batch scoring run cannot proceed (output exists, inconsistent work directory...)."""
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+@dataclass
+class BatchSummary:
+    """What a run produced: counts per layer, risk and value totals and the budget used.
+
+    Risk totals are sums of probabilities (expected number of churners / converters over the horizon);
+    value totals are shop currency over the horizon.
+    """
+
+    out: str
+    as_of: str
+    model_name: str
+    model_version: str
+    n_users: int = 0
+    n_chunks: int = 0
+    chunks_resumed: int = 0
+    lifecycle: dict[str, int] = field(default_factory=dict)
+    refined_layer: dict[str, int] = field(default_factory=dict)
+    actions: dict[str, int] = field(default_factory=dict)
+    expected_churners: float = 0.0
+    buyers_scored: int = 0
+    expected_converters: float = 0.0
+    prospects_scored: int = 0
+    predicted_value_total: float = 0.0
+    expected_incremental_value_total: float = 0.0
+    treated: int = 0
+    control: int = 0
+    budget: float | None = None
+    budget_used: float = 0.0
+    seconds: float = 0.0
+    format: str = "parquet"
+    parts: list[str] = field(default_factory=list)
+
+    @property
+    def mean_churn_risk(self) -> float:
+        return self.expected_churners / self.buyers_scored if self.buyers_scored else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def chunk_stats(scores: pd.DataFrame, candidates: pd.DataFrame) -> dict[str, Any]:
+    """Additive statistics of one scored chunk (merged into :class:`BatchSummary`).
+
+    ``candidates`` are the chunk's candidates with their final ``selected`` flags: treated/control
+    counts, actions and budget use count every selected pair (several per user when
+    ``max_actions_per_user`` > 1).
+    """
+    sel = candidates[candidates["selected"].astype(bool)]
+    ctl = sel["control"].astype(bool)
+    treated = sel[~ctl]
+    return {
+        "n_users": len(scores),
+        "lifecycle": {str(k): int(v) for k, v in scores["lifecycle"].value_counts().items()},
+        "refined_layer": {str(k): int(v) for k, v in scores["refined_layer"].value_counts().items()},
+        "actions": {str(k): int(v) for k, v in treated["action_id"].value_counts().items()},
+        "expected_churners": float(np.nansum(scores["churn_risk"].to_numpy(dtype=float))),
+        "buyers_scored": int(scores["churn_risk"].notna().sum()),
+        "expected_converters": float(np.nansum(scores["conversion_prob"].to_numpy(dtype=float))),
+        "prospects_scored": int(scores["conversion_prob"].notna().sum()),
+        "predicted_value_total": float(np.nansum(scores["predicted_value"].to_numpy(dtype=float))),
+        "expected_incremental_value_total": float(treated["expected_incremental_value"].sum()),
+        "treated": len(treated),
+        "control": int(ctl.sum()),
+        "budget_used": float(treated["unit_cost"].sum()),
+    }
+
+
+def _merge_stats(summary: BatchSummary, stats: dict[str, Any]) -> None:
+    for key, value in stats.items():
+        if isinstance(value, dict):
+            target = getattr(summary, key)
+            for k, v in value.items():
+                target[k] = target.get(k, 0) + v
+        else:
+            setattr(summary, key, getattr(summary, key) + value)
+
+
+# ----------------------------------------------------------------------------- atomic files
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(path, json.dumps(obj, indent=1, default=str).encode("utf-8"))
+
+
+def _atomic_write_frame(frame: pd.DataFrame, path: Path, fmt: OutputFormat) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if fmt == "parquet":
+        frame.to_parquet(tmp, index=False)
+    else:
+        frame.to_csv(tmp, index=False)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- run key
+
+
+def file_fingerprint(path: Path | None) -> dict[str, Any] | None:
+    """Identity of an input file for the run key: absolute path, size (bytes), modification time (ns)."""
+    if path is None:
+        return None
+    p = Path(path).resolve()
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def run_key(args: dict[str, Any]) -> str:
+    """Short stable hash (16 hex digits) of a run's arguments."""
+    text = json.dumps(args, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    """A rich progress display, or nothing (tests, non-interactive use)."""
+
+    def __init__(self, enabled: bool, console: Console | None) -> None:
+        self._bar: Any = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            )
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def task(self, description: str, total: int, completed: int = 0) -> Any:
+        if self._bar is None:
+            return None
+        return self._bar.add_task(description, total=total, completed=completed)
+
+    def advance(self, task: Any, n: int = 1) -> None:
+        if self._bar is not None and task is not None:
+            self._bar.advance(task, n)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class _Manifest:
+    """Work state of one run (which chunks are finished), persisted atomically after each change."""
+
+    def __init__(self, path: Path, key: str, args: dict[str, Any]) -> None:
+        self.path = path
+        if path.exists():
+            state = json.loads(path.read_text(encoding="utf-8"))
+            if state.get("key") != key:
+                raise BatchError(f"{path}: belongs to another run (key {state.get('key')} != {key}); remove it")
+        else:
+            state = {"key": key, "args": args, "n_users": None, "n_chunks": None, "stage": {}, "final": {},
+                     "allocation": None, "online_store": False}
+        self.state: dict[str, Any] = state
+
+    def save(self) -> None:
+        _atomic_write_json(self.path, self.state)
+
+    def done(self, phase: str, i: int, part: Path) -> bool:
+        return str(i) in self.state[phase] and part.exists()
+
+    def mark(self, phase: str, i: int, info: dict[str, Any]) -> None:
+        self.state[phase][str(i)] = info
+        self.save()
+
+
+def run_batch(
+    scorer: Scorer,
+    build_features: Callable[[], pd.DataFrame],
+    out: str | Path,
+    *,
+    run_args: dict[str, Any],
+    budget: float | None = None,
+    fmt: OutputFormat = "parquet",
+    chunk_users: int | None = None,
+    last_contacted: pd.DataFrame | None = None,
+    online_store: OnlineStore | None = None,
+    overwrite: bool = False,
+    show_progress: bool = False,
+    console: Console | None = None,
+) -> BatchSummary:
+    """Score every user into part files under ``out``; resumable and atomic (see the module docstring).
+
+    Parameters
+    ----------
+    scorer
+        The scorer (model bundle, configuration, model identity).
+    build_features
+        Called once (unless a previous interrupted run already saved the features) to build the
+        feature table of every user.
+    out
+        Output directory; must not exist unless ``overwrite``.
+    run_args
+        Identity of the inputs for the run key (data files, ``as_of``...); model identity, budget,
+        format, chunk size and configuration are added here.
+    budget
+        Total cost (shop currency) of the treated actions; None: no budget.
+    fmt
+        ``parquet`` or ``csv`` part files.
+    chunk_users
+        Users per chunk (default ``config.scoring.chunk_users``).
+    last_contacted
+        Optional contact history for frequency caps (:func:`serving.outcomes.last_contacted`).
+    online_store
+        Store to upsert the latest features and scores into (None: skip).
+    """
+    import pyarrow.parquet as pq
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    config = scorer.config
+    chunk = int(chunk_users or config.scoring.chunk_users)
+    if chunk < 1:
+        raise BatchError(f"scoring.chunk_users must be >= 1 (got {chunk})")
+    if fmt not in ("parquet", "csv"):
+        raise BatchError(f"--format: expected parquet or csv (got {fmt!r})")
+    if out.exists() and not overwrite:
+        raise BatchError(f"{out}: output directory already exists (choose another --out or pass --overwrite)")
+    history = None if last_contacted is None else pd.util.hash_pandas_object(last_contacted, index=False).sum()
+    args = {
+        **run_args,
+        "model_name": scorer.model_name,
+        "model_version": scorer.model_version,
+        "budget": budget,
+        "format": fmt,
+        "chunk_users": chunk,
+        "config": config.model_dump(mode="json"),
+        "contact_history": None if history is None else int(history),
+    }
+    key = run_key(args)
+    tmp = out.with_name(f"{out.name}.tmp-{key}")
+    work = tmp / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    manifest = _Manifest(work / "manifest.json", key, args)
+    ext = "parquet" if fmt == "parquet" else "csv"
+    summary = BatchSummary(
+        out=str(out), as_of=str(run_args.get("as_of", "")), model_name=scorer.model_name,
+        model_version=scorer.model_version, budget=budget, format=fmt,
+    )
+    features_path = work / "features.parquet"
+
+    with _Progress(show_progress, console) as progress:
+        # 1. features, once
+        if manifest.state["n_users"] is None or not features_path.exists():
+            step = progress.task("building features", total=1)
+            features = build_features()
+            _check_features(features)
+            table = _to_arrow(features)
+            n_users = len(features)
+            del features
+            tmp_path = features_path.with_name(".features.parquet.tmp")
+            pq.write_table(table, tmp_path, row_group_size=chunk)
+            del table
+            os.replace(tmp_path, features_path)
+            manifest.state["n_users"] = n_users
+            manifest.state["n_chunks"] = pq.ParquetFile(features_path).num_row_groups if n_users else 0
+            manifest.state["stage"], manifest.state["final"] = {}, {}
+            manifest.save()
+            progress.advance(step)
+        n_users = int(manifest.state["n_users"])
+        n_chunks = int(manifest.state["n_chunks"])
+        summary.n_users, summary.n_chunks = n_users, n_chunks
+        pfile = pq.ParquetFile(features_path) if n_chunks else None
+
+        def read_chunk(i: int) -> pd.DataFrame:
+            assert pfile is not None
+            return pfile.read_row_group(i).to_pandas()
+
+        def part_path(i: int) -> Path:
+            return tmp / f"part-{i:05d}.{ext}"
+
+        # 2. score chunks
+        if budget is None:
+            resumed = sum(manifest.done("final", i, part_path(i)) for i in range(n_chunks))
+            summary.chunks_resumed = resumed
+            task = progress.task("scoring", total=n_chunks, completed=resumed)
+            for i in range(n_chunks):
+                if manifest.done("final", i, part_path(i)):
+                    continue
+                features = read_chunk(i)
+                core = scorer.score_core(features, last_contacted=last_contacted)
+                selected = select_without_budget(core.candidates, config.interventions.max_actions_per_user)
+                scores = scorer.finish(core.scores, selected)
+                _atomic_write_frame(scores, part_path(i), fmt)
+                manifest.mark(
+                    "final", i, {"part": part_path(i).name, "rows": len(scores), "stats": chunk_stats(scores, selected)}
+                )
+                progress.advance(task)
+        else:
+            def stage_paths(i: int) -> tuple[Path, Path]:
+                return work / f"core-{i:05d}.parquet", work / f"cand-{i:05d}.parquet"
+
+            resumed_stage = sum(manifest.done("stage", i, stage_paths(i)[1]) for i in range(n_chunks))
+            task = progress.task("scoring", total=n_chunks, completed=resumed_stage)
+            for i in range(n_chunks):
+                core_p, cand_p = stage_paths(i)
+                if manifest.done("stage", i, cand_p) and core_p.exists():
+                    continue
+                if manifest.done("final", i, part_path(i)):
+                    continue
+                features = read_chunk(i)
+                core = scorer.score_core(features, last_contacted=last_contacted)
+                _atomic_write_frame(core.scores, core_p, "parquet")
+                _atomic_write_frame(core.candidates, cand_p, "parquet")
+                manifest.mark("stage", i, {"rows": len(core.scores), "candidates": len(core.candidates)})
+                progress.advance(task)
+            # 3. global allocation (small columns of the positive candidates only)
+            selection_path = work / "selection.parquet"
+            if manifest.state["allocation"] is None or not selection_path.exists():
+                step = progress.task("allocating budget", total=1)
+                cols = ["user_id", "action_id", "rank", "unit_cost", "expected_incremental_value", "control", "selected"]
+                parts = [
+                    pd.read_parquet(stage_paths(i)[1], columns=cols, filters=[("expected_incremental_value", ">", 0.0)])
+                    for i in range(n_chunks)
+                ]
+                cands = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+                alloc = scorer.allocate(cands, budget)
+                sel = alloc.candidates.loc[alloc.candidates["selected"], ["user_id", "action_id"]]
+                _atomic_write_frame(sel.reset_index(drop=True), selection_path, "parquet")
+                manifest.state["allocation"] = {"spent": alloc.spent, "treated": alloc.treated, "control": alloc.control}
+                manifest.save()
+                del cands, parts, alloc
+                progress.advance(step)
+            selection = pd.read_parquet(selection_path)
+            sel_keys = pd.MultiIndex.from_frame(selection[["user_id", "action_id"]])
+            resumed = sum(manifest.done("final", i, part_path(i)) for i in range(n_chunks))
+            summary.chunks_resumed = resumed
+            task = progress.task("applying selection", total=n_chunks, completed=resumed)
+            for i in range(n_chunks):
+                if manifest.done("final", i, part_path(i)):
+                    continue
+                core_p, cand_p = stage_paths(i)
+                core_scores = pd.read_parquet(core_p)
+                cands = pd.read_parquet(cand_p)
+                keys = pd.MultiIndex.from_frame(cands[["user_id", "action_id"]])
+                cands["selected"] = keys.isin(sel_keys)
+                scores = scorer.finish(core_scores, cands)
+                _atomic_write_frame(scores, part_path(i), fmt)
+                manifest.mark(
+                    "final", i, {"part": part_path(i).name, "rows": len(scores), "stats": chunk_stats(scores, cands)}
+                )
+                progress.advance(task)
+
+        # 4. online store
+        if online_store is not None and not manifest.state["online_store"]:
+            task = progress.task("online store", total=n_chunks)
+            for i in range(n_chunks):
+                online_store.write(read_chunk(i), read_scores_part(part_path(i), fmt))
+                progress.advance(task)
+            manifest.state["online_store"] = True
+            manifest.save()
+
+    # 5. publish
+    for i in range(n_chunks):
+        info = manifest.state["final"][str(i)]
+        _merge_stats(summary, info["stats"])
+        summary.parts.append(info["part"])
+    if budget is not None and manifest.state["allocation"] is not None:
+        alloc_spent = float(manifest.state["allocation"]["spent"])
+        if not np.isclose(alloc_spent, summary.budget_used, rtol=1e-9, atol=1e-6):
+            raise BatchError(f"internal: allocated {alloc_spent} but parts use {summary.budget_used}")
+    written = sum(int(manifest.state["final"][str(i)]["rows"]) for i in range(n_chunks))
+    if written != n_users:
+        raise BatchError(f"internal: {written} rows written for {n_users} users")
+    summary.seconds = time.perf_counter() - t0
+    _atomic_write_json(tmp / MANIFEST, {"key": key, "args": args, "summary": summary.to_dict()})
+    shutil.rmtree(work)
+    if out.exists() and overwrite:
+        old = out.with_name(f"{out.name}.old-{key}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    _fsync_dir(out.parent)
+    return summary
+
+
+def _check_features(features: pd.DataFrame) -> None:
+    for col in ("user_id", "as_of"):
+        if col not in features.columns:
+            raise BatchError(f"feature table: missing column {col!r}")
+    if not features["user_id"].is_unique:
+        raise BatchError("feature table: duplicate user_id values")
+
+
+def _to_arrow(features: pd.DataFrame) -> Any:
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(features.reset_index(drop=True), preserve_index=False)
+
+
+# ----------------------------------------------------------------------------- reading outputs
+
+
+def read_scores_part(path: Path, fmt: OutputFormat | None = None) -> pd.DataFrame:
+    """One part file of a batch output, with the scorer's dtypes (CSV parts are re-typed)."""
+    fmt = fmt or ("csv" if path.suffix == ".csv" else "parquet")
+    if fmt == "parquet":
+        return pd.read_parquet(path)
+    frame = pd.read_csv(path, dtype={"user_id": str, "model_version": str, "action_id": str}, keep_default_na=True)
+    frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
+    for col in _FLOAT_OUTPUT:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    frame["control"] = frame["control"].astype(str).str.lower().isin(["true", "1"])
+    frame["action_id"] = frame["action_id"].astype(object).where(frame["action_id"].notna(), None)
+    frame["action_name"] = frame["action_name"].astype(object).where(frame["action_name"].notna(), None)
+    return frame[OUTPUT_COLUMNS]
+
+
+def read_scores(out: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """All rows of a finished batch output directory (``strata score --out``), parts in order."""
+    d = Path(out)
+    manifest = d / MANIFEST
+    if not manifest.exists():
+        raise BatchError(f"{d}: not a finished scoring output (no {MANIFEST}); run `strata score` first")
+    info = json.loads(manifest.read_text(encoding="utf-8"))
+    parts = [d / p for p in info["summary"]["parts"]]
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in OUTPUT_COLUMNS})
+    frames = [read_scores_part(p) for p in parts]
+    frame = pd.concat(frames, ignore_index=True)
+    return frame if columns is None else frame[columns]
+
+
+def read_summary(out: str | Path) -> dict[str, Any]:
+    """The run summary saved with a finished batch output."""
+    d = Path(out)
+    manifest = d / MANIFEST
+    if not manifest.exists():
+        raise BatchError(f"{d}: not a finished scoring output (no {MANIFEST})")
+    return dict(json.loads(manifest.read_text(encoding="utf-8"))["summary"])

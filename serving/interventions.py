@@ -1,0 +1,394 @@
+"""Interventions: which playbook actions each user is eligible for, what each is worth, who gets one.
+
+Eligibility
+    An action (``config.interventions.playbook``) is eligible for a user when the user's refined layer
+    *or* lifecycle stage is among the action's ``layers`` (an ``at_risk`` mature buyer is eligible for
+    both the at-risk and the mature playbook). A pair ``(user, action)`` contacted less than the
+    action's ``frequency_cap_days`` before ``as_of`` (from an optional ``last_contacted`` history, see
+    :func:`serving.outcomes.last_contacted`) is not eligible.
+
+Expected incremental value (shop currency, over the prediction horizon)
+    Buyers: ``churn_risk x value_if_retained x uplift_prior - unit_cost``: the action lowers the
+    churn risk by the relative ``uplift_prior``, and each user kept is worth their expected spend
+    *given* they buy, ``value_if_retained = predicted_value / max(1 - churn_risk, MIN_PROB)``
+    (``predicted_value`` already counts the chance of buying nothing).
+    Prospects (no purchase yet, ``churn_risk`` NaN): ``conversion_prob x uplift_prior x
+    value_if_converted - unit_cost`` with ``value_if_converted = predicted_value /
+    max(conversion_prob, MIN_PROB)``: the action raises the conversion probability by the relative
+    ``uplift_prior``.
+
+Selection
+    Without a budget, each user gets their best ``max_actions_per_user`` actions with a positive
+    expected incremental value. With a budget, (user, action) pairs with a positive value are taken
+    greedily, best first, skipping pairs whose cost no longer fits, until nothing more fits: the
+    treated cost never exceeds the budget.
+
+Control groups
+    Every (user, action) pair has a fixed uniform number ``u = blake2b(action_id, user_id) / 2**64``;
+    pairs with ``u < control_share`` are the action's random control group: selected like the others
+    (they mirror who would have been contacted) but flagged ``control=True``: not to be contacted, and
+    their cost does not consume the budget. The same pair is always in or out, run after run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.config import Action, InterventionConfig
+from features.errors import StrataError
+
+#: Floor of the purchase probability a value is divided by (keeps value-if-retained finite).
+MIN_PROB = 0.05
+
+CANDIDATE_COLUMNS = [
+    "user_id",
+    "action_id",
+    "rank",
+    "unit_cost",
+    "expected_incremental_value",
+    "control",
+    "selected",
+]
+
+ACTION_COLUMNS = [
+    "action_id",
+    "action_name",
+    "action_cost",
+    "expected_incremental_value",
+    "control",
+    "interventions",
+]
+
+
+class PlaybookError(StrataError):
+    """The intervention playbook in the configuration is unusable."""
+
+
+@dataclass(frozen=True)
+class Playbook:
+    """The configured actions, indexed by id."""
+
+    actions: tuple[Action, ...]
+
+    @classmethod
+    def from_config(cls, config: InterventionConfig) -> Playbook:
+        """Check the playbook (unique ids, non-negative costs) and index it."""
+        seen: set[str] = set()
+        for action in config.playbook:
+            if action.id in seen:
+                raise PlaybookError(f"configuration [interventions] playbook: duplicate action id {action.id!r}")
+            if action.unit_cost < 0:
+                raise PlaybookError(
+                    f"configuration [interventions] playbook: action {action.id!r} has negative unit_cost "
+                    f"{action.unit_cost}"
+                )
+            seen.add(action.id)
+        return cls(actions=tuple(config.playbook))
+
+    def get(self, action_id: str) -> Action:
+        for action in self.actions:
+            if action.id == action_id:
+                return action
+        raise KeyError(action_id)
+
+    @property
+    def names(self) -> dict[str, str]:
+        return {a.id: a.name for a in self.actions}
+
+    @property
+    def costs(self) -> dict[str, float]:
+        return {a.id: float(a.unit_cost) for a in self.actions}
+
+
+def control_uniform(user_id: str, action_id: str) -> float:
+    """The fixed uniform number in [0, 1) of a (user, action) pair (blake2b, 64 bits)."""
+    digest = hashlib.blake2b(f"{action_id}\x1f{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def control_flags(user_ids: Sequence[str], action_ids: Sequence[str], control_share: float) -> np.ndarray:
+    """Boolean array: is each (user, action) pair in the action's random control group."""
+    if control_share <= 0:
+        return np.zeros(len(user_ids), dtype=bool)
+    blake = hashlib.blake2b
+    limit = int(control_share * 2.0**64)
+    return np.fromiter(
+        (
+            int.from_bytes(blake(f"{a}\x1f{u}".encode(), digest_size=8).digest(), "big") < limit
+            for u, a in zip(user_ids, action_ids, strict=True)
+        ),
+        dtype=bool,
+        count=len(user_ids),
+    )
+
+
+def expected_incremental_value(
+    churn_risk: np.ndarray,
+    conversion_prob: np.ndarray,
+    predicted_value: np.ndarray,
+    uplift: float,
+    unit_cost: float,
+) -> np.ndarray:
+    """Expected incremental value (shop currency, over the horizon) of one action for each user.
+
+    Buyers (``churn_risk`` not NaN) use the retention formula, prospects the conversion formula (see
+    the module docstring). NaN when the user has neither score or no predicted value.
+    """
+    risk = np.asarray(churn_risk, dtype=float)
+    conv = np.asarray(conversion_prob, dtype=float)
+    value = np.clip(np.asarray(predicted_value, dtype=float), 0.0, None)
+    buyer = ~np.isnan(risk)
+    with np.errstate(invalid="ignore"):
+        retained_value = value / np.maximum(1.0 - risk, MIN_PROB)
+        buyer_gain = risk * retained_value * uplift
+        converted_value = value / np.maximum(conv, MIN_PROB)
+        prospect_gain = conv * uplift * converted_value
+    return np.where(buyer, buyer_gain, prospect_gain) - unit_cost
+
+
+def candidate_actions(
+    scores: pd.DataFrame,
+    config: InterventionConfig,
+    *,
+    last_contacted: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Every eligible (user, action) pair with its expected incremental value and rank.
+
+    Parameters
+    ----------
+    scores
+        One row per user with ``user_id``, ``as_of``, ``lifecycle``, ``refined_layer``, ``churn_risk``,
+        ``conversion_prob`` and ``predicted_value``.
+    config
+        The intervention configuration (playbook, control share).
+    last_contacted
+        Optional contact history ``user_id, action_id, last_contacted_at`` (UTC): pairs contacted less
+        than the action's ``frequency_cap_days`` before the user's ``as_of`` are dropped.
+
+    Returns
+    -------
+    DataFrame
+        :data:`CANDIDATE_COLUMNS`: ``rank`` 1 is the user's best action (by expected incremental value,
+        ties by action id); ``control`` is the pair's control flag; ``selected`` is False (set by
+        :func:`select_without_budget` or :func:`allocate_budget`). Sorted by user then rank.
+    """
+    playbook = Playbook.from_config(config)
+    users = scores["user_id"].to_numpy(dtype=object)
+    life = scores["lifecycle"].to_numpy(dtype=object)
+    refined = scores["refined_layer"].to_numpy(dtype=object)
+    risk = pd.to_numeric(scores["churn_risk"], errors="coerce").to_numpy(dtype=float)
+    conv = pd.to_numeric(scores["conversion_prob"], errors="coerce").to_numpy(dtype=float)
+    value = pd.to_numeric(scores["predicted_value"], errors="coerce").to_numpy(dtype=float)
+    position = np.arange(len(scores))
+
+    parts: list[pd.DataFrame] = []
+    for action in playbook.actions:
+        mask = np.isin(refined, action.layers) | np.isin(life, action.layers)
+        if not mask.any():
+            continue
+        eiv = expected_incremental_value(
+            risk[mask], conv[mask], value[mask], float(action.uplift_prior), float(action.unit_cost)
+        )
+        parts.append(
+            pd.DataFrame(
+                {
+                    "_pos": position[mask],
+                    "user_id": users[mask],
+                    "action_id": action.id,
+                    "unit_cost": float(action.unit_cost),
+                    "expected_incremental_value": eiv,
+                }
+            )
+        )
+    if not parts:
+        return _empty_candidates()
+    cands = pd.concat(parts, ignore_index=True)
+    cands = cands[~np.isnan(cands["expected_incremental_value"].to_numpy())]
+    if last_contacted is not None and len(last_contacted) and len(cands):
+        cands = _apply_frequency_cap(cands, scores, last_contacted, playbook)
+    cands = cands.sort_values(
+        ["_pos", "expected_incremental_value", "action_id"], ascending=[True, False, True], kind="mergesort"
+    )
+    cands["rank"] = cands.groupby("_pos", sort=False).cumcount().to_numpy() + 1
+    cands["control"] = control_flags(
+        cands["user_id"].tolist(), cands["action_id"].tolist(), config.control_share
+    )
+    cands["selected"] = False
+    return cands[CANDIDATE_COLUMNS].reset_index(drop=True)
+
+
+def _empty_candidates() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": pd.Series(dtype=object),
+            "action_id": pd.Series(dtype=object),
+            "rank": pd.Series(dtype="int64"),
+            "unit_cost": pd.Series(dtype=float),
+            "expected_incremental_value": pd.Series(dtype=float),
+            "control": pd.Series(dtype=bool),
+            "selected": pd.Series(dtype=bool),
+        }
+    )
+
+
+def _apply_frequency_cap(
+    cands: pd.DataFrame, scores: pd.DataFrame, last_contacted: pd.DataFrame, playbook: Playbook
+) -> pd.DataFrame:
+    missing = {"user_id", "action_id", "last_contacted_at"} - set(last_contacted.columns)
+    if missing:
+        raise StrataError(f"contact history: missing column(s) {sorted(missing)}")
+    history = last_contacted[["user_id", "action_id", "last_contacted_at"]].copy()
+    history["last_contacted_at"] = pd.to_datetime(history["last_contacted_at"], utc=True)
+    history = history.groupby(["user_id", "action_id"], as_index=False)["last_contacted_at"].max()
+    as_of = pd.to_datetime(scores["as_of"], utc=True).to_numpy()
+    merged = cands.merge(history, on=["user_id", "action_id"], how="left")
+    cap_days = merged["action_id"].map({a.id: a.frequency_cap_days for a in playbook.actions}).to_numpy(dtype=float)
+    since = (as_of[merged["_pos"].to_numpy()] - merged["last_contacted_at"].to_numpy()) / np.timedelta64(1, "D")
+    since = np.asarray(since, dtype=float)
+    capped = ~np.isnan(since) & (since < cap_days)
+    return merged.loc[~capped].drop(columns=["last_contacted_at"])
+
+
+def select_without_budget(candidates: pd.DataFrame, max_actions_per_user: int) -> pd.DataFrame:
+    """Mark each user's best ``max_actions_per_user`` actions with a positive value as selected."""
+    out = candidates.copy()
+    positive = out["expected_incremental_value"].to_numpy() > 0
+    ranks_among_positive = out.assign(_p=positive).groupby("user_id", sort=False)["_p"].cumsum().to_numpy()
+    out["selected"] = positive & (ranks_among_positive <= max_actions_per_user)
+    return out
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Result of a budgeted allocation."""
+
+    candidates: pd.DataFrame
+    budget: float
+    spent: float
+    treated: int
+    control: int
+
+
+def allocate_budget(candidates: pd.DataFrame, budget: float, max_actions_per_user: int) -> Allocation:
+    """Greedy allocation of (user, action) pairs by expected incremental value under a budget.
+
+    Pairs with a positive value are visited best first (ties: user id, then action id). A pair is taken
+    when its user has fewer than ``max_actions_per_user`` actions and its cost fits in what is left;
+    a treated pair consumes its cost, a control pair consumes nothing (it only mirrors the selection).
+    Pairs that do not fit are skipped and the walk goes on, so cheaper pairs can fill the remainder.
+    The treated cost never exceeds ``budget`` (shop currency).
+    """
+    if budget < 0 or np.isnan(budget):
+        raise StrataError(f"--budget: must be a non-negative amount (got {budget})")
+    out = candidates.copy()
+    out["selected"] = False
+    eiv = out["expected_incremental_value"].to_numpy(dtype=float)
+    pos = np.flatnonzero(eiv > 0)
+    if len(pos) == 0:
+        return Allocation(out, float(budget), 0.0, 0, 0)
+    sub = out.iloc[pos]
+    order = np.lexsort(
+        (sub["action_id"].to_numpy(dtype=object).astype(str), sub["user_id"].to_numpy(dtype=object).astype(str), -eiv[pos])
+    )
+    idx = pos[order]
+    costs = out["unit_cost"].to_numpy(dtype=float)[idx]
+    controls = out["control"].to_numpy(dtype=bool)[idx]
+    user_codes = pd.factorize(out["user_id"].to_numpy(dtype=object)[idx])[0]
+    taken_per_user = np.zeros(user_codes.max() + 1, dtype=np.int64)
+    selected = np.zeros(len(idx), dtype=bool)
+    remaining = float(budget)
+    spent = 0.0
+    # Smallest cost among pairs not yet visited: stop as soon as nothing more can fit.
+    suffix_min = np.minimum.accumulate(costs[::-1])[::-1]
+    for i in range(len(idx)):
+        if suffix_min[i] > remaining:
+            break
+        u = user_codes[i]
+        if taken_per_user[u] >= max_actions_per_user:
+            continue
+        c = costs[i]
+        if c > remaining:
+            continue
+        selected[i] = True
+        taken_per_user[u] += 1
+        if not controls[i]:
+            remaining -= c
+            spent += c
+    sel_col = out["selected"].to_numpy(copy=True)
+    sel_col[idx[selected]] = True
+    out["selected"] = sel_col
+    n_control = int((selected & controls).sum())
+    return Allocation(out, float(budget), float(spent), int(selected.sum()) - n_control, n_control)
+
+
+def action_columns(user_ids: pd.Series, candidates: pd.DataFrame, config: InterventionConfig) -> pd.DataFrame:
+    """The action output columns of each user (row-aligned with ``user_ids``).
+
+    ``action_id``/``action_name``/``action_cost``/``expected_incremental_value``/``control`` describe
+    the user's best selected action (None/NaN/False when none is selected); ``interventions`` is a JSON
+    list of every eligible action, best first: ``{action_id, name, channel, cost,
+    expected_incremental_value, selected, control}``.
+    """
+    playbook = Playbook.from_config(config)
+    n = len(user_ids)
+    position = pd.Series(np.arange(n), index=pd.Index(user_ids.to_numpy(dtype=object)))
+    if not position.index.is_unique:
+        raise StrataError("scoring: duplicate user_id values in the rows to score")
+    action_id = np.full(n, None, dtype=object)
+    action_name = np.full(n, None, dtype=object)
+    action_cost = np.full(n, np.nan)
+    eiv_out = np.full(n, np.nan)
+    control_out = np.zeros(n, dtype=bool)
+    lists: list[list[str]] = [[] for _ in range(n)]
+    if len(candidates):
+        pos = position.reindex(candidates["user_id"].to_numpy(dtype=object)).to_numpy()
+        if np.isnan(pos.astype(float)).any():
+            raise ValueError("candidates reference users that are not being scored")
+        pos = pos.astype(np.int64)
+        sel = candidates["selected"].to_numpy(dtype=bool)
+        rank = candidates["rank"].to_numpy()
+        # best selected action per user = selected row with the lowest rank
+        sel_rows = np.flatnonzero(sel)
+        if len(sel_rows):
+            order = sel_rows[np.lexsort((rank[sel_rows], pos[sel_rows]))]
+            first = order[np.r_[True, pos[order][1:] != pos[order][:-1]]]
+            p = pos[first]
+            ids = candidates["action_id"].to_numpy(dtype=object)[first]
+            action_id[p] = ids
+            action_name[p] = [playbook.names[a] for a in ids]
+            action_cost[p] = candidates["unit_cost"].to_numpy(dtype=float)[first]
+            eiv_out[p] = candidates["expected_incremental_value"].to_numpy(dtype=float)[first]
+            control_out[p] = candidates["control"].to_numpy(dtype=bool)[first]
+        prefix = {
+            a.id: '{"action_id": ' + json.dumps(a.id) + ', "name": ' + json.dumps(a.name, ensure_ascii=False)
+            + ', "channel": ' + json.dumps(a.channel) + ', "cost": ' + format(float(a.unit_cost), ".10g")
+            for a in playbook.actions
+        }
+        order_all = np.lexsort((rank, pos))
+        ids_all = candidates["action_id"].to_numpy(dtype=object)
+        eiv_all = candidates["expected_incremental_value"].to_numpy(dtype=float)
+        ctl_all = candidates["control"].to_numpy(dtype=bool)
+        for i in order_all.tolist():
+            lists[pos[i]].append(
+                prefix[ids_all[i]]
+                + ', "expected_incremental_value": ' + format(round(float(eiv_all[i]), 4), ".10g")
+                + ', "selected": ' + ("true" if sel[i] else "false")
+                + ', "control": ' + ("true" if ctl_all[i] else "false") + "}"
+            )
+    return pd.DataFrame(
+        {
+            "action_id": action_id,
+            "action_name": action_name,
+            "action_cost": action_cost,
+            "expected_incremental_value": eiv_out,
+            "control": control_out,
+            "interventions": ["[" + ", ".join(items) + "]" for items in lists],
+        },
+        index=user_ids.index,
+    )

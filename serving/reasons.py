@@ -1,0 +1,165 @@
+"""Reason codes: the few features that pushed a user's churn score up or down the most.
+
+Contributions come from LightGBM's ``pred_contrib`` (TreeSHAP on the raw log-odds scale): per user,
+the feature contributions plus the ``bias`` column add up to the raw churn score, so the reasons are an
+exact decomposition of the score, not a separate explanation model. Each reason is
+``{feature, label, value, contribution, direction, score}`` with ``direction`` ``"up"`` (raises churn
+risk) or ``"down"`` (lowers it); contributions are in log-odds. Prospects have no churn score: their
+reasons explain the conversion probability instead (``score`` = ``"conversion_prob"``, ``"up"`` then
+means "raises the chance of a first purchase").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from features.config import StrataConfig
+
+BIAS_COLUMN = "bias"
+
+_WORDS = {
+    "30d": "30 days",
+    "90d": "90 days",
+    "180d": "180 days",
+    "365d": "365 days",
+    "avg": "average",
+    "hl7": "(half-life 7 days)",
+    "hl30": "(half-life 30 days)",
+    "hl90": "(half-life 90 days)",
+}
+
+
+def _label_from_name(name: str) -> str:
+    words = [_WORDS.get(w, w) for w in name.split("_")]
+    text = " ".join(words).replace("decay (", "decayed (")
+    return text[:1].upper() + text[1:]
+
+
+def feature_labels(feature_names: Iterable[str], config: StrataConfig | None = None) -> dict[str, str]:
+    """Readable label of each feature: its description in the feature catalog where it has one.
+
+    The catalog is :func:`features.definitions.output_features` of ``config`` (default configuration if
+    None); features it does not describe get a label spelled from the name (``days_since_last_order``
+    -> ``Days since last order``).
+    """
+    catalog = _catalog_descriptions(config if config is not None else StrataConfig())
+    return {name: catalog.get(name) or _label_from_name(name) for name in feature_names}
+
+
+def _catalog_descriptions(config: StrataConfig) -> dict[str, str]:
+    from features.definitions import output_features
+
+    return {d.name: d.description.rstrip(".") for d in output_features(config)}
+
+
+def _json_value(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        return "null" if math.isnan(v) or math.isinf(v) else format(v, ".10g")
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _top_indices(matrix: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` largest values per row, largest first (ties: lower column first)."""
+    n_cols = matrix.shape[1]
+    k = min(k, n_cols)
+    if k == 0:
+        return np.empty((matrix.shape[0], 0), dtype=np.int64)
+    if k < n_cols:
+        part = np.argpartition(-matrix, k - 1, axis=1)[:, :k]
+    else:
+        part = np.tile(np.arange(n_cols), (matrix.shape[0], 1))
+    vals = np.take_along_axis(matrix, part, axis=1)
+    # Sort the k candidates: by value descending, then column index ascending (deterministic ties).
+    order = np.lexsort((part, -vals), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+def reason_codes(
+    contributions: pd.DataFrame,
+    features: pd.DataFrame,
+    *,
+    top_n: int = 3,
+    labels: dict[str, str] | None = None,
+    score: str = "churn_risk",
+) -> list[str]:
+    """JSON reason list per user: the ``top_n`` features that raised and lowered churn risk most.
+
+    Parameters
+    ----------
+    contributions
+        Per-feature raw log-odds contributions (one column per model feature, plus ``bias`` which is
+        ignored here), row-aligned with ``features``.
+    features
+        The feature rows that were scored (values shown next to each reason).
+    top_n
+        How many reasons in each direction.
+    labels
+        Feature -> readable label; default :func:`feature_labels`.
+    score
+        The score the contributions explain (``churn_risk``, or ``conversion_prob`` for prospects),
+        written into each reason as ``score``; ``direction`` says whether the feature raised or lowered it.
+
+    Returns
+    -------
+    list of str
+        One JSON array per row: the "up" reasons (largest positive contribution first) then the
+        "down" ones (most negative first). Zero contributions are never reasons; a row whose
+        contributions are all NaN (no churn score, e.g. a prospect) gets ``[]``.
+    """
+    names = [c for c in contributions.columns if c != BIAS_COLUMN]
+    n = len(contributions)
+    if n != len(features):
+        raise ValueError(f"contributions ({n} rows) and features ({len(features)} rows) differ in length")
+    if n == 0:
+        return []
+    if labels is None:
+        labels = feature_labels(names)
+    contrib = contributions[names].to_numpy(dtype=float, copy=True)
+    contrib = np.where(np.isnan(contrib), 0.0, contrib)
+    up_idx = _top_indices(contrib, top_n)
+    down_idx = _top_indices(-contrib, top_n)
+    prefixes = [
+        '{"feature": ' + json.dumps(name) + ', "label": ' + json.dumps(labels.get(name, name), ensure_ascii=False)
+        for name in names
+    ]
+    value_columns: list[np.ndarray] = []
+    for name in names:
+        if name in features.columns:
+            value_columns.append(features[name].to_numpy())
+        else:
+            value_columns.append(np.full(n, None, dtype=object))
+
+    def slot_strings(idx: np.ndarray, direction: str, sign: float) -> list[str | None]:
+        c = contrib[np.arange(n), idx]
+        keep = sign * c > 0
+        out: list[str | None] = [None] * n
+        tail = ', "direction": "' + direction + '", "score": "' + score + '"}'
+        for j in np.unique(idx[keep]):
+            rows = np.flatnonzero(keep & (idx == j))
+            vals = value_columns[j][rows]
+            pre = prefixes[j] + ', "value": '
+            for r, v in zip(rows.tolist(), vals.tolist(), strict=True):
+                out[r] = pre + _json_value(v) + ', "contribution": ' + format(c[r], ".6g") + tail
+        return out
+
+    slots: list[Sequence[str | None]] = []
+    for k in range(up_idx.shape[1]):
+        slots.append(slot_strings(up_idx[:, k], "up", 1.0))
+    for k in range(down_idx.shape[1]):
+        slots.append(slot_strings(down_idx[:, k], "down", -1.0))
+    return ["[" + ", ".join(s for s in row if s is not None) + "]" for row in zip(*slots, strict=True)]
+
+
+def contributions_total(contributions: pd.DataFrame) -> np.ndarray:
+    """Sum of all contribution columns including ``bias``: the raw churn score (log-odds) per row."""
+    return contributions.to_numpy(dtype=float).sum(axis=1)

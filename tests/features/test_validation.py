@@ -1,0 +1,317 @@
+"""Row-level validation: every bad-row class gets its reason, and every row is accounted for."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features.config import DataConfig, StrataConfig
+from features.contract import EVENTS, ORDERS, USERS, TableSchema
+from features.errors import InputFileError
+from features.io import read_table
+from features.validation import MALFORMED, UNKNOWN_USER_WARNING, TableResult, load_dataset, validate_table
+
+NOW = pd.Timestamp("2025-01-10 12:00", tz="UTC")
+CFG = StrataConfig()
+
+GOOD_ORDER = {"user_id": "u1", "order_id": "o1", "ordered_at": "2024-06-01T10:00:00Z", "amount": "12.50",
+              "category": "skincare", "channel": "wecom", "status": "paid", "quantity": "2"}
+GOOD_EVENT = {"user_id": "u1", "occurred_at": "2024-06-01T10:00:00Z", "event_type": "review", "value": "0.5",
+              "channel": "group"}
+
+
+def _frame(rows: list[dict[str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, dtype=object)
+
+
+def _one(schema: TableSchema, good: dict[str, str], config: StrataConfig = CFG, **change: str) -> TableResult:
+    return validate_table(_frame([{**good, **change}]), schema, config, NOW)
+
+
+def _accounted(res: TableResult) -> None:
+    assert res.rows_in == res.n_accepted + res.n_rejected
+    assert sum(res.reasons.values()) == res.n_rejected
+    assert res.rejected["reason"].astype(bool).all()
+
+
+def test_a_good_order_is_accepted_and_typed() -> None:
+    res = _one(ORDERS, GOOD_ORDER)
+    _accounted(res)
+    assert res.n_rejected == 0
+    row = res.accepted.iloc[0]
+    assert row["ordered_at"] == pd.Timestamp("2024-06-01 10:00", tz="UTC")
+    assert row["amount"] == 12.5 and row["quantity"] == 2
+    assert str(res.accepted["quantity"].dtype) == "Int64"
+    assert str(res.accepted["ordered_at"].dtype) == "datetime64[ns, UTC]"
+    assert res.accepted["user_id"].dtype == object
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"user_id": ""}, "missing user_id"),
+        ({"user_id": "   "}, "missing user_id"),
+        ({"user_id": "NULL"}, "missing user_id"),
+        ({"order_id": ""}, "missing order_id"),
+        ({"ordered_at": "not a date"}, "unparseable ordered_at"),
+        ({"ordered_at": "2024-13-45T10:00:00Z"}, "unparseable ordered_at"),
+        ({"ordered_at": "31/12/2024"}, "unparseable ordered_at"),
+        ({"ordered_at": ""}, "missing ordered_at"),
+        ({"ordered_at": "2025-01-12T00:00:00Z"}, "future ordered_at"),
+        ({"ordered_at": "2999-01-01"}, "future ordered_at"),
+        ({"ordered_at": "1970-01-01T00:00:00Z"}, "too old ordered_at"),
+        ({"ordered_at": "1066-10-14"}, "too old ordered_at"),
+        ({"amount": "-3.50"}, "negative amount"),
+        ({"amount": "abc"}, "non-numeric amount"),
+        ({"amount": "12,50"}, "non-numeric amount"),
+        ({"amount": "inf"}, "non-numeric amount"),
+        ({"amount": ""}, "missing amount"),
+        ({"amount": "2000000"}, "implausible amount"),
+        ({"quantity": "0"}, "bad quantity"),
+        ({"quantity": "1.5"}, "bad quantity"),
+        ({"quantity": "two"}, "bad quantity"),
+        ({"quantity": "100000"}, "bad quantity"),
+        ({"status": "pending"}, "unknown status"),
+    ],
+)
+def test_bad_order_rows_are_rejected_with_their_reason(change: dict[str, str], reason: str) -> None:
+    res = _one(ORDERS, GOOD_ORDER, **change)
+    _accounted(res)
+    assert res.n_accepted == 0 and res.reasons == {reason: 1}
+    rej = res.rejected.iloc[0]
+    assert rej["row"] == 1 and rej["reason"] == reason
+    for col, value in change.items():
+        assert rej[col] == value  # the original string, not a coerced value
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"event_type": "ad_click"}, "unknown event_type"),
+        ({"event_type": ""}, "missing event_type"),
+        ({"value": "great"}, "non-numeric value"),
+        ({"occurred_at": "yesterday"}, "unparseable occurred_at"),
+        ({"occurred_at": "2030-01-01"}, "future occurred_at"),
+        ({"user_id": ""}, "missing user_id"),
+    ],
+)
+def test_bad_event_rows_are_rejected_with_their_reason(change: dict[str, str], reason: str) -> None:
+    res = _one(EVENTS, GOOD_EVENT, **change)
+    _accounted(res)
+    assert res.reasons == {reason: 1}
+
+
+def test_lenient_but_exact_parsing() -> None:
+    res = validate_table(
+        _frame([
+            {**GOOD_ORDER, "order_id": "a", "ordered_at": "2024-06-01", "amount": " 7 ", "status": "PAID"},
+            {**GOOD_ORDER, "order_id": "b", "ordered_at": "2024-06-01 08:00:00+08:00", "amount": "0", "status": "Refunded"},
+            {**GOOD_ORDER, "order_id": "c", "ordered_at": "2025-01-11T11:00:00Z", "quantity": ""},  # within 24 h
+        ]),
+        ORDERS, CFG, NOW,
+    )
+    assert res.n_rejected == 0
+    acc = res.accepted
+    assert acc["ordered_at"].tolist() == [pd.Timestamp("2024-06-01", tz="UTC"), pd.Timestamp("2024-06-01", tz="UTC"),
+                                          pd.Timestamp("2025-01-11 11:00", tz="UTC")]
+    assert acc["amount"].tolist() == [7.0, 0.0, 12.5]
+    assert acc["status"].tolist() == ["paid", "refunded", "paid"]
+    assert acc["quantity"].isna().tolist() == [False, False, True]
+
+
+def test_missing_status_is_taken_as_paid_with_a_warning() -> None:
+    res = validate_table(_frame([{**GOOD_ORDER, "status": ""}, {**GOOD_ORDER, "order_id": "o2"}]), ORDERS, CFG, NOW)
+    assert res.accepted["status"].tolist() == ["paid", "paid"]
+    assert res.warning_counts == {"status missing, taken as paid": 1}
+
+
+def test_optional_string_columns_keep_missing_as_missing() -> None:
+    res = _one(ORDERS, GOOD_ORDER, category="", channel="null")
+    assert res.accepted["category"].isna().all() and res.accepted["channel"].isna().all()
+
+
+def test_configuration_sets_the_rules() -> None:
+    cfg = StrataConfig(data=DataConfig(max_amount=100.0, future_tolerance_hours=0.0, min_timestamp="2024-01-01",
+                                       event_types=["review", "custom_event"], max_quantity=5))
+    assert _one(ORDERS, GOOD_ORDER, cfg, amount="150").reasons == {"implausible amount": 1}
+    assert _one(ORDERS, GOOD_ORDER, cfg, ordered_at="2025-01-10T13:00:00Z").reasons == {"future ordered_at": 1}
+    assert _one(ORDERS, GOOD_ORDER, cfg, ordered_at="2023-12-31").reasons == {"too old ordered_at": 1}
+    assert _one(ORDERS, GOOD_ORDER, cfg, quantity="6").reasons == {"bad quantity": 1}
+    assert _one(EVENTS, GOOD_EVENT, cfg, event_type="custom_event").n_accepted == 1
+    assert _one(EVENTS, GOOD_EVENT, cfg, event_type="share").reasons == {"unknown event_type": 1}
+
+
+def test_duplicate_order_ids_keep_the_first_valid_row() -> None:
+    rows = [
+        {**GOOD_ORDER, "order_id": "o1", "amount": "-1"},  # invalid: does not claim the id
+        {**GOOD_ORDER, "order_id": "o1", "amount": "10"},  # first valid: kept
+        {**GOOD_ORDER, "order_id": "o1", "amount": "11"},  # duplicate
+        {**GOOD_ORDER, "order_id": "o2", "amount": "12"},
+    ]
+    res = validate_table(_frame(rows), ORDERS, CFG, NOW)
+    _accounted(res)
+    assert res.accepted["amount"].tolist() == [10.0, 12.0]
+    assert res.rejected[["row", "reason"]].values.tolist() == [[1, "negative amount"], [3, "duplicate order_id"]]
+
+
+def test_duplicate_users_and_bad_join_dates() -> None:
+    rows = [{"user_id": "u1", "joined_at": "2024-01-01"}, {"user_id": "u1", "joined_at": "2024-02-01"},
+            {"user_id": "u2", "joined_at": ""}, {"user_id": "u3", "joined_at": "soon"}]
+    res = validate_table(_frame(rows), USERS, CFG, NOW)
+    _accounted(res)
+    assert res.accepted["user_id"].tolist() == ["u1", "u2"]
+    assert res.accepted["joined_at"].isna().tolist() == [False, True]  # joined_at is optional
+    assert res.reasons == {"duplicate user_id": 1, "unparseable joined_at": 1}
+
+
+def test_unknown_users_are_kept_with_a_warning() -> None:
+    rows = [GOOD_EVENT, {**GOOD_EVENT, "user_id": "ghost"}, {**GOOD_EVENT, "user_id": "ghost"}]
+    res = validate_table(_frame(rows), EVENTS, CFG, NOW, known_users=pd.Series(["u1", "u2"]))
+    assert res.n_accepted == 3 and res.n_rejected == 0
+    assert res.warning_counts == {UNKNOWN_USER_WARNING: 2}
+    assert "2 events rows of 1 user not in the users table" in res.warnings[0]
+
+
+def test_extra_columns_are_ignored_with_a_warning() -> None:
+    res = _one(ORDERS, GOOD_ORDER, coupon_code="X1")
+    assert "coupon_code" not in res.accepted.columns
+    assert any("coupon_code" in w for w in res.warnings)
+
+
+def test_first_failing_check_names_the_row_and_rows_are_file_rows(tmp_path: Path) -> None:
+    p = tmp_path / "orders.csv"
+    p.write_text("user_id,order_id,ordered_at,amount\nu1,o1,2024-01-01,3\n,o2,bad,-1\nu3,o3,2024-01-01,x,extra\nu4,o4,2024-01-02,5\n")
+    res = validate_table(read_table(p, ORDERS), ORDERS, CFG, NOW, path=p)
+    _accounted(res)
+    assert res.rows_in == 4 and res.n_accepted == 2
+    assert res.rejected["row"].tolist() == [2, 3]
+    assert res.rejected["reason"].tolist() == ["missing user_id", MALFORMED]
+    assert "extra" in res.rejected.loc[1, "line"]
+
+
+def test_missing_required_column_in_a_frame() -> None:
+    with pytest.raises(InputFileError, match="missing required column 'amount'"):
+        validate_table(_frame([{"user_id": "u1", "order_id": "o", "ordered_at": "2024-01-01"}]), ORDERS, CFG, NOW)
+
+
+def test_empty_table() -> None:
+    res = validate_table(pd.DataFrame(columns=list(ORDERS.required), dtype=object), ORDERS, CFG, NOW)
+    assert res.rows_in == 0 and res.n_accepted == 0 and "no data rows" in res.warnings[0]
+    assert str(res.accepted["ordered_at"].dtype) == "datetime64[ns, UTC]"
+
+
+# Property: random mixtures of good and bad rows are always fully accounted for ------------------------
+
+BAD_CELLS: dict[str, list[str]] = {
+    "user_id": ["", " ", "null", "None"],
+    "ordered_at": ["", "not a date", "2024-02-30", "1970-01-01", "2100-01-01T00:00:00Z", "9999-12-31"],
+    "amount": ["", "-1", "abc", "1e9", "nan", "12,5", "--3"],
+    "quantity": ["0", "-2", "1.5", "x", "1e9"],
+    "status": ["pending", "?", "paid!"],
+}
+GOOD_CELLS: dict[str, st.SearchStrategy[str]] = {
+    "user_id": st.from_regex(r"u[0-9]{1,4}", fullmatch=True).map(lambda s: s if len(s) % 2 else f" {s} "),
+    "ordered_at": st.datetimes(min_value=pd.Timestamp("1995-01-01").to_pydatetime(),
+                               max_value=pd.Timestamp("2025-01-10").to_pydatetime()).map(lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ")),
+    "amount": st.floats(min_value=0, max_value=999_999, allow_nan=False).map(lambda x: f"{x:.2f}"),
+    "quantity": st.one_of(st.just(""), st.integers(1, 10_000).map(str)),
+    "status": st.sampled_from(["paid", "refunded", "", "PAID"]),
+}
+
+
+@st.composite
+def order_rows(draw: st.DrawFn) -> tuple[list[dict[str, str]], int]:
+    """Rows with a known number of good ones; a bad row breaks one cell or repeats a good order id."""
+    n = draw(st.integers(0, 40))
+    rows, good_ids = [], []
+    for i in range(n):
+        row = {col: draw(strategy) for col, strategy in GOOD_CELLS.items()}
+        row["order_id"] = f"o{i}"
+        kind = draw(st.sampled_from(["good", "good", "bad_cell", "duplicate"]))
+        if kind == "bad_cell":
+            col = draw(st.sampled_from(sorted(BAD_CELLS)))
+            row[col] = draw(st.sampled_from(BAD_CELLS[col]))
+        elif kind == "duplicate" and good_ids:
+            row["order_id"] = draw(st.sampled_from(good_ids))
+        else:
+            good_ids.append(row["order_id"])
+        rows.append(row)
+    return rows, len(good_ids)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(order_rows())
+def test_every_row_is_accepted_or_rejected_with_a_reason(case: tuple[list[dict[str, str]], int]) -> None:
+    rows, n_good = case
+    raw = pd.DataFrame(rows, columns=[*ORDERS.required, "quantity", "status"], dtype=object)
+    res = validate_table(raw, ORDERS, CFG, NOW)
+    _accounted(res)
+    assert res.rows_in == len(rows)
+    assert res.n_accepted == n_good
+    assert res.accepted["order_id"].is_unique
+    assert sorted(res.rejected["row"].tolist()) == sorted(set(res.rejected["row"]))
+    accepted_rows = set(range(1, len(rows) + 1)) - set(res.rejected["row"])
+    assert len(accepted_rows) == res.n_accepted
+    assert (res.accepted["amount"] >= 0).all() and res.accepted["ordered_at"].notna().all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["u1", "", "u2 ", "ghost"]),
+                          st.sampled_from(["2024-01-01", "bad", "2099-01-01", "2024-05-05T10:00:00+02:00"]),
+                          st.sampled_from(["review", "share", "nope", "", "REVIEW"]),
+                          st.sampled_from(["", "0.3", "-1", "x", "NaN"])), max_size=30))
+def test_events_are_always_accounted_for(rows: list[tuple[str, str, str, str]]) -> None:
+    raw = pd.DataFrame(rows, columns=["user_id", "occurred_at", "event_type", "value"], dtype=object)
+    res = validate_table(raw, EVENTS, CFG, NOW, known_users=["u1", "u2"])
+    _accounted(res)
+    assert res.rows_in == len(rows)
+    assert res.warning_counts.get(UNKNOWN_USER_WARNING, 0) == int((res.accepted["user_id"] == "ghost").sum())
+    assert set(res.accepted["event_type"]) <= set(CFG.data.event_types)
+
+
+# load_dataset and the report -------------------------------------------------------------------------
+
+def test_load_dataset_reads_only_what_is_there(tmp_path: Path) -> None:
+    (tmp_path / "orders.csv").write_text("user_id,order_id,ordered_at,amount\nu1,o1,2024-01-01,3\nu2,o2,2024-01-02,-4\n")
+    ds, report = load_dataset(tmp_path, config=CFG, now=NOW)
+    assert ds.events is None and ds.users is None and not ds.has_events
+    assert len(ds.orders) == 1 and list(report.tables) == ["orders"]
+    d = report.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["rows_in"] == 2 and d["rows_rejected"] == 1
+    assert d["tables"]["orders"]["reasons"] == {"negative amount": 1}
+    written = report.write_rejects(tmp_path / "rej")
+    rej = pd.read_csv(written["orders"], dtype=str, keep_default_na=False)
+    assert rej.to_dict("records") == [{"row": "2", "reason": "negative amount", "user_id": "u2", "order_id": "o2",
+                                       "ordered_at": "2024-01-02", "amount": "-4"}]
+
+
+def test_load_dataset_warns_about_events_of_unknown_users(tmp_path: Path) -> None:
+    (tmp_path / "orders.csv").write_text("user_id,order_id,ordered_at,amount\nu1,o1,2024-01-01,3\nu9,o2,2024-01-01,3\n")
+    (tmp_path / "users.csv").write_text("user_id,joined_at\nu1,2023-01-01\n")
+    (tmp_path / "events.csv").write_text("user_id,occurred_at,event_type\nu1,2024-01-01,share\nu7,2024-01-01,share\n")
+    ds, report = load_dataset(tmp_path, config=CFG, now=NOW)
+    assert report.tables["events"].warning_counts == {UNKNOWN_USER_WARNING: 1}
+    assert report.tables["orders"].warning_counts == {UNKNOWN_USER_WARNING: 1}
+    assert ds.events is not None and len(ds.events) == 2 and report.rows_rejected == 0
+
+
+def test_load_dataset_defaults_now_to_the_current_time(tmp_path: Path) -> None:
+    soon = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    later = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    (tmp_path / "orders.csv").write_text(f"user_id,order_id,ordered_at,amount\nu1,o1,{soon},3\nu1,o2,{later},3\n")
+    _, report = load_dataset(tmp_path, config=CFG)
+    assert report.tables["orders"].reasons == {"future ordered_at": 1}
+
+
+def test_demo_data_validates_cleanly(demo_dir: Path) -> None:
+    ds, report = load_dataset(demo_dir, config=CFG, now=NOW)
+    assert report.rows_rejected == 0
+    assert report.rows_in == len(ds.orders) + len(ds.events) + len(ds.users)  # type: ignore[arg-type]
+    assert np.isfinite(ds.orders["amount"]).all()

@@ -1,0 +1,317 @@
+"""The model bundle: everything scoring needs, in one directory (LightGBM model text + JSON).
+
+A :class:`ModelBundle` carries the configuration snapshot it was trained with, the feature list and
+order, the categorical levels, the churn model and its calibrator, the optional prospect-conversion
+model and its calibrator, the value model with its p10/p90 band, the horizon, when and on what data it
+was trained, and reference distributions of features and scores (for drift monitoring).
+
+Saved as ``bundle.json`` plus one ``*.lgb.txt`` LightGBM model file per booster: no pickle, so a bundle
+loads in any process with this package, and a human can read what it holds.
+
+Reference distributions (``reference``): for each numeric feature and each score, quantile bin
+``edges`` (interior edges, ascending and distinct; the bins are ``(-inf, e0], (e0, e1], ...,
+(e_last, inf)``), the ``proportions`` of non-missing reference values in each bin, and the
+``missing_share``. Categorical features hold ``levels`` with their shares. Use
+:func:`bin_proportions` to bin new values the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.utils.validation import check_is_fitted
+
+from features.errors import ModelNotFoundError, StrataError
+from training.models import (
+    PROSPECT_COLUMN,
+    UNKNOWN_LEVEL,
+    CalibratedBoostedClassifier,
+    FeatureMismatchError,
+    FutureValueModel,
+    to_model_matrix,
+)
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FILE = "bundle.json"
+FORMAT_VERSION = 1
+SCORE_COLUMNS: tuple[str, ...] = ("churn_risk", "conversion_prob", "predicted_value", "value_p10", "value_p90")
+
+
+# ----------------------------------------------------------------------------- reference distributions
+
+
+def bin_proportions(values: np.ndarray | pd.Series, edges: list[float]) -> tuple[list[float], float]:
+    """Share of the non-missing ``values`` in each bin of ``edges``, and the share of missing values.
+
+    Bins are ``(-inf, edges[0]], (edges[0], edges[1]], ..., (edges[-1], inf)``: ``len(edges) + 1`` bins.
+    Proportions are all 0 when every value is missing.
+    """
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    finite = v[~np.isnan(v)]
+    missing_share = float((n - len(finite)) / n) if n else 0.0
+    counts = np.bincount(np.searchsorted(np.asarray(edges, dtype=float), finite, side="left"), minlength=len(edges) + 1)
+    total = counts.sum()
+    props = (counts / total).tolist() if total else [0.0] * (len(edges) + 1)
+    return [float(p) for p in props], missing_share
+
+
+def reference_distribution(values: np.ndarray | pd.Series, n_bins: int = 10) -> dict[str, Any]:
+    """Quantile bin edges (up to ``n_bins`` bins) of ``values``, their proportions and the missing share."""
+    v = np.asarray(values, dtype=float)
+    finite = v[~np.isnan(v)]
+    if len(finite):
+        qs = np.quantile(finite, np.linspace(0, 1, n_bins + 1)[1:-1])
+        edges = sorted({float(q) for q in qs})
+    else:
+        edges = []
+    props, missing = bin_proportions(v, edges)
+    return {"edges": edges, "proportions": props, "missing_share": missing, "n": int(len(v))}
+
+
+def reference_distributions(
+    features: pd.DataFrame,
+    scores: pd.DataFrame,
+    feature_names: list[str],
+    categorical: dict[str, list[str]],
+    n_bins: int = 10,
+) -> dict[str, dict[str, Any]]:
+    """Reference distributions of ``feature_names`` in ``features`` and of the score columns of ``scores``."""
+    feats: dict[str, Any] = {}
+    for f in feature_names:
+        if f in categorical:
+            vals = features[f].astype(object).where(features[f].notna(), UNKNOWN_LEVEL).astype(str)
+            shares = vals.value_counts(normalize=True)
+            feats[f] = {"levels": {str(k): float(v) for k, v in shares.items()}, "n": int(len(vals))}
+        else:
+            feats[f] = reference_distribution(pd.to_numeric(features[f], errors="coerce").to_numpy(dtype=float), n_bins)
+    sc: dict[str, Any] = {}
+    for c in SCORE_COLUMNS:
+        if c in scores.columns:
+            sc[c] = reference_distribution(scores[c].to_numpy(dtype=float), n_bins)
+    return {"features": feats, "scores": sc}
+
+
+# ----------------------------------------------------------------------------- bundle
+
+
+class BundleFormatError(StrataError):
+    """A bundle directory is missing files or was written by an incompatible version."""
+
+
+@dataclass
+class ModelBundle:
+    """Trained models plus the preprocessing and metadata that scoring needs.
+
+    Attributes
+    ----------
+    config : the :class:`features.config.StrataConfig` snapshot (``model_dump`` dict) used in training.
+    feature_names : model features in order.
+    categorical_levels : training levels per categorical feature (always containing ``"unknown"``).
+    churn_model : calibrated churn classifier (buyers); its ``calibrator_`` maps log-odds to P(churn).
+    value_model : expected spend in the next ``horizon_days`` days with a p10/p90 band.
+    conversion_model : calibrated P(first purchase within the horizon) for prospects, or None.
+    horizon_days : prediction horizon H (days).
+    trained_at : ISO timestamp (UTC) of training.
+    data_fingerprint : training end, cutoffs, row counts and a hash of the input data.
+    reference : reference distributions of features and scores (see the module docstring).
+    metrics : backtest metrics at training time (latest cutoff, evaluation half).
+    rfm_thresholds : RFM thresholds frozen at training (``recency_days``, ``frequency_orders``,
+        ``monetary_spend``, ``strict``; the medians of the buyers at the latest cutoff), so that scoring
+        does not take them from the batch being scored; set by :meth:`freeze_layer_thresholds`.
+    high_potential_value : predicted value (currency) at ``refinement.high_potential_value_quantile``
+        among the ``new`` buyers at the latest cutoff (the ``high_potential_new`` threshold), or None.
+    """
+
+    config: dict[str, Any]
+    feature_names: list[str]
+    categorical_levels: dict[str, list[str]]
+    churn_model: CalibratedBoostedClassifier
+    value_model: FutureValueModel
+    conversion_model: CalibratedBoostedClassifier | None
+    horizon_days: int
+    trained_at: str
+    data_fingerprint: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    rfm_thresholds: dict[str, Any] = field(default_factory=dict)
+    high_potential_value: float | None = None
+
+    def freeze_layer_thresholds(self, features: pd.DataFrame, config: Any) -> None:
+        """Freeze the population thresholds scoring needs, from the feature table of the latest cutoff.
+
+        Sets :attr:`rfm_thresholds` (medians of that population's buyers) and
+        :attr:`high_potential_value` (quantile ``config.refinement.high_potential_value_quantile`` of
+        the predicted value of its ``new`` buyers; +inf if it has none). ``config`` is a StrataConfig.
+        """
+        from features.lifecycle import assign_lifecycle
+        from features.rfm_segments import rfm_thresholds
+
+        th = rfm_thresholds(features, config.layers.rfm.model_copy(update={"mode": "quantile"}))
+        self.rfm_thresholds = {
+            "recency_days": th.recency_days,
+            "frequency_orders": th.frequency_orders,
+            "monetary_spend": th.monetary_spend,
+            "strict": th.strict,
+        }
+        new = (assign_lifecycle(features, config.layers.lifecycle) == "new").to_numpy()
+        if new.any():
+            value = self.predict(features.loc[new])["predicted_value"].to_numpy(dtype=float)
+            self.high_potential_value = float(np.quantile(value, config.refinement.high_potential_value_quantile))
+        else:
+            self.high_potential_value = float("inf")
+
+    # -- preprocessing
+
+    def model_matrix(self, features: pd.DataFrame, source: str = "features") -> pd.DataFrame:
+        """The model input for a feature table (see :func:`training.models.to_model_matrix`)."""
+        return to_model_matrix(features, self.feature_names, self.categorical_levels, source=source)
+
+    @property
+    def churn_calibrator(self) -> Any:
+        return self.churn_model.calibrator_
+
+    @property
+    def conversion_calibrator(self) -> Any:
+        return None if self.conversion_model is None else self.conversion_model.calibrator_
+
+    @staticmethod
+    def _prospect_mask(features: pd.DataFrame) -> np.ndarray:
+        if PROSPECT_COLUMN not in features.columns:
+            raise FeatureMismatchError(f"features: missing column {PROSPECT_COLUMN} (1.0 for prospects, 0.0 for buyers)")
+        return pd.to_numeric(features[PROSPECT_COLUMN], errors="coerce").fillna(0.0).to_numpy() >= 0.5
+
+    # -- scores
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Scores per row of a feature table (one row per user, as made by ``build_features``).
+
+        Returns
+        -------
+        DataFrame with ``user_id``, ``churn_risk`` (P(no purchase in the next H days); NaN for
+        prospects), ``conversion_prob`` (P(first purchase in the next H days); NaN for buyers or without
+        a conversion model), ``predicted_value`` (expected net spend in the next H days, currency, for
+        everyone), ``value_p10`` and ``value_p90`` (80% band of that spend). Rows in input order.
+        """
+        if "user_id" not in features.columns:
+            raise FeatureMismatchError("features: missing column user_id")
+        X = self.model_matrix(features)
+        n = len(X)
+        prospect = self._prospect_mask(features)
+        churn = np.full(n, np.nan)
+        conv = np.full(n, np.nan)
+        buyers = ~prospect
+        if buyers.any():
+            churn[buyers] = self.churn_model.predict_proba(X.loc[buyers])[:, 1]
+        if self.conversion_model is not None and prospect.any():
+            conv[prospect] = self.conversion_model.predict_proba(X.loc[prospect])[:, 1]
+        value = self.value_model.predict(X) if n else np.zeros(0)
+        p10, p90 = self.value_model.predict_interval(X) if n else (np.zeros(0), np.zeros(0))
+        return pd.DataFrame(
+            {
+                "user_id": features["user_id"].astype(str).to_numpy(),
+                "churn_risk": churn,
+                "conversion_prob": conv,
+                "predicted_value": value,
+                "value_p10": p10,
+                "value_p90": p90,
+            }
+        )
+
+    def raw_churn_score(self, features: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated churn score (log-odds of the booster) per row, for every row given."""
+        return self.churn_model.raw_score(self.model_matrix(features))
+
+    def churn_contributions(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Per-feature contributions to the raw churn score (log-odds), columns ``feature_names + ['bias']``.
+
+        Each row sums to :meth:`raw_churn_score` of that row (LightGBM ``pred_contrib``, i.e. TreeSHAP);
+        positive values push churn risk up. The index is that of ``features``.
+        """
+        return self.churn_model.contributions(self.model_matrix(features))
+
+    # -- persistence
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the bundle into ``directory`` (created if needed); returns the directory."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        check_is_fitted(self.churn_model, "booster_")
+        state = {
+            "format_version": FORMAT_VERSION,
+            "config": self.config,
+            "feature_names": self.feature_names,
+            "categorical_levels": self.categorical_levels,
+            "horizon_days": self.horizon_days,
+            "trained_at": self.trained_at,
+            "data_fingerprint": self.data_fingerprint,
+            "reference": self.reference,
+            "metrics": self.metrics,
+            "rfm_thresholds": self.rfm_thresholds,
+            "high_potential_value": self.high_potential_value,
+            "models": {
+                "churn": self.churn_model.to_state(d, "churn"),
+                "value": self.value_model.to_state(d, "value"),
+                "conversion": None if self.conversion_model is None else self.conversion_model.to_state(d, "conversion"),
+            },
+        }
+        (d / BUNDLE_FILE).write_text(json.dumps(_jsonable(state), indent=1, allow_nan=True), encoding="utf-8")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ModelBundle:
+        """Read a bundle written by :meth:`save`."""
+        d = Path(directory)
+        file = d / BUNDLE_FILE
+        if not file.exists():
+            raise ModelNotFoundError(f"{file}: no model bundle here")
+        try:
+            state = json.loads(file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise BundleFormatError(f"{file}: not valid JSON: {err}") from None
+        version = state.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleFormatError(f"{file}: bundle format_version {version!r}; this code reads {FORMAT_VERSION}")
+        models = state["models"]
+        conv = models.get("conversion")
+        return cls(
+            config=state["config"],
+            feature_names=list(state["feature_names"]),
+            categorical_levels={k: list(v) for k, v in state["categorical_levels"].items()},
+            churn_model=CalibratedBoostedClassifier.from_state(models["churn"], d),
+            value_model=FutureValueModel.from_state(models["value"], d),
+            conversion_model=None if conv is None else CalibratedBoostedClassifier.from_state(conv, d),
+            horizon_days=int(state["horizon_days"]),
+            trained_at=state["trained_at"],
+            data_fingerprint=state.get("data_fingerprint", {}),
+            reference=state.get("reference", {}),
+            metrics=state.get("metrics", {}),
+            rfm_thresholds=state.get("rfm_thresholds", {}),
+            high_potential_value=state.get("high_potential_value"),
+        )
+
+    def input_example(self, features: pd.DataFrame, n: int = 2) -> pd.DataFrame:
+        """A small input frame (``user_id`` plus features) for signatures and docs."""
+        cols = ["user_id", *self.feature_names]
+        return features.loc[:, cols].head(n).reset_index(drop=True)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return [_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, pd.Timestamp):
+        return obj.isoformat()
+    return obj

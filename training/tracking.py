@@ -1,0 +1,100 @@
+"""MLflow tracking set-up, done explicitly at entry points (never at import).
+
+Where runs go, in order of precedence:
+
+1. ``[tracking] tracking_uri`` in the configuration, if set;
+2. the ``MLFLOW_TRACKING_URI`` environment variable, if set;
+3. ``sqlite:///<workdir>/mlflow.db`` (no server needed), with artifacts in ``<workdir>/mlartifacts``
+   (``[tracking] artifact_dir``; relative to the working directory).
+
+The model registry uses the same store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from features.config import StrataConfig
+from features.errors import StrataError
+
+log = logging.getLogger(__name__)
+
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+class TrackingError(StrataError):
+    """The MLflow tracking store cannot be used (bad URI, deleted experiment...)."""
+
+
+def resolve_tracking_uri(config: StrataConfig, workdir: str | Path | None = None) -> str:
+    """The tracking URI to use (see the module docstring); ``workdir`` defaults to the current directory."""
+    if config.tracking.tracking_uri:
+        return config.tracking.tracking_uri
+    env = os.environ.get(TRACKING_ENV)
+    if env:
+        return env
+    base = Path(workdir) if workdir is not None else Path.cwd()
+    return f"sqlite:///{(base / 'mlflow.db').resolve()}"
+
+
+def artifact_location(config: StrataConfig, tracking_uri: str, workdir: str | Path | None = None) -> str | None:
+    """Artifact root for a new experiment: ``file://<workdir>/<artifact_dir>`` for local stores, else None.
+
+    A remote tracking server (``http(s)://``, ``databricks``) chooses its own artifact store.
+    """
+    if not (tracking_uri.startswith("sqlite:") or tracking_uri.startswith("file:") or "://" not in tracking_uri):
+        return None
+    base = Path(workdir) if workdir is not None else Path.cwd()
+    path = Path(config.tracking.artifact_dir)
+    if not path.is_absolute():
+        path = base / path
+    return path.resolve().as_uri()
+
+
+def configure_tracking(config: StrataConfig, workdir: str | Path | None = None) -> str:
+    """Point MLflow (tracking and registry) at the configured store and select the experiment.
+
+    Also turns MLflow's artifact-download progress bars off unless ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``
+    is set.
+
+    Creates the experiment ``[tracking] experiment_name`` if needed (with the artifact root of
+    :func:`artifact_location`). Returns the experiment id.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = resolve_tracking_uri(config, workdir)
+    # Artifact downloads (model loading, promotion) would otherwise draw tqdm bars on stderr.
+    os.environ.setdefault(PROGRESS_BAR_ENV, "false")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = config.tracking.experiment_name
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            exp_id = client.create_experiment(name, artifact_location=artifact_location(config, uri, workdir))
+            log.info("created MLflow experiment %r (%s) in %s", name, exp_id, uri)
+        elif exp.lifecycle_stage == "deleted":
+            raise TrackingError(
+                f"MLflow experiment {name!r} in {uri} is deleted: restore it (mlflow experiments restore) "
+                "or set [tracking] experiment_name to another name"
+            )
+        else:
+            exp_id = exp.experiment_id
+    except MlflowException as err:
+        raise TrackingError(f"MLflow tracking store {uri}: {err.message}") from None
+    mlflow.set_experiment(experiment_id=exp_id)
+    return str(exp_id)
+
+
+def tracking_client(config: StrataConfig, workdir: str | Path | None = None):  # noqa: ANN201  (mlflow imported lazily)
+    """An ``MlflowClient`` on the configured store (tracking and registry), after :func:`configure_tracking`."""
+    import mlflow
+
+    configure_tracking(config, workdir)
+    uri = mlflow.get_tracking_uri()
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
