@@ -111,8 +111,7 @@ def evaluate_alerts(kpis: pd.DataFrame, rules: Iterable[AlertRule]) -> list[Aler
     for rule in rules:
         _check_rule(rule, kpis)
         rows = kpis if rule.layer is None else kpis[kpis["layer"] == rule.layer]
-        for row in rows.itertuples(index=False):
-            r = row._asdict()
+        for r in rows.to_dict("records"):
             prev, curr = float(r[f"{rule.metric}_prev"]), float(r[rule.metric])
             if rule.metric not in ("size", "share"):
                 sizes = (r["size_prev"], r["size"])

@@ -208,6 +208,9 @@ class ServingConfig(_Section):
     max_user_ids: int = 1000
     online_store: str = "strata_online.db"
     model_poll_seconds: float = 10.0
+    prediction_cache_users: int = Field(50_000, ge=0)
+    """Answers kept per served model version for users scored from the online store (0: no cache);
+    emptied whenever the model version or the online store changes."""
 
 
 class ScoringConfig(_Section):
@@ -215,12 +218,35 @@ class ScoringConfig(_Section):
 
 
 class MonitoringConfig(_Section):
+    """Thresholds of ``strata monitor`` (drift since training, realised model health)."""
+
     psi_warn: float = 0.1
+    """Population stability index at or above this: a warning (no breach)."""
     psi_alert: float = 0.25
+    """PSI at or above this: a drift breach. KS / chi-square p-values are informative only (with many
+    users they flag trivial shifts), so a breach always needs PSI."""
     ks_pvalue: float = 0.001
+    """KS (numeric) or chi-square (categorical) p-value below this marks a shift as significant."""
     layer_share_shift: float = 0.05
+    """A layer whose share of users moved by at least this (absolute, 0.05 = 5 points) is a breach."""
     auc_drop: float = 0.05
+    """Realised churn AUC this much below the training backtest AUC is a breach."""
     calibration_error: float = 0.1
+    """Realised expected calibration error of churn risk at or above this is a breach."""
+    gini_drop: float = 0.10
+    """Realised value normalized Gini this much below the training backtest Gini is a breach."""
+    missing_share_shift: float = 0.05
+    """A feature whose share of missing values moved by at least this (absolute) is a breach."""
+    out_of_range_share: float = 0.05
+    """A feature with at least this share of values outside the reference [min, max] is a breach."""
+    backtest_cutoffs: int = Field(6, ge=0)
+    """Past cutoffs (every ``labels.cutoff_step_days`` days) whose horizon has passed to rescore."""
+    min_outcomes: int = Field(100, ge=1)
+    """Realised cutoffs with fewer scored buyers than this are shown but never breach."""
+    previous_days: int = Field(30, ge=1)
+    """Layer shares compare with this many days earlier when the model bundle stores no layer shares."""
+    exclude_features: list[str] = Field(default_factory=lambda: ["as_of_month"])
+    """Features left out of drift checks (calendar features change by construction)."""
 
 
 class SparkConfig(_Section):

@@ -107,7 +107,7 @@ def _sniff_text(path: Path) -> str:
     return text
 
 
-def _read_csv(path: Path, schema: TableSchema) -> pd.DataFrame:
+def _read_csv(path: Path, schema: TableSchema, arrow_strings: bool) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -152,7 +152,7 @@ def _read_csv(path: Path, schema: TableSchema) -> pd.DataFrame:
         if "UTF8" in msg or "utf8" in msg.lower():
             raise InputFileError(f"{path}: encoding is not UTF-8 ({msg}); re-save the file as UTF-8") from None
         raise InputFileError(f"{path}: cannot be parsed as CSV ({msg})") from None
-    df = table.to_pandas()
+    df = table.to_pandas(types_mapper=pd.ArrowDtype) if arrow_strings else table.to_pandas()
     df.columns = header
     # Physical line numbers count the header as line 1; data row = line - 1.
     bad_rows = sorted((int(n) - 1 if n is not None else -1, t) for n, t in malformed)
@@ -175,7 +175,7 @@ def _row_numbers(n_good: int, skipped: list[int]) -> pd.Index:
     return pd.Index(rows, name="row")
 
 
-def _read_parquet(path: Path, schema: TableSchema) -> pd.DataFrame:
+def _read_parquet(path: Path, schema: TableSchema, arrow_strings: bool) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -201,19 +201,22 @@ def _read_parquet(path: Path, schema: TableSchema) -> pd.DataFrame:
                 col = pc.cast(col, pa.string())
             except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
                 raise InputFileError(f"{path}: column {name!r} has type {t} that cannot be read as text") from None
-        cols[name] = pc.fill_null(col, "").to_pandas()
+        col = pc.fill_null(col, "")
+        cols[name] = pd.Series(pd.arrays.ArrowExtensionArray(col)) if arrow_strings else col.to_pandas()
     df = pd.DataFrame(cols)
     df.index = pd.RangeIndex(1, len(df) + 1, name="row")
     df.attrs["malformed_rows"] = []
     return df
 
 
-def read_table(path: Path, schema: TableSchema) -> pd.DataFrame:
+def read_table(path: Path, schema: TableSchema, *, arrow_strings: bool = False) -> pd.DataFrame:
     """Read one input table (CSV or Parquet) as raw strings, indexed by 1-based data row number.
 
     CSV must be UTF-8 (a BOM is fine) and comma-separated with a header line; ``.parquet``/``.pq``
     files are read as Parquet. Every column of the file is returned as ``object`` strings (empty
-    string for a missing value); nothing is coerced.
+    string for a missing value); nothing is coerced. With ``arrow_strings`` the columns are
+    Arrow-backed strings (``pd.ArrowDtype(pa.string())``) instead: the same values, several times
+    faster to read and validate and far smaller in memory for tens of millions of rows.
 
     Raises
     ------
@@ -223,7 +226,9 @@ def read_table(path: Path, schema: TableSchema) -> pd.DataFrame:
     """
     path = Path(path)
     _check_file(path, schema)
-    return _read_parquet(path, schema) if _is_parquet(path) else _read_csv(path, schema)
+    if _is_parquet(path):
+        return _read_parquet(path, schema, arrow_strings)
+    return _read_csv(path, schema, arrow_strings)
 
 
 def _find_one(data_dir: Path, name: str) -> Path | None:

@@ -76,12 +76,13 @@ def migration_shares(matrix: pd.DataFrame) -> pd.DataFrame:
 
 def migration_summary(matrix: pd.DataFrame) -> dict[str, int]:
     """Counts of users who ``stayed`` in their layer, ``moved`` to another layer, are ``new``, are ``gone``."""
-    layers = [i for i in matrix.index if i != NEW_ROW and i in matrix.columns]
-    stayed = int(sum(matrix.loc[layer, layer] for layer in layers))
+    cols = list(matrix.columns)
+    values = matrix.to_numpy()
+    stayed = int(sum(values[i, cols.index(layer)] for i, layer in enumerate(matrix.index) if layer in cols))
     known = matrix.drop(index=NEW_ROW, errors="ignore").drop(columns=GONE_COLUMN, errors="ignore")
     return {
         "stayed": stayed,
         "moved": int(known.to_numpy().sum()) - stayed,
-        "new": int(matrix.loc[NEW_ROW].sum()) if NEW_ROW in matrix.index else 0,
+        "new": int(matrix.loc[[NEW_ROW]].to_numpy().sum()) if NEW_ROW in matrix.index else 0,
         "gone": int(matrix[GONE_COLUMN].sum()) if GONE_COLUMN in matrix.columns else 0,
     }

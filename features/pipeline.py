@@ -8,9 +8,9 @@ The point-in-time logic is a chain of small named steps, each a SQL builder that
 2. :func:`dedupe_orders_sql`: one row per ``(user_id, order_id, status)``, the earliest;
 3. :func:`aggregate_sql`, :func:`order_days_sql`, :func:`event_type_counts_sql`, :func:`activity_sql`:
    one aggregate pass per source (conditional aggregates for every window and half-life);
-4. :func:`entities_sql`: the users known at ``as_of``;
-5. :func:`join_sql` and :func:`derive_sql`: left-join the aggregates onto the users, fill defaults,
-   compute the row-level derived features.
+4. :func:`entities_sql` / :data:`KNOWN_USER_CONDITION`: the users known at ``as_of``;
+5. :func:`join_sql` and :func:`derive_sql`: join the aggregates into one row per known user, fill
+   defaults, compute the row-level derived features.
 
 :func:`feature_queries` returns the whole query as **engine-neutral SQL** over tables named ``orders``,
 ``events`` and ``users`` (DuckDB dialect, or transpiled by SQLGlot for ``dialect="spark"``); the Spark
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from features.contract import ENTITY_KEY
+from features.contract import ENTITY_KEY, SCHEMAS
 from features.cutoffs import parse_as_of
 from features.dataset import Dataset
 from features.definitions import (
@@ -55,12 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SECONDS_PER_DAY = 86400
-_AGGREGATE_CTE: dict[Stage, str] = {
-    "orders": "order_aggs",
-    "order_days": "rhythm_aggs",
-    "events": "event_aggs",
-    "activity": "activity_aggs",
-    "users": "user_aggs",
+_ALIAS: dict[Stage, str] = {
+    "orders": "or_", "order_days": "rh_", "events": "ev_", "activity": "ac_", "users": "us_",
 }
 
 
@@ -265,36 +261,51 @@ def activity_sql(orders_source: str, events_source: str) -> str:
 def users_stage_sql(defs: Sequence[FeatureDef], users_source: str) -> str:
     """The ``users`` stage: a row-level projection of the visible user rows."""
     exprs = ", ".join(f"{d.sql_expression} AS {d.name}" for d in _stage_defs(defs, "users"))
-    return f"SELECT user_id, {exprs} FROM {users_source}"
+    return f"SELECT user_id, has_joined, {exprs} FROM {users_source}"
 
 
 # --------------------------------------------------------------------------- step 4: entities
 
 
 def entities_sql(orders_source: str, events_source: str, users_source: str) -> str:
-    """Users known at ``as_of``: any order or event row in the (filtered) sources, or joined by then."""
+    """Users known at ``as_of``: any order or event row in the (filtered) sources, or joined by then.
+
+    :func:`join_sql` applies the same rule as :data:`KNOWN_USER_CONDITION` while joining.
+    """
     return (
         f"SELECT user_id FROM {orders_source} UNION SELECT user_id FROM {events_source} "
         f"UNION SELECT user_id FROM {users_source} WHERE has_joined = 1"
     )
 
 
+#: The entity rule inside :func:`join_sql`: an order or event row at or before ``as_of``, or joined by then.
+KNOWN_USER_CONDITION = "or_.user_id IS NOT NULL OR ev_.user_id IS NOT NULL OR us_.has_joined = 1"
+
+
 # --------------------------------------------------------------------------- step 5: join and derive
 
 
-def join_sql(defs: Sequence[FeatureDef], entities: str = "entities") -> str:
-    """Left-join every stage's aggregates onto ``entities``; users missing from a stage get its defaults."""
-    selects, joins = [f"e.{ENTITY_KEY} AS {ENTITY_KEY}"], []
-    for stage, cte in _AGGREGATE_CTE.items():
-        stage_defs = _stage_defs(defs, stage)
-        if not stage_defs:
-            continue
-        alias = cte.split("_")[0][:2] + "_"
-        joins.append(f"LEFT JOIN {cte} AS {alias} ON {alias}.{ENTITY_KEY} = e.{ENTITY_KEY}")
-        for d in stage_defs:
+def join_sql(defs: Sequence[FeatureDef]) -> str:
+    """Full-join the per-source aggregates into one row per known user, filling each stage's defaults.
+
+    Orders, events and visible user rows are full-joined (each aggregate is read once); the rhythm and
+    activity aggregates, whose users are a subset, are left-joined. Rows are kept for known users only
+    (:data:`KNOWN_USER_CONDITION`).
+    """
+    key = ENTITY_KEY
+    any_activity = f"COALESCE(or_.{key}, ev_.{key})"
+    joins = [
+        f"FROM order_aggs AS or_ FULL OUTER JOIN event_aggs AS ev_ ON ev_.{key} = or_.{key}",
+        f"FULL OUTER JOIN user_aggs AS us_ ON us_.{key} = {any_activity}",
+        f"LEFT JOIN rhythm_aggs AS rh_ ON rh_.{key} = or_.{key}",
+        f"LEFT JOIN activity_aggs AS ac_ ON ac_.{key} = {any_activity}",
+    ]
+    selects = [f"COALESCE(or_.{key}, ev_.{key}, us_.{key}) AS {key}"]
+    for stage, alias in _ALIAS.items():
+        for d in _stage_defs(defs, stage):
             col = f"{alias}.{d.name}"
             selects.append(f"COALESCE({col}, {d.default}) AS {d.name}" if d.default is not None else f"{col} AS {d.name}")
-    return f"SELECT {', '.join(selects)} FROM {entities} AS e {' '.join(joins)}"
+    return f"SELECT {', '.join(selects)} {' '.join(joins)} WHERE {KNOWN_USER_CONDITION}"
 
 
 def derive_sql(defs: Sequence[FeatureDef], as_of: pd.Timestamp, source: str = "joined") -> str:
@@ -323,6 +334,7 @@ def feature_queries(
     order_columns: Iterable[str] = ("user_id", "order_id", "ordered_at", "amount", "status", "category"),
     event_columns: Iterable[str] = ("user_id", "occurred_at", "event_type", "value"),
     user_columns: Iterable[str] = ("user_id", "joined_at", "source_channel"),
+    dedupe_orders: bool = True,
 ) -> str:
     """The engine-neutral feature query for ``as_of``: one SQL statement over ``orders``/``events``/``users``.
 
@@ -336,13 +348,15 @@ def feature_queries(
     ----------
     dialect : ``duckdb`` (as written) or any SQLGlot write dialect, e.g. ``spark``.
     order_columns, event_columns, user_columns : columns present in each table (optional ones may be absent).
+    dedupe_orders : include the de-duplication step; False is only correct when ``(user_id, order_id,
+        status)`` is known to be unique (validated data rejects duplicate ``order_id``).
     """
     sources = SourceColumns(
         orders=frozenset(order_columns),
         events=frozenset(event_columns) if has_events else None,
         users=frozenset(user_columns) if has_users else None,
     )
-    sql = _compose(config, parse_as_of(as_of), sources)
+    sql = _compose(config, parse_as_of(as_of), sources, dedupe_orders)
     if dialect == "duckdb":
         return sql
     import sqlglot
@@ -350,14 +364,14 @@ def feature_queries(
     return sqlglot.transpile(sql, read="duckdb", write=dialect)[0]
 
 
-def _compose(config: StrataConfig, as_of: pd.Timestamp, sources: SourceColumns) -> str:
+def _compose(config: StrataConfig, as_of: pd.Timestamp, sources: SourceColumns, dedupe_orders: bool = True) -> str:
     defs = feature_definitions(config)
     unknown = {d.stage for d in defs} - set(STAGES)
     if unknown:
         raise ValueError(f"unknown feature stages: {sorted(unknown)}")
     ctes = [
         ("orders_f", filter_orders_sql(as_of, config, sources.orders)),
-        ("orders_d", dedupe_orders_sql("orders_f")),
+        ("orders_d", dedupe_orders_sql("orders_f") if dedupe_orders else "SELECT * FROM orders_f"),
         ("events_f", filter_events_sql(as_of, config, sources.events)),
         ("users_f", filter_users_sql(as_of, sources.users)),
         ("order_aggs", aggregate_sql(defs, "orders", "orders_d")),
@@ -368,7 +382,6 @@ def _compose(config: StrataConfig, as_of: pd.Timestamp, sources: SourceColumns) 
         ("activity_rows", activity_sql("orders_d", "events_f")),
         ("activity_aggs", aggregate_sql(defs, "activity", "activity_rows")),
         ("user_aggs", users_stage_sql(defs, "users_f")),
-        ("entities", entities_sql("order_aggs", "event_aggs", "users_f")),
         ("joined", join_sql(defs)),
     ]
     with_clause = ",\n".join(f"{name} AS (\n  {body}\n)" for name, body in ctes)
@@ -403,40 +416,67 @@ def finalize_features(raw: pd.DataFrame, as_of: pd.Timestamp, config: StrataConf
 # --------------------------------------------------------------------------- DuckDB execution
 
 
-def _as_arrow(frame: pd.DataFrame) -> Any:
-    """Arrow table of ``frame`` with timestamps at microsecond resolution (what both SQL engines use)."""
-    import pyarrow as pa
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    for i, field in enumerate(table.schema):
-        if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
-            us = pa.timestamp("us", tz=field.type.tz)
-            table = table.set_column(i, field.name, table.column(i).cast(us, safe=False))
-    return table
+#: Columns each table contributes to the features; others are never loaded into the engine.
+FEATURE_INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "orders": ("user_id", "order_id", "ordered_at", "amount", "status", "category"),
+    "events": ("user_id", "occurred_at", "event_type", "value"),
+    "users": ("user_id", "joined_at", "source_channel"),
+}
 
 
 class DuckDBEngine:
-    """An in-process DuckDB connection with a data set registered as ``orders``/``events``/``users``.
+    """An in-process DuckDB database holding a data set as tables ``orders``, ``events``, ``users``.
 
-    Register once, query many cutoffs (training sets). Use as a context manager or call :meth:`close`.
+    The pandas frames are copied once into DuckDB tables (only :data:`FEATURE_INPUT_COLUMNS`; strings
+    converted once, timestamps at microsecond resolution), so that many cutoffs (training sets) can be
+    queried without converting the frames again. Use as a context manager or call :meth:`close`.
     """
 
     def __init__(self, dataset: Dataset, threads: int | None = None) -> None:
         import duckdb
 
         self.dataset = dataset
-        self.sources = SourceColumns.of(dataset)
         self.con: duckdb.DuckDBPyConnection = duckdb.connect(":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
         if threads is not None:
             self.con.execute(f"SET threads = {int(threads)}")
         t0 = time.perf_counter()
-        self.con.register("orders", _as_arrow(dataset.orders))
-        if dataset.has_events:
-            self.con.register("events", _as_arrow(dataset.events))  # type: ignore[arg-type]
-        if dataset.has_users:
-            self.con.register("users", _as_arrow(dataset.users))  # type: ignore[arg-type]
+        columns: dict[str, frozenset[str] | None] = {"orders": None, "events": None, "users": None}
+        frames = {"orders": dataset.orders, "events": dataset.events if dataset.has_events else None,
+                  "users": dataset.users if dataset.has_users else None}
+        for name, frame in frames.items():
+            if frame is not None:
+                columns[name] = self._load(name, frame)
+        self.sources = SourceColumns(orders=columns["orders"] or frozenset(), events=columns["events"],
+                                     users=columns["users"])
+        self.has_duplicate_orders = self._has_duplicate_orders()
         log.debug("registered tables with DuckDB in %.2fs", time.perf_counter() - t0)
+
+    def _load(self, name: str, frame: pd.DataFrame) -> frozenset[str]:
+        """Copy the feature input columns of ``frame`` into table ``name``; return the columns loaded."""
+        cols = [c for c in FEATURE_INPUT_COLUMNS[name] if c in frame.columns]
+        kinds = {**SCHEMAS[name].required, **SCHEMAS[name].optional}
+        sql_type = {"string": "VARCHAR", "timestamp": "TIMESTAMPTZ", "float": "DOUBLE", "int": "BIGINT"}
+        typed = ", ".join(f"CAST({c} AS {sql_type[kinds[c]]}) AS {c}" for c in cols)
+        source = f"input_{name}"
+        self.con.register(source, frame)
+        try:
+            self.con.execute(f"CREATE TABLE {name} AS SELECT {typed} FROM {source}")
+        finally:
+            self.con.unregister(source)
+        return frozenset(cols)
+
+    def _has_duplicate_orders(self) -> bool:
+        """Whether any ``(user_id, order_id, status)`` occurs twice (checked once per data set)."""
+        if "order_id" not in self.sources.orders:
+            return False
+        status = "status" if "status" in self.sources.orders else "NULL"
+        sql = (
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE order_id IS NOT NULL "
+            f"GROUP BY user_id, order_id, {status} HAVING COUNT(*) > 1) AS d"
+        )
+        row = self.con.execute(sql).fetchone()
+        return bool(row and row[0])
 
     def query(self, sql: str) -> pd.DataFrame:
         """Run ``sql`` and return the result as a pandas frame."""
@@ -446,7 +486,7 @@ class DuckDBEngine:
         """The feature table as of ``as_of`` (see :func:`build_features`)."""
         as_of = parse_as_of(as_of)
         t0 = time.perf_counter()
-        sql = _compose(config, as_of, self.sources)
+        sql = _compose(config, as_of, self.sources, dedupe_orders=self.has_duplicate_orders)
         raw = self.query(sql)
         out = finalize_features(raw, as_of, config)
         log.info("features as of %s: %d users x %d features in %.2fs", as_of.isoformat(), len(out),

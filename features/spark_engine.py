@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 REQUIRED_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Standard Parquet timestamps (UTC-adjusted microseconds), not legacy INT96: pandas reads them as UTC.
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
 }
 #: Defaults applied unless the configuration sets them.
 DEFAULT_CONF: dict[str, str] = {
@@ -150,6 +152,8 @@ class SparkDataset:
     orders: DataFrame
     events: DataFrame | None = None
     users: DataFrame | None = None
+    orders_unique: bool = False
+    """True when no ``(user_id, order_id, status)`` repeats (validated data): the SQL skips de-duplication."""
 
     def tables(self) -> dict[str, DataFrame]:
         """The present tables by name."""
@@ -197,7 +201,11 @@ def frame_to_spark(spark: SparkSession, frame: pd.DataFrame, schema: TableSchema
 
 def dataset_to_spark(spark: SparkSession, dataset: Dataset) -> SparkDataset:
     """A validated in-memory :class:`Dataset` as a :class:`SparkDataset` (tests, small data)."""
+    orders = dataset.orders
+    keys = [c for c in ("user_id", "order_id", "status") if c in orders.columns]
+    unique = "order_id" in orders.columns and not orders.duplicated(keys).any()
     return SparkDataset(
+        orders_unique=bool(unique),
         orders=frame_to_spark(spark, dataset.orders, ORDERS),
         events=frame_to_spark(spark, dataset.events, EVENTS) if dataset.has_events else None,  # type: ignore[arg-type]
         users=frame_to_spark(spark, dataset.users, USERS) if dataset.has_users else None,  # type: ignore[arg-type]
@@ -247,6 +255,7 @@ def feature_sql_spark(config: StrataConfig, as_of: pd.Timestamp, dataset: SparkD
         order_columns=dataset.orders.columns,
         event_columns=dataset.events.columns if dataset.events is not None else (),
         user_columns=dataset.users.columns if dataset.users is not None else (),
+        dedupe_orders=not dataset.orders_unique,
     )
     spark_sql = transpile_for_spark(sql)
     if ordered:
@@ -806,6 +815,7 @@ def load_dataset_spark(
         if name == "users":
             known = results[name].accepted
     dataset = SparkDataset(
+        orders_unique="order_id" in results["orders"].accepted.columns,  # duplicates were rejected
         orders=results["orders"].accepted,
         events=results["events"].accepted if "events" in results and results["events"].n_accepted else None,
         users=results["users"].accepted if "users" in results and results["users"].n_accepted else None,
@@ -845,7 +855,8 @@ def sample_users_spark(
         h = F.pmod(F.xxhash64(F.col(ENTITY_KEY), F.lit(int(seed))), F.lit(buckets))
         return frame.where(h < threshold)
 
-    return SparkDataset(orders=keep(dataset.orders), events=keep(dataset.events), users=keep(dataset.users))  # type: ignore[arg-type]
+    return SparkDataset(orders=keep(dataset.orders), events=keep(dataset.events), users=keep(dataset.users),  # type: ignore[arg-type]
+                        orders_unique=dataset.orders_unique)
 
 
 def collect_dataset(dataset: SparkDataset) -> Dataset:

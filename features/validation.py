@@ -131,24 +131,69 @@ class _Rejector:
             self.bad |= m
 
 
+def _is_arrow_string(s: pd.Series) -> bool:
+    return isinstance(s.dtype, pd.ArrowDtype | pd.StringDtype)
+
+
 def _strip(s: pd.Series) -> pd.Series:
     """Cells as strings without surrounding whitespace (non-string cells become their text)."""
+    if _is_arrow_string(s):
+        return s.str.strip()  # runs in Arrow
     return s.astype(str).str.strip()
 
 
 def _is_null(s: pd.Series) -> np.ndarray:
-    return s.isin(NULL_TOKENS).to_numpy()
+    return s.isin(NULL_TOKENS).to_numpy(dtype=bool, na_value=True)
 
 
-def _parse_timestamps(s: pd.Series, null: np.ndarray) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
+def _to_object(s: pd.Series, null: np.ndarray) -> np.ndarray:
+    """Object array of the strings (None where null); repeated values share one string object."""
+    codes, uniques = pd.factorize(s)
+    out = np.asarray(uniques, dtype=object)[codes] if len(uniques) else np.full(len(s), None, dtype=object)
+    out[null | (codes < 0)] = None
+    return out
+
+
+_ISO_Z = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _parse_iso(s: pd.Series, null: np.ndarray) -> pd.DatetimeIndex:
+    """Timestamps of ISO-8601 strings (naive = UTC), NaT where null or unparseable.
+
+    The common ``2024-03-05T12:34:56Z`` form is parsed in Arrow and kept only where formatting it back
+    gives the same string (Arrow's parser rolls over impossible dates such as Feb 30); every other
+    cell goes through pandas' strict ISO-8601 parser.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(s)
+    result = np.full(n, np.datetime64("NaT", "ns"))
+    todo = ~null
+    if n:
+        arr = pa.array(s.array) if _is_arrow_string(s) else pa.array(s.to_numpy(dtype=object), type=pa.string())
+        parsed = pc.strptime(arr, format=_ISO_Z, unit="s", error_is_null=True)
+        exact = pc.equal(pc.strftime(parsed, format=_ISO_Z), arr)
+        parsed = pc.cast(parsed, pa.timestamp("ns"))
+        fast = pc.fill_null(exact, False).to_numpy(zero_copy_only=False) & ~null
+        if fast.any():
+            result[fast] = parsed.to_numpy(zero_copy_only=False)[fast]
+        todo = ~null & ~fast
+    if todo.any():
+        slow = pd.to_datetime(s[todo].astype(object), utc=True, errors="coerce", format="ISO8601")
+        result[todo] = slow.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+    return pd.DatetimeIndex(result).tz_localize("UTC")
+
+
+def _parse_timestamps(s: pd.Series, null: np.ndarray) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray, np.ndarray]:
     """Parse ISO-8601 strings (naive = UTC). Returns (timestamps, unparseable, beyond max, before min)."""
-    ts = pd.to_datetime(s.where(~null, None), utc=True, errors="coerce", format="ISO8601")
-    failed = ts.isna().to_numpy() & ~null
+    ts = _parse_iso(s, null)
+    failed = ts.isna() & ~null
     too_big = np.zeros(len(s), dtype=bool)
     too_small = np.zeros(len(s), dtype=bool)
     if failed.any():
         # Years outside datetime64[ns] (e.g. 2999-01-01) are future/too old, not unparseable.
-        year = pd.to_numeric(s[failed].str.extract(r"^(\d{4})-\d{2}-\d{2}", expand=False), errors="coerce")
+        year = pd.to_numeric(s[failed].astype(object).str.extract(r"^(\d{4})-\d{2}-\d{2}", expand=False), errors="coerce")
         too_big[failed] = (year >= 2262).to_numpy()
         too_small[failed] = (year <= 1677).to_numpy()
         failed &= ~(too_big | too_small)
@@ -157,9 +202,11 @@ def _parse_timestamps(s: pd.Series, null: np.ndarray) -> tuple[pd.Series, np.nda
 
 def _parse_float(s: pd.Series, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Parse decimal numbers. Returns (values, non-numeric mask); nulls give NaN and are not flagged."""
-    vals = pd.to_numeric(s.where(~null, None), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    parsed = pd.to_numeric(s.where(~null, None) if not _is_arrow_string(s) else s, errors="coerce")
+    vals = parsed.to_numpy(dtype=float, na_value=np.nan)
+    vals = np.where(null, np.nan, vals)
     non_numeric = ~null & ~np.isfinite(vals)
-    return np.where(null, np.nan, vals), non_numeric
+    return vals, non_numeric
 
 
 def validate_table(
@@ -193,6 +240,7 @@ def validate_table(
     rows = raw.index.to_numpy() if raw.index.name == "row" else np.arange(1, n + 1)
     rej = _Rejector(n)
     accepted: dict[str, Any] = {}
+    no_status = np.zeros(n, dtype=bool)
     warnings: list[str] = []
     warning_counts: dict[str, int] = {}
     ts_max = now + pd.Timedelta(hours=rules.future_tolerance_hours)
@@ -221,8 +269,8 @@ def validate_table(
         if kind == "timestamp":
             ts, failed, too_big, too_small = _parse_timestamps(s, null)
             rej.flag(failed, f"unparseable {col}")
-            rej.flag(too_big | (ts > ts_max).to_numpy(), f"future {col}")
-            rej.flag(too_small | (ts < ts_min).to_numpy(), f"too old {col}")
+            rej.flag(too_big | np.asarray(ts > ts_max), f"future {col}")
+            rej.flag(too_small | np.asarray(ts < ts_min), f"too old {col}")
             accepted[col] = ts.array
         elif kind == "float":
             vals, non_numeric = _parse_float(s, null)
@@ -238,20 +286,18 @@ def validate_table(
             rej.flag(bad, f"bad {col}")
             accepted[col] = pd.array(np.where(null | bad, np.nan, vals), dtype="Float64").astype("Int64")
         elif col == "event_type":
-            lowered = s.str.lower()
-            known = lowered.isin(event_types).to_numpy()
+            lowered = _to_object(s.str.lower(), null)
+            known = pd.Series(lowered).isin(event_types).to_numpy()
             rej.flag(~null & ~known, "unknown event_type")
-            accepted[col] = lowered.map(event_types).to_numpy(dtype=object)
+            canon = np.array([event_types.get(v) for v in pd.unique(lowered)], dtype=object)
+            accepted[col] = canon[pd.Index(pd.unique(lowered)).get_indexer(lowered)]
         elif col == "status":
-            lowered = s.str.lower()
-            rej.flag(~null & ~lowered.isin(ORDER_STATUSES).to_numpy(), "unknown status")
-            n_no_status = int((null & ~rej.bad).sum())
-            if n_no_status:
-                warnings.append(f"{n_no_status:,} orders without a status were taken as paid")
-                warning_counts["status missing, taken as paid"] = n_no_status
-            accepted[col] = lowered.where(~null, "paid").to_numpy(dtype=object)
+            status = pd.Series(_to_object(s.str.lower(), null))
+            rej.flag(~null & ~status.isin(ORDER_STATUSES).to_numpy(), "unknown status")
+            no_status = null
+            accepted[col] = status.where(~null, "paid").to_numpy(dtype=object)
         else:
-            accepted[col] = np.where(null, None, s.to_numpy(dtype=object))
+            accepted[col] = _to_object(s, null)
 
     key = {"orders": "order_id", "users": "user_id"}.get(schema.name)
     if key is not None and key in accepted:
@@ -262,8 +308,12 @@ def validate_table(
 
     keep = ~rej.bad
     acc = pd.DataFrame({c: v[keep] for c, v in accepted.items()})
+    n_no_status = int((no_status & keep).sum())
+    if n_no_status:
+        warnings.append(f"{n_no_status:,} orders without a status were taken as paid")
+        warning_counts["status missing, taken as paid"] = n_no_status
 
-    rejected = raw.loc[rej.bad].copy()
+    rejected = raw.loc[rej.bad].astype(object)
     rejected.insert(0, "reason", rej.reason[rej.bad])
     rejected.insert(0, "row", rows[rej.bad])
     if malformed:
@@ -342,7 +392,7 @@ def load_dataset(
         if path is None:
             continue
         step(name)
-        raw = read_table(path, schema)
+        raw = read_table(path, schema, arrow_strings=True)
         results[name] = validate_table(raw, schema, config, now_ts, known_users=known, path=path)
         del raw
         if name == "users":
@@ -352,5 +402,5 @@ def load_dataset(
         events=results["events"].accepted if "events" in results else None,
         users=results["users"].accepted if "users" in results else None,
     )
-    ordered = {k: results[k] for k in ("orders", "events", "users") if k in results}
+    ordered: dict[str, TableResult] = {k: results[k] for k in ("orders", "events", "users") if k in results}
     return dataset, ValidationReport(tables=ordered, now=now_ts)

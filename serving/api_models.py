@@ -8,10 +8,20 @@ typo in a field name is an error naming the field, never a silently ignored key.
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from features.config import StrataConfig
+    from features.dataset import Dataset
 
 #: A user id as the data contract defines it: a non-empty string.
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -162,6 +172,9 @@ class PredictionResult(BaseModel):
     as_of: datetime | None = None
 
 
+_EMPTY_RESULT: dict[str, Any] = {name: None for name in PredictionResult.model_fields}
+
+
 class PredictResponse(BaseModel):
     """One result per requested id, in request order (duplicates answered once each time asked)."""
 
@@ -218,3 +231,304 @@ class ErrorResponse(BaseModel):
     """Every 4xx/5xx response of the API has this shape."""
 
     error: ErrorBody
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class APIError(Exception):
+    """A request the service refuses: HTTP status, offending field and a message for the client."""
+
+    def __init__(self, status: int, message: str, *, field: str | None = None,
+                 details: Sequence[tuple[str | None, str]] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+        self.message = message
+        self.details = list(details)
+
+    def body(self) -> bytes:
+        """The JSON error body (``{"error": {"code", "field", "message", "details"}}``)."""
+        from serving.security import encode_error
+
+        return encode_error(self.status, self.message, field=self.field, details=self.details)
+
+
+# ----------------------------------------------------------------------------- result formatting
+
+_FLOAT_FIELDS = ("churn_risk", "conversion_prob", "predicted_value", "value_p10", "value_p90",
+                 "action_cost", "expected_incremental_value")
+_STR_FIELDS = ("lifecycle", "rfm_segment", "value_tier", "activity_tier", "refined_layer", "action_id",
+               "action_name", "model_name", "model_version")
+
+
+def _float_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    f = float(value)
+    return None if math.isnan(f) else f
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value)
+
+
+def _json_list(value: Any) -> list[Any] | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, list):
+        return value
+    parsed = json.loads(value)
+    return parsed if isinstance(parsed, list) else None
+
+
+def results_from_scores(scores: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Scorer output rows as API result dicts (JSON-ready), keyed by user id.
+
+    Floats pass through unchanged (NaN becomes null); ``reasons`` and ``interventions`` JSON strings are
+    parsed into lists; ``as_of`` is an ISO 8601 string in UTC.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for rec in scores.to_dict("records"):
+        as_of = rec.get("as_of")
+        row: dict[str, Any] = {**_EMPTY_RESULT, "user_id": str(rec["user_id"]), "status": "ok"}
+        for name in _FLOAT_FIELDS:
+            row[name] = _float_or_none(rec.get(name))
+        for name in _STR_FIELDS:
+            row[name] = _str_or_none(rec.get(name))
+        row["reasons"] = _json_list(rec.get("reasons"))
+        row["interventions"] = _json_list(rec.get("interventions"))
+        control = rec.get("control")
+        row["control"] = None if control is None else bool(control)
+        row["as_of"] = None if as_of is None else as_of.isoformat()
+        out[row["user_id"]] = row
+    return out
+
+
+def unknown_user(user_id: str) -> dict[str, Any]:
+    """The result of an id the online store does not know: every field present, null."""
+    return {**_EMPTY_RESULT, "user_id": user_id, "status": "unknown_user"}
+
+
+def encode_result(result: dict[str, Any]) -> bytes:
+    """One result dict as compact JSON bytes (floats written exactly: ``repr`` round-trips)."""
+    return json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def encode_results(parts: Sequence[bytes]) -> bytes:
+    """``{"results": [...]}`` from already encoded results."""
+    return b'{"results":[' + b",".join(parts) + b"]}"
+
+
+# ----------------------------------------------------------------------------- raw rows
+
+
+def _timestamps(values: list[datetime]) -> pd.Series:
+    import pandas as pd
+
+    # A time without offset means UTC (the data contract); aware times are converted to UTC.
+    return pd.Series(
+        [pd.Timestamp(v).tz_localize("UTC") if v.tzinfo is None else pd.Timestamp(v).tz_convert("UTC")
+         for v in values],
+        dtype="datetime64[ns, UTC]",
+    )
+
+
+def _rows_frame(rows: Sequence[Any], columns: dict[str, str], required: Sequence[str]) -> pd.DataFrame:
+    """A contract-typed frame of pydantic rows; optional columns only if some row sets them."""
+    import pandas as pd
+
+    data: dict[str, Any] = {}
+    for name, kind in columns.items():
+        values = [getattr(r, name) for r in rows]
+        if name not in required and all(v is None for v in values):
+            continue
+        if kind == "timestamp":
+            data[name] = (_timestamps(values) if all(v is not None for v in values) else pd.Series(
+                [None if v is None else _timestamps([v]).iloc[0] for v in values], dtype="datetime64[ns, UTC]"))
+        elif kind == "float":
+            data[name] = pd.Series([math.nan if v is None else float(v) for v in values], dtype="float64")
+        elif kind == "int":
+            data[name] = pd.Series(values, dtype="Int64")
+        else:
+            data[name] = pd.Series(values, dtype=object)
+    return pd.DataFrame(data)
+
+
+def _check_raw_rows(request: PredictRequest, config: StrataConfig) -> list[tuple[str | None, str]]:
+    """Row-level rules of the data contract the pydantic types cannot express, as (field, message)."""
+    import pandas as pd
+
+    problems: list[tuple[str | None, str]] = []
+    wanted = set(request.user_ids)
+    min_ts = pd.Timestamp(config.data.min_timestamp, tz="UTC")
+    event_types = set(config.data.event_types)
+
+    def check_ts(where: str, value: datetime | None) -> None:
+        if value is None:
+            return
+        ts = pd.Timestamp(value)
+        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        if ts < min_ts:
+            problems.append((where, f"{ts.isoformat()} is before {config.data.min_timestamp} (data.min_timestamp)"))
+
+    for table, rows in (("orders", request.orders), ("events", request.events), ("users", request.users)):
+        for i, row in enumerate(rows or ()):
+            if row.user_id not in wanted:
+                problems.append((f"{table}[{i}].user_id", f"{row.user_id!r} is not one of user_ids"))
+    for i, o in enumerate(request.orders or ()):
+        if o.amount > config.data.max_amount:
+            problems.append((f"orders[{i}].amount", f"{o.amount} exceeds data.max_amount {config.data.max_amount}"))
+        if o.quantity is not None and o.quantity > config.data.max_quantity:
+            problems.append((f"orders[{i}].quantity",
+                             f"{o.quantity} exceeds data.max_quantity {config.data.max_quantity}"))
+        check_ts(f"orders[{i}].ordered_at", o.ordered_at)
+    for i, e in enumerate(request.events or ()):
+        if e.event_type not in event_types:
+            problems.append((f"events[{i}].event_type",
+                             f"unknown event type {e.event_type!r} (known: {', '.join(sorted(event_types))})"))
+        check_ts(f"events[{i}].occurred_at", e.occurred_at)
+    for i, u in enumerate(request.users or ()):
+        check_ts(f"users[{i}].joined_at", u.joined_at)
+    return problems
+
+
+def dataset_from_request(request: PredictRequest, config: StrataConfig) -> tuple[Dataset, pd.Timestamp]:
+    """The :class:`features.dataset.Dataset` and cutoff of a ``/predict`` call that carries raw rows.
+
+    Raises :class:`APIError` (422) naming every offending row and field.
+    """
+    from features.contract import EVENTS, ORDERS, USERS
+    from features.cutoffs import parse_as_of
+    from features.dataset import Dataset
+
+    if request.as_of is None:
+        raise APIError(422, "as_of: required when orders, events or users rows are sent", field="as_of")
+    problems = _check_raw_rows(request, config)
+    if problems:
+        first_field, first_msg = problems[0]
+        raise APIError(422, f"{first_field}: {first_msg}", field=first_field, details=problems)
+    as_of = parse_as_of(request.as_of.isoformat())
+    orders = _rows_frame(request.orders or [], {**ORDERS.required, **ORDERS.optional}, list(ORDERS.required))
+    events = (_rows_frame(request.events, {**EVENTS.required, **EVENTS.optional}, list(EVENTS.required))
+              if request.events else None)
+    users = (_rows_frame(request.users, {**USERS.required, **USERS.optional}, list(USERS.required))
+             if request.users else None)
+    return Dataset(orders=orders, events=events, users=users), as_of
+
+
+# ----------------------------------------------------------------------------- feature rows
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """The columns a feature row must have: ``user_id``, ``as_of`` and every feature, each with its kind."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return ["user_id", "as_of", *self.numeric, *self.categorical]
+
+    def json_schema(self) -> dict[str, Any]:
+        """JSON schema of one row (used in the served OpenAPI document)."""
+        props: dict[str, Any] = {
+            "user_id": {"type": "string", "minLength": 1, "maxLength": 256},
+            "as_of": {"type": "string", "format": "date-time"},
+        }
+        for name in self.numeric:
+            props[name] = {"type": "number", "nullable": True}
+        for name in self.categorical:
+            props[name] = {"type": "string"}
+        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def feature_schema_for(config: StrataConfig, model_features: Sequence[str], categorical: Sequence[str]) -> FeatureSchema:
+    """Feature table columns of ``config`` plus any model feature they lack, in table order."""
+    from features.definitions import output_features
+
+    numeric: list[str] = []
+    cats: list[str] = []
+    for d in output_features(config):
+        (cats if d.dtype == "string" else numeric).append(d.name)
+    for name in model_features:
+        if name not in numeric and name not in cats:
+            (cats if name in categorical else numeric).append(name)
+    return FeatureSchema(numeric=tuple(numeric), categorical=tuple(cats))
+
+
+def feature_frame(rows: list[dict[str, Any]], schema: FeatureSchema) -> pd.DataFrame:
+    """A feature table (``build_features`` layout and dtypes) from JSON rows; 422 naming every problem."""
+    import pandas as pd
+
+    problems: list[tuple[str | None, str]] = []
+    expected = set(schema.columns)
+    numeric = set(schema.numeric)
+    seen: dict[str, int] = {}
+    as_ofs: list[pd.Timestamp | None] = []
+    for i, row in enumerate(rows):
+        missing = [c for c in schema.columns if c not in row]
+        extra = sorted(set(row) - expected)
+        if missing:
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            problems.append((f"rows[{i}]", f"missing features: {shown}"))
+        if extra:
+            shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
+            problems.append((f"rows[{i}]", f"unknown features: {shown}"))
+        uid = row.get("user_id")
+        if "user_id" in row and not (isinstance(uid, str) and uid):
+            problems.append((f"rows[{i}].user_id", f"must be a non-empty string (got {uid!r})"))
+        elif isinstance(uid, str):
+            if uid in seen:
+                problems.append((f"rows[{i}].user_id", f"{uid!r} repeats rows[{seen[uid]}]"))
+            seen[uid] = i
+        as_ofs.append(_row_as_of(row.get("as_of"), f"rows[{i}].as_of", problems) if "as_of" in row else None)
+        for name in schema.columns[2:]:
+            if name not in row:
+                continue
+            value = row[name]
+            if name in numeric:
+                if value is not None and not isinstance(value, float):
+                    problems.append((f"rows[{i}].{name}", f"must be a number or null (got {_short(value)})"))
+            elif not isinstance(value, str):
+                problems.append((f"rows[{i}].{name}",
+                                 f"must be a string (categorical feature; 'unknown' if absent), got {_short(value)}"))
+    if problems:
+        first_field, first_msg = problems[0]
+        raise APIError(422, f"{first_field}: {first_msg}", field=first_field, details=problems)
+    data: dict[str, Any] = {
+        "user_id": pd.Series([r["user_id"] for r in rows], dtype=object),
+        "as_of": pd.Series(as_ofs, dtype="datetime64[ns, UTC]"),
+    }
+    for name in schema.numeric:
+        data[name] = pd.Series([math.nan if r[name] is None else r[name] for r in rows], dtype="float64")
+    for name in schema.categorical:
+        data[name] = pd.Series([r[name] for r in rows], dtype=object)
+    return pd.DataFrame(data)[schema.columns]
+
+
+def _short(value: Any) -> str:
+    from serving.security import describe_value
+
+    return describe_value(value)
+
+
+def _row_as_of(value: Any, where: str, problems: list[tuple[str | None, str]]) -> pd.Timestamp | None:
+    import pandas as pd
+
+    if not isinstance(value, str):
+        problems.append((where, f"must be an ISO 8601 timestamp string (got {_short(value)})"))
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        problems.append((where, f"cannot parse {_short(value)} as an ISO 8601 timestamp"))
+        return None
+    if not 1678 <= parsed.year <= 2261:
+        problems.append((where, f"year {parsed.year} is out of the supported range 1678..2261"))
+        return None
+    ts = pd.Timestamp(parsed)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

@@ -354,7 +354,7 @@ def run_batch(
             progress.advance(step)
         n_users = int(manifest.state["n_users"])
         n_chunks = int(manifest.state["n_chunks"])
-        summary.n_users, summary.n_chunks = n_users, n_chunks
+        summary.n_chunks = n_chunks
         pfile = pq.ParquetFile(features_path) if n_chunks else None
 
         def read_chunk(i: int) -> pd.DataFrame:

@@ -679,21 +679,32 @@ def score_sections(scores: pd.DataFrame, horizon_days: int) -> list[Section]:
             body = note_html("No action recommended. 无推荐干预。")
         else:
             control = acted["control"].astype(bool)
-            g = acted.assign(treated=~control, held_out=control).groupby(
-                acted["action_id"].astype(str), sort=False
+            treated = ~control
+            per_user = pd.DataFrame(
+                {
+                    "treated": treated.astype("int64"),
+                    "held_out": control.astype("int64"),
+                    # cost and value are counted for contacted users only (the control group is not contacted)
+                    "cost": pd.to_numeric(acted["action_cost"], errors="coerce").where(treated, 0.0),
+                    "value": pd.to_numeric(acted["expected_incremental_value"], errors="coerce").where(
+                        treated, 0.0
+                    ),
+                }
+            )
+            keys = acted["action_id"].astype(str)
+            sums = per_user.groupby(keys, sort=False).sum()
+            names = (
+                acted["action_name"].astype(str).groupby(keys, sort=False).first()
+                if "action_name" in acted.columns
+                else pd.Series(sums.index, index=sums.index)
             )
             table = pd.DataFrame(
                 {
-                    "action 干预": g["action_name"].first() if "action_name" in acted else g.size().index,
-                    "contact 触达": g["treated"].sum().astype("int64"),
-                    "control 对照": g["held_out"].sum().astype("int64"),
-                    "cost 成本": g.apply(
-                        lambda d: float(d.loc[d["treated"], "action_cost"].sum()), include_groups=False
-                    ),
-                    "expected incremental value 预期增量": g.apply(
-                        lambda d: float(d.loc[d["treated"], "expected_incremental_value"].sum()),
-                        include_groups=False,
-                    ),
+                    "action 干预": names,
+                    "contact 触达": sums["treated"],
+                    "control 对照": sums["held_out"],
+                    "cost 成本": sums["cost"],
+                    "expected incremental value 预期增量": sums["value"],
                 }
             ).sort_values("expected incremental value 预期增量", ascending=False)
             body = note_html(

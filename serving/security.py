@@ -279,12 +279,8 @@ class RequestGuard:
                                       field="Content-Length"),
                 ) from None
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if content_type not in _JSON_TYPES and not (length == 0 and not content_type):
-            shown = describe_value(content_type) if content_type else "none"
-            raise _ErrorResponse(
-                415,
-                encode_error(415, f"Content-Type must be application/json (got {shown})", field="Content-Type"),
-            )
+        if content_type and content_type not in _JSON_TYPES:
+            raise _ErrorResponse(415, _unsupported(content_type))
         limit = settings.max_body_bytes
         if length is not None and length > limit:
             await _drain(receive, min(length, limit * _DRAIN_FACTOR))
@@ -292,10 +288,18 @@ class RequestGuard:
         body = await _read_body(receive, limit)
         if body is None:
             raise _ErrorResponse(413, _too_large(None, limit), [(b"connection", b"close")])
+        if not content_type and body:
+            # An empty body needs no type (it means "no arguments"); anything else must say it is JSON.
+            raise _ErrorResponse(415, _unsupported(""))
         model = self._request_models.get(path)
         if model is not None:
             _validate(model, body)
         return body
+
+
+def _unsupported(content_type: str) -> bytes:
+    shown = describe_value(content_type) if content_type else "none"
+    return encode_error(415, f"Content-Type must be application/json (got {shown})", field="Content-Type")
 
 
 def _too_large(length: int | None, limit: int) -> bytes:

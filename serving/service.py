@@ -12,21 +12,28 @@ file comes from ``STRATA_CONFIG`` (set by ``strata serve --config``). Endpoints 
   ``GET /metrics`` (Prometheus), ``GET /docs.json`` (this API's OpenAPI document).
 
 Every answer is computed by :meth:`serving.scorer.Scorer.score_features` with ``budget=None``, the same
-call batch scoring makes per chunk, so a user gets the batch numbers for the same features. Scoring runs
-in a worker thread; concurrent ``/predict`` calls are coalesced into one store read and one scoring call
-(micro-batching), which keeps single-user latency low under load.
+call batch scoring makes per chunk, so a user gets the batch numbers for the same features.
+
+Speed: scoring a few rows with pandas costs tens of milliseconds, most of it fixed overhead. So
+
+- concurrent by-id lookups that miss the cache are coalesced into one store read and one scoring call
+  (micro-batching, no timer: requests that arrive while a batch is scored form the next batch);
+- answers are kept, already JSON-encoded, in a per-version cache (``serving.prediction_cache_users``
+  entries). The cache lives in the :class:`~serving.model_watcher.LiveModel` of its version, so it is
+  swapped atomically with the scorer, and it is emptied whenever the online store changes (SQLite's
+  ``PRAGMA data_version``, checked on every request): a cached answer is always the answer the live
+  model gives for the stored features.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import os
-from collections.abc import Sequence
+import sqlite3
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bentoml
@@ -36,7 +43,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from serving.api_models import (
+    APIError,
     ErrorResponse,
+    FeatureSchema,
     FeaturesRequest,
     MetadataResponse,
     PredictionResult,
@@ -44,12 +53,17 @@ from serving.api_models import (
     PredictResponse,
     ReloadRequest,
     ReloadResponse,
+    dataset_from_request,
+    encode_result,
+    encode_results,
+    feature_frame,
+    feature_schema_for,
+    results_from_scores,
+    unknown_user,
 )
-from serving.security import RequestGuard, encode_error, guard_settings
+from serving.security import GuardSettings, RequestGuard, guard_settings
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from features.config import StrataConfig
     from serving.model_watcher import LiveModel, ModelWatcher
     from serving.online_store import OnlineStore
@@ -62,6 +76,7 @@ CONFIG_ENV = "STRATA_CONFIG"
 API_VERSION = "1"
 CHAMPION = "champion"
 _WARMUP_USER = "__strata_warmup__"
+_MISSING = object()
 
 
 def load_service_config() -> StrataConfig:
@@ -71,301 +86,102 @@ def load_service_config() -> StrataConfig:
     return load_config(os.environ.get(CONFIG_ENV) or None)
 
 
-class APIError(Exception):
-    """A request the service refuses: HTTP status, offending field and a message for the client."""
-
-    def __init__(self, status: int, message: str, *, field: str | None = None,
-                 details: Sequence[tuple[str | None, str]] = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.field = field
-        self.message = message
-        self.details = list(details)
-
-    def response(self) -> Response:
-        body = encode_error(self.status, self.message, field=self.field, details=self.details)
-        return Response(body, status_code=self.status, media_type="application/json")
+def _json_response(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
 
 
-# ----------------------------------------------------------------------------- result formatting
-
-_FLOAT_FIELDS = ("churn_risk", "conversion_prob", "predicted_value", "value_p10", "value_p90",
-                 "action_cost", "expected_incremental_value")
-_STR_FIELDS = ("lifecycle", "rfm_segment", "value_tier", "activity_tier", "refined_layer", "action_id",
-               "action_name", "model_name", "model_version")
+def _error_response(err: APIError) -> Response:
+    return _json_response(err.body(), err.status)
 
 
-def _float_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    f = float(value)
-    return None if math.isnan(f) else f
+# ----------------------------------------------------------------------------- per-version state
 
 
-def _str_or_none(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return str(value)
+class PredictionCache:
+    """LRU of JSON-encoded answers (None: unknown user) for one model version and one store state.
 
+    Used from the event-loop thread only. ``generation`` increases at every :meth:`reset`, so a batch
+    scored before a reset cannot write stale answers into the emptied cache.
+    """
 
-def _json_list(value: Any) -> list[Any] | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, list):
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[str, bytes | None] = OrderedDict()
+        self.store_version: object = None
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def reset(self, store_version: object) -> None:
+        """Forget everything; the cache now describes ``store_version`` of the online store."""
+        self._data = OrderedDict()
+        self.store_version = store_version
+        self.generation += 1
+
+    def get(self, user_id: str) -> object:
+        """The cached answer, None for a known-unknown user, or the module's ``_MISSING`` sentinel."""
+        value = self._data.get(user_id, _MISSING)
+        if value is not _MISSING:
+            self._data.move_to_end(user_id)
         return value
-    parsed = json.loads(value)
-    return parsed if isinstance(parsed, list) else None
 
-
-def format_results(scores: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Scorer output rows as API result dicts (JSON-ready), keyed by user id.
-
-    Floats pass through unchanged (NaN becomes null); ``reasons`` and ``interventions`` JSON strings are
-    parsed into lists; ``as_of`` is an ISO 8601 string in UTC.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for rec in scores.to_dict("records"):
-        as_of = rec.get("as_of")
-        row: dict[str, Any] = {"user_id": str(rec["user_id"]), "status": "ok"}
-        for name in _FLOAT_FIELDS:
-            row[name] = _float_or_none(rec.get(name))
-        for name in _STR_FIELDS:
-            row[name] = _str_or_none(rec.get(name))
-        row["reasons"] = _json_list(rec.get("reasons"))
-        row["interventions"] = _json_list(rec.get("interventions"))
-        control = rec.get("control")
-        row["control"] = None if control is None else bool(control)
-        row["as_of"] = None if as_of is None else as_of.isoformat()
-        out[row["user_id"]] = row
-    return out
-
-
-def _unknown(user_id: str) -> dict[str, Any]:
-    return {"user_id": user_id, "status": "unknown_user"}
-
-
-def _response_bytes(results: list[dict[str, Any]]) -> Response:
-    body = json.dumps({"results": results}, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return Response(body.encode("utf-8"), media_type="application/json")
-
-
-# ----------------------------------------------------------------------------- raw rows
-
-
-def _timestamps(values: list[datetime]) -> pd.Series:
-    import pandas as pd
-
-    # A time without offset means UTC (the data contract); aware times are converted to UTC.
-    return pd.Series(
-        [pd.Timestamp(v).tz_localize("UTC") if v.tzinfo is None else pd.Timestamp(v).tz_convert("UTC")
-         for v in values],
-        dtype="datetime64[ns, UTC]",
-    )
-
-
-def _rows_frame(rows: Sequence[Any], columns: dict[str, str], required: Sequence[str]) -> pd.DataFrame:
-    """A contract-typed frame of pydantic rows; optional columns only if some row sets them."""
-    import pandas as pd
-
-    data: dict[str, Any] = {}
-    for name, kind in columns.items():
-        values = [getattr(r, name) for r in rows]
-        if name not in required and all(v is None for v in values):
-            continue
-        if kind == "timestamp":
-            data[name] = (_timestamps(values) if all(v is not None for v in values) else pd.Series(
-                [None if v is None else _timestamps([v]).iloc[0] for v in values], dtype="datetime64[ns, UTC]"))
-        elif kind == "float":
-            data[name] = pd.Series([math.nan if v is None else float(v) for v in values], dtype="float64")
-        elif kind == "int":
-            data[name] = pd.Series(values, dtype="Int64")
-        else:
-            data[name] = pd.Series(values, dtype=object)
-    return pd.DataFrame(data)
-
-
-def _check_raw_rows(request: PredictRequest, config: StrataConfig) -> list[tuple[str | None, str]]:
-    """Row-level rules of the data contract the pydantic types cannot express, as (field, message)."""
-    import pandas as pd
-
-    problems: list[tuple[str | None, str]] = []
-    wanted = set(request.user_ids)
-    min_ts = pd.Timestamp(config.data.min_timestamp, tz="UTC")
-    event_types = set(config.data.event_types)
-
-    def check_ts(where: str, value: datetime | None) -> None:
-        if value is None:
+    def put(self, answers: dict[str, bytes | None], generation: int) -> None:
+        """Store answers computed while the cache was at ``generation`` (ignored if it moved on)."""
+        if self.capacity <= 0 or generation != self.generation:
             return
-        ts = pd.Timestamp(value)
-        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        if ts < min_ts:
-            problems.append((where, f"{ts.isoformat()} is before {config.data.min_timestamp} (data.min_timestamp)"))
-
-    for table, rows in (("orders", request.orders), ("events", request.events), ("users", request.users)):
-        for i, row in enumerate(rows or ()):
-            if row.user_id not in wanted:
-                problems.append((f"{table}[{i}].user_id", f"{row.user_id!r} is not one of user_ids"))
-    for i, o in enumerate(request.orders or ()):
-        if o.amount > config.data.max_amount:
-            problems.append((f"orders[{i}].amount", f"{o.amount} exceeds data.max_amount {config.data.max_amount}"))
-        if o.quantity is not None and o.quantity > config.data.max_quantity:
-            problems.append((f"orders[{i}].quantity",
-                             f"{o.quantity} exceeds data.max_quantity {config.data.max_quantity}"))
-        check_ts(f"orders[{i}].ordered_at", o.ordered_at)
-    for i, e in enumerate(request.events or ()):
-        if e.event_type not in event_types:
-            problems.append((f"events[{i}].event_type",
-                             f"unknown event type {e.event_type!r} (known: {', '.join(sorted(event_types))})"))
-        check_ts(f"events[{i}].occurred_at", e.occurred_at)
-    for i, u in enumerate(request.users or ()):
-        check_ts(f"users[{i}].joined_at", u.joined_at)
-    return problems
-
-
-def dataset_from_request(request: PredictRequest, config: StrataConfig) -> tuple[Any, pd.Timestamp]:
-    """The :class:`features.dataset.Dataset` and cutoff of a ``/predict`` call that carries raw rows.
-
-    Raises :class:`APIError` (422) naming every offending row and field.
-    """
-    from features.contract import EVENTS, ORDERS, USERS
-    from features.cutoffs import parse_as_of
-    from features.dataset import Dataset
-
-    if request.as_of is None:
-        raise APIError(422, "as_of: required when orders, events or users rows are sent", field="as_of")
-    problems = _check_raw_rows(request, config)
-    if problems:
-        first_field, first_msg = problems[0]
-        raise APIError(422, f"{first_field}: {first_msg}", field=first_field, details=problems)
-    as_of = parse_as_of(request.as_of.isoformat())
-    orders = _rows_frame(request.orders or [], {**ORDERS.required, **ORDERS.optional}, list(ORDERS.required))
-    events = (_rows_frame(request.events, {**EVENTS.required, **EVENTS.optional}, list(EVENTS.required))
-              if request.events else None)
-    users = (_rows_frame(request.users, {**USERS.required, **USERS.optional}, list(USERS.required))
-             if request.users else None)
-    return Dataset(orders=orders, events=events, users=users), as_of
-
-
-# ----------------------------------------------------------------------------- feature rows
-
-
-@dataclass(frozen=True)
-class FeatureSchema:
-    """The columns a feature row must have: ``user_id``, ``as_of`` and every feature, each with its kind."""
-
-    numeric: tuple[str, ...]
-    categorical: tuple[str, ...]
-
-    @property
-    def columns(self) -> list[str]:
-        return ["user_id", "as_of", *self.numeric, *self.categorical]
-
-    def json_schema(self) -> dict[str, Any]:
-        """JSON schema of one row (used in the served OpenAPI document)."""
-        props: dict[str, Any] = {
-            "user_id": {"type": "string", "minLength": 1, "maxLength": 256},
-            "as_of": {"type": "string", "format": "date-time"},
-        }
-        for name in self.numeric:
-            props[name] = {"type": "number", "nullable": True}
-        for name in self.categorical:
-            props[name] = {"type": "string"}
-        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
-
-
-def feature_schema_for(config: StrataConfig, model_features: Sequence[str], categorical: Sequence[str]) -> FeatureSchema:
-    """Feature table columns of ``config`` plus any model feature they lack, in table order."""
-    from features.definitions import output_features
-
-    numeric: list[str] = []
-    cats: list[str] = []
-    for d in output_features(config):
-        (cats if d.dtype == "string" else numeric).append(d.name)
-    for name in model_features:
-        if name not in numeric and name not in cats:
-            (cats if name in categorical else numeric).append(name)
-    return FeatureSchema(numeric=tuple(numeric), categorical=tuple(cats))
-
-
-def feature_frame(rows: list[dict[str, Any]], schema: FeatureSchema) -> pd.DataFrame:
-    """A feature table (``build_features`` layout and dtypes) from JSON rows; 422 naming every problem."""
-    import pandas as pd
-
-    problems: list[tuple[str | None, str]] = []
-    expected = set(schema.columns)
-    numeric = set(schema.numeric)
-    seen: dict[str, int] = {}
-    as_ofs: list[pd.Timestamp | None] = []
-    for i, row in enumerate(rows):
-        missing = [c for c in schema.columns if c not in row]
-        extra = sorted(set(row) - expected)
-        if missing:
-            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-            problems.append((f"rows[{i}]", f"missing features: {shown}"))
-        if extra:
-            shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
-            problems.append((f"rows[{i}]", f"unknown features: {shown}"))
-        uid = row.get("user_id")
-        if "user_id" in row and not (isinstance(uid, str) and uid):
-            problems.append((f"rows[{i}].user_id", f"must be a non-empty string (got {uid!r})"))
-        elif isinstance(uid, str):
-            if uid in seen:
-                problems.append((f"rows[{i}].user_id", f"{uid!r} repeats rows[{seen[uid]}]"))
-            seen[uid] = i
-        as_ofs.append(_row_as_of(row.get("as_of"), f"rows[{i}].as_of", problems) if "as_of" in row else None)
-        for name in schema.columns[2:]:
-            if name not in row:
-                continue
-            value = row[name]
-            if name in numeric:
-                if value is not None and not isinstance(value, float):
-                    problems.append((f"rows[{i}].{name}", f"must be a number or null (got {_short(value)})"))
-            elif not isinstance(value, str):
-                problems.append((f"rows[{i}].{name}",
-                                 f"must be a string (categorical feature; 'unknown' if absent), got {_short(value)}"))
-    if problems:
-        first_field, first_msg = problems[0]
-        raise APIError(422, f"{first_field}: {first_msg}", field=first_field, details=problems)
-    data: dict[str, Any] = {
-        "user_id": pd.Series([r["user_id"] for r in rows], dtype=object),
-        "as_of": pd.Series(as_ofs, dtype="datetime64[ns, UTC]"),
-    }
-    for name in schema.numeric:
-        data[name] = pd.Series([math.nan if r[name] is None else r[name] for r in rows], dtype="float64")
-    for name in schema.categorical:
-        data[name] = pd.Series([r[name] for r in rows], dtype=object)
-    return pd.DataFrame(data)[schema.columns]
-
-
-def _short(value: Any) -> str:
-    from serving.security import describe_value
-
-    return describe_value(value)
-
-
-def _row_as_of(value: Any, where: str, problems: list[tuple[str | None, str]]) -> pd.Timestamp | None:
-    import pandas as pd
-
-    if not isinstance(value, str):
-        problems.append((where, f"must be an ISO 8601 timestamp string (got {_short(value)})"))
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        problems.append((where, f"cannot parse {_short(value)} as an ISO 8601 timestamp"))
-        return None
-    if not 1678 <= parsed.year <= 2261:
-        problems.append((where, f"year {parsed.year} is out of the supported range 1678..2261"))
-        return None
-    ts = pd.Timestamp(parsed)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        self._data.update(answers)
+        for user_id in answers:
+            self._data.move_to_end(user_id)
+        while len(self._data) > self.capacity:
+            self._data.popitem(last=False)
 
 
 @dataclass(frozen=True)
 class VersionState:
-    """State built once per model version at load time and swapped together with its scorer."""
+    """Built once per model version when it is loaded; swapped together with its scorer."""
 
     schema: FeatureSchema
+    cache: PredictionCache
+
+
+class StoreVersion:
+    """A cheap fingerprint of the online store's content: SQLite ``PRAGMA data_version``.
+
+    The value changes whenever another connection commits to the file (the batch job upserting), so an
+    unchanged value means the stored features are the ones the cache was filled from. One read-only
+    connection, used from the event-loop thread only; None while the file does not exist.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._inode: int | None = None
+
+    def current(self) -> object:
+        try:
+            inode = self.path.stat().st_ino
+        except OSError:
+            self.close()
+            return None
+        if self._conn is None or inode != self._inode:
+            self.close()
+            try:
+                self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            except sqlite3.Error:
+                return None
+            self._inode = inode
+        try:
+            return (inode, self._conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+        self._inode = None
 
 
 # ----------------------------------------------------------------------------- micro-batching
@@ -373,44 +189,54 @@ class VersionState:
 
 @dataclass
 class _Pending:
+    live: LiveModel[Scorer]
     user_ids: list[str]
-    future: asyncio.Future[dict[str, dict[str, Any]]]
+    future: asyncio.Future[dict[str, bytes]]
 
 
 @dataclass
 class StoredScoring:
-    """Coalesces concurrent by-id lookups: one store read and one scoring call per batch.
+    """Coalesces concurrent by-id lookups: one store read and one scoring call per batch and version.
 
-    While a batch is being scored in the worker thread, new requests queue; when it finishes, all queued
-    requests form the next batch. No request waits for a timer, so a lone request is scored at once.
+    While a batch is scored in the worker thread, new requests queue; when it finishes, all queued
+    requests (of the same model version) form the next batch. No request waits for a timer.
     """
 
-    service: StrataService
-    max_batch_users: int = 4096
+    score: Any
+    """``score(live, user_ids) -> {user_id: encoded answer}`` run in a worker thread."""
+    max_batch_users: int = 2048
     _queue: list[_Pending] = field(default_factory=list)
     _running: bool = False
 
-    async def score(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def lookup(self, live: LiveModel[Scorer], user_ids: list[str]) -> dict[str, bytes]:
         loop = asyncio.get_running_loop()
-        pending = _Pending(user_ids, loop.create_future())
+        pending = _Pending(live, user_ids, loop.create_future())
         self._queue.append(pending)
         if not self._running:
             self._running = True
             loop.create_task(self._drain())
         return await pending.future
 
+    def _next_batch(self) -> list[_Pending]:
+        first = self._queue.pop(0)
+        batch, n = [first], len(first.user_ids)
+        rest: list[_Pending] = []
+        for p in self._queue:
+            if p.live is first.live and n + len(p.user_ids) <= self.max_batch_users:
+                batch.append(p)
+                n += len(p.user_ids)
+            else:
+                rest.append(p)
+        self._queue = rest
+        return batch
+
     async def _drain(self) -> None:
         try:
             while self._queue:
-                batch: list[_Pending] = []
-                n = 0
-                while self._queue and (not batch or n + len(self._queue[0].user_ids) <= self.max_batch_users):
-                    p = self._queue.pop(0)
-                    batch.append(p)
-                    n += len(p.user_ids)
+                batch = self._next_batch()
                 ids = list(dict.fromkeys(u for p in batch for u in p.user_ids))
                 try:
-                    found = await asyncio.to_thread(self.service.score_stored, ids)
+                    found = await asyncio.to_thread(self.score, batch[0].live, ids)
                 except Exception as err:  # noqa: BLE001  (delivered to every waiting request)
                     for p in batch:
                         if not p.future.done():
@@ -432,7 +258,15 @@ async def _metadata_route(request: Request) -> Response:
 
 
 async def _openapi_route(request: Request) -> Response:
-    return JSONResponse(openapi_document())
+    svc: StrataService | None
+    try:
+        svc = bentoml.get_current_service()
+    except Exception:  # noqa: BLE001  (not instantiated yet: document without the live feature schema)
+        svc = None
+    schema = None
+    if svc is not None and svc.watcher.current is not None:
+        schema = svc.feature_schema(svc.watcher.current)
+    return JSONResponse(openapi_document(schema))
 
 
 info_app = Starlette(
@@ -453,7 +287,7 @@ info_app = Starlette(
 )
 @bentoml.asgi_app(info_app, path="/")
 class StrataService:
-    """Online churn / value / layer / intervention predictions, the same numbers as batch scoring."""
+    """Online churn / value / layer / intervention predictions: the same numbers as batch scoring."""
 
     def __init__(self) -> None:
         from serving.model_watcher import ModelWatcher
@@ -461,6 +295,7 @@ class StrataService:
 
         self.config = load_service_config()
         self.store: OnlineStore = OnlineStore(self.config.serving.online_store)
+        self.store_version = StoreVersion(self.config.serving.online_store)
         self.model_name = self.config.training.model_name
         self.watcher: ModelWatcher[Scorer] = ModelWatcher(
             resolve_version=self._champion_version,
@@ -468,7 +303,7 @@ class StrataService:
             warm_up=self._warm_up,
             poll_seconds=self.config.serving.model_poll_seconds,
         )
-        self.stored_scoring = StoredScoring(self)
+        self.stored_scoring = StoredScoring(self._score_stored)
         self.watcher.start()
 
     # -- model lifecycle ------------------------------------------------------------------------
@@ -489,7 +324,7 @@ class StrataService:
     def _warm_up(self, scorer: Scorer) -> VersionState:
         """One real prediction through the raw-row path (features built by the pipeline, then scored).
 
-        Returns the per-version state (the feature-row schema) kept with the scorer.
+        Returns the per-version state (feature-row schema, empty answer cache) kept with the scorer.
         """
         import pandas as pd
 
@@ -507,11 +342,11 @@ class StrataService:
         scores = scorer.score_raw(Dataset(orders=orders), as_of)
         if len(scores) != 1 or str(scores["user_id"].iloc[0]) != _WARMUP_USER:
             raise RuntimeError("warm-up prediction returned no row for the warm-up user")
-        format_results(scores)
+        encode_result(results_from_scores(scores)[_WARMUP_USER])
         self.store.count()
         bundle = scorer.bundle
         schema = feature_schema_for(self.config, bundle.feature_names, list(bundle.categorical_levels))
-        return VersionState(schema=schema)
+        return VersionState(schema=schema, cache=PredictionCache(self.config.serving.prediction_cache_users))
 
     def feature_schema(self, live: LiveModel[Scorer]) -> FeatureSchema:
         """The feature-row schema of the served version."""
@@ -528,89 +363,105 @@ class StrataService:
     def _live(self) -> LiveModel[Scorer]:
         live = self.watcher.current
         if live is None:
-            raise APIError(503, "the service is not ready: no model is loaded yet (see /readyz)")
+            detail = f" ({self.watcher.last_error})" if self.watcher.last_error else ""
+            raise APIError(503, f"the service is not ready: no model is loaded yet{detail}")
         return live
 
     # -- scoring (worker thread) ----------------------------------------------------------------
 
-    def score_stored(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Score users from their stored features with the served model; unknown ids are absent."""
-        live = self._live()
+    def _score_stored(self, live: LiveModel[Scorer], user_ids: list[str]) -> dict[str, bytes]:
+        """Encoded answers of the users found in the online store, scored by ``live``."""
         features = self.store.get_features(user_ids)
         if len(features) == 0:
             return {}
-        return format_results(live.scorer.score_features(features))
+        found = results_from_scores(live.scorer.score_features(features))
+        return {u: encode_result(r) for u, r in found.items()}
 
-    def _score_raw(self, request: PredictRequest) -> dict[str, dict[str, Any]]:
-        live = self._live()
+    def _score_raw(self, live: LiveModel[Scorer], request: PredictRequest) -> dict[str, bytes]:
         dataset, as_of = dataset_from_request(request, self.config)
         scores = live.scorer.score_raw(dataset, as_of)
-        wanted = set(request.user_ids)
-        scores = scores[scores["user_id"].astype(str).isin(wanted)]
-        return format_results(scores)
+        scores = scores[scores["user_id"].astype(str).isin(set(request.user_ids))]
+        return {u: encode_result(r) for u, r in results_from_scores(scores).items()}
 
-    def _score_feature_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        live = self._live()
+    def _score_feature_rows(self, live: LiveModel[Scorer], rows: list[dict[str, Any]]) -> list[bytes]:
         frame = feature_frame(rows, self.feature_schema(live))
-        found = format_results(live.scorer.score_features(frame))
-        return [found[str(u)] for u in frame["user_id"]]
+        found = results_from_scores(live.scorer.score_features(frame))
+        return [encode_result(found[str(u)]) for u in frame["user_id"]]
+
+    async def _stored_answers(self, live: LiveModel[Scorer], user_ids: list[str]) -> dict[str, bytes | None]:
+        """Answers for ids from the cache, the misses scored in one coalesced batch."""
+        state: VersionState = live.extra
+        cache = state.cache
+        version = self.store_version.current()
+        if version != cache.store_version:
+            cache.reset(version)
+        answers: dict[str, bytes | None] = {}
+        misses: list[str] = []
+        for u in dict.fromkeys(user_ids):
+            hit = cache.get(u)
+            if hit is _MISSING:
+                misses.append(u)
+            else:
+                answers[u] = hit  # type: ignore[assignment]
+        if misses:
+            generation = cache.generation
+            found = await self.stored_scoring.lookup(live, misses)
+            fresh: dict[str, bytes | None] = {u: found.get(u) for u in misses}
+            cache.put(fresh, generation)
+            answers.update(fresh)
+        return answers
 
     # -- API ------------------------------------------------------------------------------------
 
-    def _check_ids(self, user_ids: list[str]) -> None:
+    def _check_count(self, n: int, what: str) -> None:
         limit = self.config.serving.max_user_ids
-        if len(user_ids) > limit:
-            raise APIError(
-                422,
-                f"user_ids: {len(user_ids)} ids in one call; the limit is {limit} (serving.max_user_ids)",
-                field="user_ids",
-            )
+        if n > limit:
+            raise APIError(422, f"{what}: {n} in one call; the limit is {limit} (serving.max_user_ids)", field=what)
 
     @bentoml.api(route="/predict", output_spec=PredictResponse)
     async def predict(self, request: PredictRequest, /) -> PredictResponse | Response:
         """Predictions for users by id (stored features), or from raw rows sent with the request."""
         try:
-            self._check_ids(request.user_ids)
+            self._check_count(len(request.user_ids), "user_ids")
+            live = self._live()
             if request.has_raw_rows:
-                found = await asyncio.to_thread(self._score_raw, request)
+                answers: dict[str, bytes | None] = dict(
+                    await asyncio.to_thread(self._score_raw, live, request)
+                )
             else:
-                self._live()
-                found = await self.stored_scoring.score(list(request.user_ids))
+                answers = await self._stored_answers(live, list(request.user_ids))
         except APIError as err:
-            return err.response()
-        return _response_bytes([found.get(u) or _unknown(u) for u in request.user_ids])
+            return _error_response(err)
+        parts = [answers.get(u) or encode_result(unknown_user(u)) for u in request.user_ids]
+        return _json_response(encode_results(parts))
 
     @bentoml.api(route="/predict/features", output_spec=PredictResponse)
     async def predict_features(self, request: FeaturesRequest, /) -> PredictResponse | Response:
         """Predictions for precomputed feature rows (``user_id``, ``as_of`` and every model feature)."""
         try:
-            if len(request.rows) > self.config.serving.max_user_ids:
-                raise APIError(
-                    422,
-                    f"rows: {len(request.rows)} rows in one call; the limit is "
-                    f"{self.config.serving.max_user_ids} (serving.max_user_ids)",
-                    field="rows",
-                )
-            results = await asyncio.to_thread(self._score_feature_rows, list(request.rows))
+            self._check_count(len(request.rows), "rows")
+            live = self._live()
+            parts = await asyncio.to_thread(self._score_feature_rows, live, list(request.rows))
         except APIError as err:
-            return err.response()
-        return _response_bytes(results)
+            return _error_response(err)
+        return _json_response(encode_results(parts))
 
     @bentoml.api(route="/admin/reload", output_spec=ReloadResponse)
     async def admin_reload(self, request: ReloadRequest, /) -> ReloadResponse | Response:
         """Look up the ``champion`` alias now and swap versions if it moved (API key required)."""
         outcome = await asyncio.to_thread(self.watcher.check_now)
         if outcome.error is not None and outcome.version is None:
-            return APIError(503, f"no model could be loaded: {outcome.error}").response()
-        return ReloadResponse(changed=outcome.changed, model_version=outcome.version,
-                              previous_version=outcome.previous_version)
+            return _error_response(APIError(503, f"no model could be loaded: {outcome.error}"))
+        return ReloadResponse(
+            changed=outcome.changed, model_version=outcome.version, previous_version=outcome.previous_version
+        )
 
     async def metadata_response(self) -> Response:
         """``GET /metadata``: the served model and the online store (503 before a model is loaded)."""
         try:
             live = self._live()
         except APIError as err:
-            return err.response()
+            return _error_response(err)
         meta = live.scorer.metadata()
         try:
             n_users: int | None = await asyncio.to_thread(self.store.count)
@@ -631,11 +482,29 @@ class StrataService:
             online_store_as_of=None if ts is None else ts.to_pydatetime(),
             api_version=API_VERSION,
         )
-        return Response(body.model_dump_json().encode("utf-8"), media_type="application/json")
+        return _json_response(body.model_dump_json().encode("utf-8"))
 
 
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI document of this API (BentoML's, with the real error responses and GET routes)."""
+# ----------------------------------------------------------------------------- OpenAPI document
+
+_ERROR_TEXTS = {
+    400: "Body is not valid JSON",
+    401: "Missing or invalid X-API-Key",
+    403: "Endpoint disabled (no API key configured)",
+    413: "Body larger than serving.max_body_bytes",
+    415: "Content-Type is not application/json",
+    422: "Request does not match the schema (fields and values named)",
+    503: "No model loaded yet",
+}
+
+
+def openapi_document(feature_schema: FeatureSchema | None = None) -> dict[str, Any]:
+    """The OpenAPI document served at ``/docs.json``.
+
+    BentoML's document with this API's real error responses (one error shape, see
+    :class:`serving.api_models.ErrorResponse`), the GET routes, the API-key scheme and, when a model is
+    loaded, the exact feature-row schema of ``/predict/features``.
+    """
     spec: dict[str, Any] = StrataService.openapi_spec.asdict()
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for model in (ErrorResponse, MetadataResponse, PredictionResult):
@@ -646,16 +515,7 @@ def openapi_document() -> dict[str, Any]:
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
 
     def errors(*codes: int) -> dict[str, Any]:
-        texts = {
-            400: "Body is not valid JSON",
-            401: "Missing or invalid X-API-Key",
-            403: "Endpoint disabled (no API key configured)",
-            413: "Body larger than serving.max_body_bytes",
-            415: "Content-Type is not application/json",
-            422: "Request does not match the schema (fields and values named)",
-            503: "No model loaded yet",
-        }
-        return {str(c): {"description": texts[c], "content": error_ref} for c in codes}
+        return {str(c): {"description": _ERROR_TEXTS[c], "content": error_ref} for c in codes}
 
     for path in ("/predict", "/predict/features", "/admin/reload"):
         post = spec["paths"][path]["post"]
@@ -663,25 +523,29 @@ def openapi_document() -> dict[str, Any]:
             post["responses"].pop(code, None)
         post["responses"].update(errors(400, 401, 413, 415, 422, 503))
     spec["paths"]["/admin/reload"]["post"]["responses"].update(errors(403))
+    if feature_schema is not None:
+        body = spec["paths"]["/predict/features"]["post"]["requestBody"]["content"]["application/json"]
+        rows = body["schema"]["properties"]["rows"]
+        rows["items"] = feature_schema.json_schema()
     spec["paths"]["/metadata"] = {
         "get": {
             "operationId": "strata__metadata",
             "description": "The served model and the online store.",
             "responses": {
-                "200": {"description": "Metadata", "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/MetadataResponse"}}}},
+                "200": {
+                    "description": "Metadata",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MetadataResponse"}}},
+                },
                 **errors(401, 503),
             },
         }
     }
-    for infra in ("/healthz",):
-        spec["paths"].pop(infra, None)
-    spec["info"]["title"] = "Strata prediction API"
-    spec["info"]["version"] = API_VERSION
-    spec["info"]["description"] = (
-        "Churn risk, future value, refined layers and interventions per user; see docs/api.md."
-    )
-    spec["info"].pop("contact", None)
+    spec["paths"].pop("/healthz", None)
+    spec["info"] = {
+        "title": "Strata prediction API",
+        "version": API_VERSION,
+        "description": "Churn risk, future value, refined layers and interventions per user; see docs/api.md.",
+    }
     spec["components"]["securitySchemes"] = {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
     spec["security"] = [{"ApiKey": []}]
     for probe in ("/livez", "/readyz", "/metrics"):
@@ -690,16 +554,15 @@ def openapi_document() -> dict[str, Any]:
     return spec
 
 
-def _guard_settings() -> Any:
+def _guard_settings() -> GuardSettings:
     return guard_settings(load_service_config())
 
 
 StrataService.add_asgi_middleware(
     RequestGuard,
     settings_loader=_guard_settings,
-    request_models={"/predict": PredictRequest, "/predict/features": FeaturesRequest,
-                    "/admin/reload": ReloadRequest},
+    request_models={"/predict": PredictRequest, "/predict/features": FeaturesRequest, "/admin/reload": ReloadRequest},
     key_required_paths=("/admin/reload",),
 )
 
-__all__ = ["StrataService", "format_results", "load_service_config", "openapi_document"]
+__all__ = ["StrataService", "load_service_config", "openapi_document"]

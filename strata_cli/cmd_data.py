@@ -63,9 +63,9 @@ def generate(
     for name, path in paths.items():
         n_bad = sum(bad.get(name, {}).values())
         extra = f" + {n_bad:,} bad rows" if n_bad else ""
-        console.print(f"wrote {path} ({sizes[name]:,} rows{extra})", highlight=False)
+        console.print(f"wrote {path} ({sizes[name]:,} rows{extra})", highlight=False, soft_wrap=True)
     console.print(f"history {end_ts - pd.Timedelta(days=years * 365.25):%Y-%m-%d} .. {end_ts:%Y-%m-%d} (UTC), seed {seed}",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
 
 
 @app.command("validate")
@@ -126,9 +126,9 @@ def validate(
                 reasons.add_row(reason, f"{count:,}")
             console.print(reasons)
         for warning in res.warnings:
-            console.print(f"[yellow]warning[/] {name}: {warning}", highlight=False)
+            console.print(f"[yellow]warning[/] {name}: {warning}", highlight=False, soft_wrap=True)
     for name, path in written.items():
-        console.print(f"rejected {name} rows written to {path}", highlight=False)
+        console.print(f"rejected {name} rows written to {path}", highlight=False, soft_wrap=True)
 
 
 import_app = typer.Typer(help="Import public data sets into the Strata data contract.", no_args_is_help=True)
@@ -155,4 +155,5 @@ def import_cdnow_cmd(
         f"wrote {written} ({len(orders):,} orders of {orders['user_id'].nunique():,} customers, "
         f"{orders['ordered_at'].min():%Y-%m-%d} .. {orders['ordered_at'].max():%Y-%m-%d})",
         highlight=False,
+        soft_wrap=True,
     )

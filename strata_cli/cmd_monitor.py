@@ -1,1 +1,217 @@
-"""Commands of this module are registered on :data:`strata_cli.app.app` (not yet implemented)."""
+"""``strata monitor``: drift since training, realised model health and a retraining recommendation.
+
+Exit codes (for schedulers): 0 when no threshold is crossed, 1 on a breach (drift, layer shift or
+realised performance past ``[monitoring]`` thresholds), 2 on an error (bad input, no model...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from strata_cli.app import (
+    AsOfOpt,
+    ConfigOpt,
+    DataOpt,
+    EventsOpt,
+    OrdersOpt,
+    UsersOpt,
+    app,
+    console,
+    err_console,
+    handle_errors,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from serving.monitoring import MonitorResult
+
+BREACH_EXIT_CODE = 1
+#: Rows of the feature drift table printed (every alert and warning is always printed).
+PRINT_FEATURES = 12
+
+
+@app.command("monitor")
+@handle_errors
+def monitor(
+    as_of: AsOfOpt,
+    data: DataOpt = None,
+    orders: OrdersOpt = None,
+    events: EventsOpt = None,
+    users: UsersOpt = None,
+    model_alias: Annotated[str, typer.Option("--model-alias", help="Registered model alias to monitor.")] = "champion",
+    scores: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--scores",
+            help="An earlier `strata score --out` directory to measure on realised outcomes once its horizon has "
+            "passed; repeat the option for several.",
+        ),
+    ] = None,
+    backtest_cutoffs: Annotated[
+        int | None,
+        typer.Option(
+            "--backtest-cutoffs",
+            min=0,
+            help="Past cutoffs (horizon passed) to rescore for the realised-performance trend; default "
+            "[monitoring] backtest_cutoffs; 0: none.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout (progress goes to stderr).")
+    ] = False,
+    config_path: ConfigOpt = None,
+) -> None:
+    """Check drift of features, scores and layer shares since training, and the model's realised performance.
+
+    Exits with code 1 when a [monitoring] threshold is crossed (for schedulers), 0 otherwise.
+    """
+    import json
+
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from features.config import load_config
+    from features.cutoffs import parse_as_of
+    from features.errors import StrataError
+    from features.validation import load_dataset
+    from serving.batch import read_scores
+    from serving.monitoring import run_monitor
+    from serving.scorer import Scorer
+
+    config = load_config(config_path)
+    cutoff = parse_as_of(as_of)
+    if data is None and orders is None:
+        raise StrataError("no input: give --data DIR (with orders.csv|parquet) or --orders FILE")
+    n_back = config.monitoring.backtest_cutoffs if backtest_cutoffs is None else backtest_cutoffs
+    scored_dirs = list(scores or [])
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("loading the model", total=5 + n_back + len(scored_dirs))
+        scorer = Scorer.from_registry(config, alias=model_alias)
+        progress.advance(task)
+        scored = []
+        for d in scored_dirs:
+            progress.update(task, description=f"reading {d}")
+            scored.append(read_scores(d))
+        dataset, report = load_dataset(
+            data,
+            orders=orders,
+            events=events,
+            users=users,
+            config=config,
+            progress=lambda msg: progress.update(task, description=f"loading data: {msg}"),
+        )
+        progress.advance(task)
+        if report.rows_rejected:
+            err_console.print(
+                f"[yellow]validation rejected {report.rows_rejected:,} of {report.rows_in:,} input rows; "
+                "run `strata validate` for details[/]"
+            )
+
+        def step(msg: str) -> None:
+            progress.update(task, description=msg)
+            progress.advance(task)
+
+        result = run_monitor(
+            scorer.bundle,
+            dataset,
+            cutoff,
+            config,
+            model_name=scorer.model_name,
+            model_version=scorer.model_version,
+            model_alias=model_alias,
+            scored=scored,
+            backtest_cutoffs=n_back,
+            progress=step,
+        )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        _print_result(result)
+    if result.breached:
+        raise typer.Exit(code=BREACH_EXIT_CODE)
+
+
+# ----------------------------------------------------------------------------------------- printing
+
+
+def _fmt(v: float, spec: str) -> str:
+    return "-" if v is None or v != v else format(v, spec)
+
+
+def _status(s: str) -> str:
+    return {"alert": "[bold red]alert[/]", "warn": "[yellow]warn[/]", "ok": "[green]ok[/]"}.get(s, s)
+
+
+def _drift_table(title: str, table: pd.DataFrame, limit: int | None) -> None:
+    from rich.table import Table
+
+    flagged = int((table["status"] != "ok").sum())
+    shown = table if limit is None else table.head(max(limit, flagged))
+    t = Table(title=title)
+    for col, justify in (("name", "left"), ("status", "left"), ("PSI", "right"), ("test", "left"),
+                         ("stat", "right"), ("p-value", "right"), ("missing ref -> now", "right"),
+                         ("out of range", "right"), ("detail", "left")):
+        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in shown.itertuples(index=False):
+        t.add_row(
+            str(r.name), _status(r.status), _fmt(r.psi, ".3f"), str(r.test), _fmt(r.statistic, ".3f"),
+            _fmt(r.p_value, ".2g"), f"{_fmt(r.missing_reference, '.1%')} -> {_fmt(r.missing_current, '.1%')}",
+            _fmt(r.out_of_range, ".1%"), str(r.new_levels),
+        )
+    console.print(t)
+    if len(table) > len(shown):
+        console.print(f"  ... {len(table) - len(shown)} more stable features (see --json)", highlight=False)
+
+
+def _print_result(result: MonitorResult) -> None:
+    from rich.table import Table
+
+    m = result.model
+    ref = m.get("reference_cutoff")
+    console.print(
+        f"monitoring [bold]{m['name']}[/] version {m['version']} ({m.get('alias')}) as of {result.as_of.date()}: "
+        f"{result.n_users:,} users; training reference as of {ref.date() if ref is not None else 'unknown'}",
+        highlight=False,
+    )
+    _drift_table("Feature drift since training (worst first)", result.feature_drift, PRINT_FEATURES)
+    _drift_table("Score drift since training", result.score_drift, None)
+    moved = result.layer_shift[(result.layer_shift["status"] == "alert") | (result.layer_shift["change"].abs() >= 0.01)]
+    if not moved.empty:
+        t = Table(title=f"Layer shares vs {result.layer_baseline}")
+        for col in ("dimension", "layer", "status", "reference", "now", "change"):
+            t.add_column(col, justify="left" if col in ("dimension", "layer", "status") else "right")
+        for r in moved.itertuples(index=False):
+            t.add_row(r.dimension, r.layer, _status(r.status), f"{r.reference_share:.1%}", f"{r.current_share:.1%}",
+                      f"{r.change:+.1%}")
+        console.print(t)
+    else:
+        console.print(f"layer shares vs {result.layer_baseline}: no layer moved by 1 point or more", highlight=False)
+    if result.health.empty:
+        console.print("realised performance: no cutoff with outcomes yet", highlight=False)
+    else:
+        t = Table(title=f"Realised performance (outcomes up to {result.label_end.date()})")
+        for col in ("cutoff", "source", "version", "after training", "buyers", "churn", "mean risk", "AUC", "ECE",
+                    "value Gini", "spend err %", "conv. AUC"):
+            t.add_column(col, justify="left" if col in ("cutoff", "source", "after training") else "right")
+        for r in result.health.itertuples(index=False):
+            t.add_row(
+                str(r.cutoff.date()), r.source, str(r.model_version), "yes" if r.out_of_time else "no",
+                f"{r.n_buyers:,}", _fmt(r.churn_rate, ".1%"), _fmt(r.mean_churn_risk, ".1%"), _fmt(r.churn_auc, ".3f"),
+                _fmt(r.churn_ece, ".3f"), _fmt(r.value_normalized_gini, ".3f"),
+                _fmt(r.value_total_spend_error_pct, "+.1f"), _fmt(r.conversion_auc, ".3f"),
+            )
+        console.print(t)
+        ref_m = ", ".join(f"{k} {v:.3f}" for k, v in result.health_reference.items())
+        console.print(f"training backtest: {ref_m or 'not stored'}", highlight=False)
+    console.print(f"health: {result.health_status}", highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    rec = result.recommendation
+    colour = "bold red" if rec.retrain else "green"
+    console.print(f"[{colour}]{'BREACH' if result.breached else 'OK'}[/]: {rec.summary}", highlight=False)
+    for w in rec.watch:
+        console.print(f"  watch: {w}", highlight=False)

@@ -187,20 +187,27 @@ def models(config: ConfigOpt = None) -> None:
     if frame.empty:
         console.print(f"no versions of {cfg.training.model_name!r} registered yet: run `strata train`", highlight=False)
         return
-    table = Table(title=f"Registered versions of {cfg.training.model_name}")
-    columns = ["version", "aliases", "created_at", "train_end", "churn_auc", "bgnbd_churn_auc",
-               "value_normalized_gini", "bgnbd_value_normalized_gini", "conversion_auc", "promotion_decision"]
-    for c in columns:
-        table.add_column(c, justify="right" if c not in ("aliases", "promotion_decision") else "left")
+    table = Table(title=f"Registered versions of {cfg.training.model_name} (backtest metrics at training)")
+    columns = {
+        "version": "version",
+        "aliases": "aliases",
+        "train_end": "train end",
+        "churn_auc": "churn AUC",
+        "bgnbd_churn_auc": "BG/NBD AUC",
+        "value_normalized_gini": "value Gini",
+        "bgnbd_value_normalized_gini": "BG/NBD Gini",
+        "promotion_decision": "promotion",
+    }
+    for key, header in columns.items():
+        text = key in ("aliases", "promotion_decision", "train_end")
+        table.add_column(header, justify="left" if text else "right", no_wrap=text)
     for row in frame.itertuples(index=False):
         cells = []
-        for c in columns:
-            v = getattr(row, c)
+        for key in columns:
+            v = getattr(row, key)
             if isinstance(v, float):
                 cells.append("" if v != v else f"{v:.4f}")
-            elif c == "created_at":
-                cells.append(f"{v:%Y-%m-%d %H:%M}")
-            elif c == "train_end":
+            elif key == "train_end":
                 cells.append(str(v)[:10])
             else:
                 cells.append(str(v))

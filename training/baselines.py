@@ -52,7 +52,9 @@ def _paid_orders_until(orders: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFram
     return orders.loc[keep, ["user_id", "ordered_at", "amount"]]
 
 
-def rfm_summary(orders: pd.DataFrame, as_of: str | pd.Timestamp, time_unit: TimeUnit = "weeks") -> pd.DataFrame:
+def rfm_summary(
+    orders: pd.DataFrame, as_of: str | pd.Timestamp, time_unit: TimeUnit = "weeks"
+) -> pd.DataFrame:
     """Per-buyer (frequency, recency, T, monetary_value) from paid orders at or before ``as_of``.
 
     Returns one row per user with at least one paid order by ``as_of``, sorted by ``user_id``:
@@ -117,7 +119,9 @@ class BgnbdBaseline:
     fallback_spend: float
     known_user_ids: pd.Index
 
-    def predict(self, horizon_days: float, user_ids: list[str] | pd.Index | pd.Series | None = None) -> pd.DataFrame:
+    def predict(
+        self, horizon_days: float, user_ids: list[str] | pd.Index | pd.Series | None = None
+    ) -> pd.DataFrame:
         """Scores over ``(as_of, as_of + horizon_days]``, one row per user (columns :data:`BGNBD_COLUMNS`).
 
         ``churn_prob``: P(no paid order in the horizon); ``expected_purchases``: expected transaction
@@ -236,7 +240,9 @@ def rule_baseline(features: pd.DataFrame, value_column: str = "spend_90d") -> pd
     if missing:
         raise StrataError(f"features: missing column(s) {missing} (needed by rule_baseline)")
     if len(features) == 0:
-        return pd.DataFrame({c: pd.Series(dtype=object if c == "user_id" else np.float64) for c in RULE_COLUMNS})
+        return pd.DataFrame(
+            {c: pd.Series(dtype=object if c == "user_id" else np.float64) for c in RULE_COLUMNS}
+        )
     days = features["days_since_last_order"].astype(np.float64)
     prospect = days.isna()
     if "is_prospect" in features.columns:

@@ -12,7 +12,10 @@ Reference distributions (``reference``): for each numeric feature and each score
 ``edges`` (interior edges, ascending and distinct; the bins are ``(-inf, e0], (e0, e1], ...,
 (e_last, inf)``), the ``proportions`` of non-missing reference values in each bin, and the
 ``missing_share``. Categorical features hold ``levels`` with their shares. Use
-:func:`bin_proportions` to bin new values the same way.
+:func:`bin_proportions` to bin new values the same way. Numeric distributions also hold ``quantiles``
+(:data:`REFERENCE_QUANTILES` mid-point quantiles, for KS tests) and ``min``/``max`` (range checks);
+``layers`` holds the share of each rule layer per dimension (set by
+:meth:`ModelBundle.freeze_layer_thresholds`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 BUNDLE_FILE = "bundle.json"
 FORMAT_VERSION = 1
 SCORE_COLUMNS: tuple[str, ...] = ("churn_risk", "conversion_prob", "predicted_value", "value_p10", "value_p90")
+#: Mid-point quantiles stored per numeric reference distribution (for KS tests in monitoring).
+REFERENCE_QUANTILES = 100
 
 
 # ----------------------------------------------------------------------------- reference distributions
@@ -73,7 +78,19 @@ def reference_distribution(values: np.ndarray | pd.Series, n_bins: int = 10) -> 
     else:
         edges = []
     props, missing = bin_proportions(v, edges)
-    return {"edges": edges, "proportions": props, "missing_share": missing, "n": int(len(v))}
+    # Mid-point quantiles (a pseudo-sample whose ECDF is within 1/REFERENCE_QUANTILES of the reference's)
+    # and the range: what monitoring needs for KS tests and range checks (serving.drift).
+    levels = (np.arange(REFERENCE_QUANTILES) + 0.5) / REFERENCE_QUANTILES
+    quantiles = np.quantile(finite, levels, method="inverted_cdf").tolist() if len(finite) else []
+    return {
+        "edges": edges,
+        "proportions": props,
+        "missing_share": missing,
+        "n": int(len(v)),
+        "quantiles": [float(q) for q in quantiles],
+        "min": float(finite.min()) if len(finite) else None,
+        "max": float(finite.max()) if len(finite) else None,
+    }
 
 
 def reference_distributions(
@@ -162,6 +179,15 @@ class ModelBundle:
             "strict": th.strict,
         }
         new = (assign_lifecycle(features, config.layers.lifecycle) == "new").to_numpy()
+        # Layer shares of the reference population, for layer-share drift in monitoring (serving.drift).
+        from features.layers import assign_layers
+
+        layers = assign_layers(features, config, thresholds=th)
+        self.reference["layers"] = {
+            dim: {str(k): float(v) for k, v in layers[dim].value_counts(normalize=True).items()}
+            for dim in ("lifecycle", "rfm_segment", "value_tier", "activity_tier")
+        }
+        self.reference["layers_n"] = int(len(layers))
         if new.any():
             value = self.predict(features.loc[new])["predicted_value"].to_numpy(dtype=float)
             self.high_potential_value = float(np.quantile(value, config.refinement.high_potential_value_quantile))

@@ -10,25 +10,33 @@ population mean ``p v / (q - 1)``, the more so the fewer transactions they have.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import digamma, gammaln
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from features.errors import InsufficientDataError
-from training.bgnbd import ArrayLike, FloatArray, ModelInputError, _as_float_array, _collapse
+from training.bgnbd import (
+    ArrayLike,
+    FloatArray,
+    ModelInputError,
+    _as_float_array,
+    _collapse,
+    minimize_from_starts,
+)
 
 _LOG_BOUND = 25.0
 
 
-def _check_xm(frequency: ArrayLike, monetary_value: ArrayLike, min_frequency: float) -> tuple[FloatArray, FloatArray]:
+def _check_xm(
+    frequency: ArrayLike, monetary_value: ArrayLike, min_frequency: float
+) -> tuple[FloatArray, FloatArray]:
     x = _as_float_array(frequency, "frequency")
     m = _as_float_array(monetary_value, "monetary_value")
     if len(x) != len(m):
-        raise ModelInputError(f"frequency and monetary_value must have the same length (got {len(x)}, {len(m)})")
+        raise ModelInputError(
+            f"frequency and monetary_value must have the same length (got {len(x)}, {len(m)})"
+        )
     bad_x = np.flatnonzero((x < min_frequency) | (x != np.round(x)))
     if len(bad_x):
         i = int(bad_x[0])
@@ -39,11 +47,15 @@ def _check_xm(frequency: ArrayLike, monetary_value: ArrayLike, min_frequency: fl
     bad_m = np.flatnonzero(m <= 0)
     if len(bad_m):
         i = int(bad_m[0])
-        raise ModelInputError(f"monetary_value: row {i}: value {float(m[i])!r} must be > 0 (mean spend per repeat transaction)")
+        raise ModelInputError(
+            f"monetary_value: row {i}: value {float(m[i])!r} must be > 0 (mean spend per repeat transaction)"
+        )
     return x, m
 
 
-def gamma_gamma_log_likelihood(params: ArrayLike, frequency: FloatArray, monetary_value: FloatArray) -> FloatArray:
+def gamma_gamma_log_likelihood(
+    params: ArrayLike, frequency: FloatArray, monetary_value: FloatArray
+) -> FloatArray:
     """Per-customer log density of the observed mean spend ``monetary_value`` over ``frequency`` transactions.
 
     The mean of x Gamma(p, nu) values is Gamma(p x, nu x); integrating nu over Gamma(q, v) gives
@@ -63,7 +75,12 @@ def gamma_gamma_log_likelihood(params: ArrayLike, frequency: FloatArray, monetar
 
 
 def _neg_loglik_and_grad(
-    log_params: FloatArray, x: FloatArray, m: FloatArray, weights: FloatArray, n_total: float, penalizer: float
+    log_params: FloatArray,
+    x: FloatArray,
+    m: FloatArray,
+    weights: FloatArray,
+    n_total: float,
+    penalizer: float,
 ) -> tuple[float, FloatArray]:
     p, q, v = np.exp(log_params)
     ll = gamma_gamma_log_likelihood((p, q, v), x, m)
@@ -95,6 +112,8 @@ class GammaGammaModel(BaseEstimator):  # type: ignore[misc]
     population_mean_spend_ : float
         ``p v / (q - 1)``: expected spend per transaction of a customer with no repeat history
         (currency); ``inf`` if ``q <= 1`` (the mean does not exist).
+    n_customers_, converged_, n_iter_ : int, bool, int
+        Repeat buyers fitted, whether L-BFGS-B reported convergence, its iterations.
     """
 
     def __init__(self, penalizer: float = 0.0, max_iter: int = 1000) -> None:
@@ -112,23 +131,13 @@ class GammaGammaModel(BaseEstimator):  # type: ignore[misc]
         args = (ux, um, weights, float(len(x)), float(self.penalizer))
         scale = float(np.mean(m))
         starts = [np.zeros(3), np.log(np.array([1.0, 2.0, scale]))]
-        best: Any = None
-        for x0 in starts:
-            res = minimize(
-                _neg_loglik_and_grad,
-                x0,
-                args=args,
-                jac=True,
-                method="L-BFGS-B",
-                bounds=[(-_LOG_BOUND, _LOG_BOUND)] * 3,
-                options={"maxiter": self.max_iter, "ftol": 1e-14, "gtol": 1e-10},
-            )
-            if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
-                best = res
+        best = minimize_from_starts(_neg_loglik_and_grad, starts, args, _LOG_BOUND, self.max_iter)
         if best is None:
             raise InsufficientDataError("Gamma-Gamma: the likelihood is not finite at any starting point")
         self.p_, self.q_, self.v_ = (float(t) for t in np.exp(best.x))
-        self.loglik_ = float((weights * gamma_gamma_log_likelihood((self.p_, self.q_, self.v_), ux, um)).sum())
+        self.loglik_ = float(
+            (weights * gamma_gamma_log_likelihood((self.p_, self.q_, self.v_), ux, um)).sum()
+        )
         self.n_customers_ = len(x)
         self.converged_ = bool(best.success)
         self.n_iter_ = int(best.nit)
@@ -145,7 +154,9 @@ class GammaGammaModel(BaseEstimator):  # type: ignore[misc]
         check_is_fitted(self, ["p_", "q_", "v_"])
         return self.p_ * self.v_ / (self.q_ - 1.0) if self.q_ > 1.0 else float("inf")
 
-    def conditional_expected_average_spend(self, frequency: ArrayLike, monetary_value: ArrayLike) -> FloatArray:
+    def conditional_expected_average_spend(
+        self, frequency: ArrayLike, monetary_value: ArrayLike
+    ) -> FloatArray:
         """E[mean spend per transaction | x, m] in currency: ``p (v + m x) / (p x + q - 1)``.
 
         ``frequency`` may be 0 (one-time buyers; ``monetary_value`` is then ignored and may be any

@@ -37,7 +37,9 @@ def _pair(y_true: npt.ArrayLike, pred: npt.ArrayLike, pred_name: str) -> tuple[F
     y = _vector(y_true, "y_true")
     p = _vector(pred, pred_name)
     if len(y) != len(p):
-        raise MetricInputError(f"y_true and {pred_name} must have the same length (got {len(y)} and {len(p)})")
+        raise MetricInputError(
+            f"y_true and {pred_name} must have the same length (got {len(y)} and {len(p)})"
+        )
     if len(y) == 0:
         raise MetricInputError("y_true: no rows to evaluate")
     return y, p
@@ -60,14 +62,14 @@ def _check_binary(y: FloatArray, p: FloatArray) -> None:
 def calibration_table(y_true: npt.ArrayLike, p: npt.ArrayLike, n_bins: int = 10) -> pd.DataFrame:
     """Reliability table over ``n_bins`` equal-width probability bins.
 
-    Bin ``k`` holds ``k/n_bins <= p < (k+1)/n_bins`` (the last bin includes 1.0), the binning of
+    Bin ``k`` holds ``k/n_bins < p <= (k+1)/n_bins`` (the first bin includes 0.0), the binning of
     :func:`sklearn.calibration.calibration_curve` with ``strategy="uniform"``. Columns: ``bin`` (0-based),
     ``lower``, ``upper``, ``n``, ``mean_pred``, ``frac_pos`` (NaN for empty bins).
     """
     y, prob = _pair(y_true, p, "p")
     _check_binary(y, prob)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.searchsorted(edges[1:-1], prob, side="right")
+    idx = np.searchsorted(edges[1:-1], prob, side="left")
     n = np.bincount(idx, minlength=n_bins).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_pred = np.bincount(idx, weights=prob, minlength=n_bins) / n
@@ -115,7 +117,7 @@ def lift_top_decile(y_true: npt.ArrayLike, p: npt.ArrayLike) -> float:
     base = y.mean()
     if base == 0:
         return float("nan")
-    return _top_share_mean(y, prob, 0.1) / base
+    return float(_top_share_mean(y, prob, 0.1) / base)
 
 
 def churn_metrics(y_true: npt.ArrayLike, p: npt.ArrayLike) -> dict[str, float]:
@@ -213,7 +215,9 @@ def value_metrics(y_true: npt.ArrayLike, pred: npt.ArrayLike) -> dict[str, float
     total = y.sum()
     constant = np.ptp(y) == 0 or np.ptp(p) == 0
     spearman = float("nan") if constant else float(spearmanr(y, p).statistic)
-    top_capture = _top_share_mean(y, p, 0.1) * max(1, math.ceil(0.1 * len(y))) / total if total != 0 else np.nan
+    top_capture = (
+        _top_share_mean(y, p, 0.1) * max(1, math.ceil(0.1 * len(y))) / total if total != 0 else np.nan
+    )
     return {
         "mae": float(np.abs(err).mean()),
         "rmse": float(np.sqrt((err**2).mean())),

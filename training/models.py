@@ -404,6 +404,7 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities, shape ``(n, 2)``: column 1 is P(positive)."""
+        check_is_fitted(self, "calibrator_")
         p = self.calibrator_.predict(self.raw_score(X))
         return np.column_stack([1.0 - p, p])
 

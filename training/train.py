@@ -264,7 +264,7 @@ def fit_conversion_model(
         return None, (
             f"conversion model skipped: {n_users} prospect(s) (users with no purchase yet) in the training "
             f"cutoffs; need at least {config.training.min_users} (config training.min_users). "
-            "Orders-only data (no users or events table) has no prospects."
+            "Orders-only data (no users or events table) has next to no prospects."
         )
     y = ts["label_convert"].to_numpy(dtype=float)
     tr, ho, ev = split.train & prospect, split.holdout & prospect, split.evaluation & prospect
@@ -322,6 +322,8 @@ def fit_bundle(
     )
     latest = ts.loc[split.holdout | split.evaluation]
     bundle.reference = reference_distributions(latest, bundle.predict(latest), names, levels)
+    # Scoring must not take RFM medians or the high-potential threshold from the batch it scores.
+    bundle.freeze_layer_thresholds(latest, cfg)
     eval_rows = ts.loc[split.evaluation].reset_index(drop=True)
     step("backtest")
     metrics = evaluate_bundle(bundle, eval_rows)

@@ -12,7 +12,9 @@ from features.config import AlertRule, StrataConfig
 from features.kpis import kpi_table
 
 
-def kpis(metric: str, rows: list[tuple[str, float, float]], size: int = 100, dimension: str = "lifecycle") -> pd.DataFrame:
+def kpis(
+    metric: str, rows: list[tuple[str, float, float]], size: int = 100, dimension: str = "lifecycle"
+) -> pd.DataFrame:
     """A minimal KPI change table: rows of (layer, previous, current) for ``metric``."""
     return pd.DataFrame(
         {
@@ -51,7 +53,12 @@ def test_relative_drop_fires_only_beyond_threshold() -> None:
 def test_alert_fields_and_message() -> None:
     table = kpis("interaction_rate", [("mature", 0.50, 0.40)])
     (alert,) = evaluate_alerts(table, [REL_DROP])
-    assert (alert.name, alert.layer, alert.metric, alert.dimension) == ("activity drop", "mature", "interaction_rate", "lifecycle")
+    assert (alert.name, alert.layer, alert.metric, alert.dimension) == (
+        "activity drop",
+        "mature",
+        "interaction_rate",
+        "lifecycle",
+    )
     assert (alert.previous, alert.current, alert.threshold) == (0.5, 0.4, 0.05)
     assert alert.change == pytest.approx(-0.2)
     assert "成熟 Mature" in alert.message and "50.0%" in alert.message and "40.0%" in alert.message
@@ -123,4 +130,7 @@ def test_default_rules_end_to_end_on_kpi_table() -> None:
     loud_f, loud_l = _population(56)  # -6.7%
     assert evaluate_alerts(kpi_table(quiet_f, quiet_l, prev_f, prev_l), config.alerts) == []
     alerts = evaluate_alerts(kpi_table(loud_f, loud_l, prev_f, prev_l), config.alerts)
-    assert {(a.name, a.layer) for a in alerts} == {("activity rate drop", "all"), ("activity rate drop", "mature")}
+    assert {(a.name, a.layer) for a in alerts} == {
+        ("activity rate drop", "all"),
+        ("activity rate drop", "mature"),
+    }

@@ -29,7 +29,7 @@ def test_reads_every_cell_as_the_string_in_the_file(tmp_path: Path) -> None:
     p = _write(tmp_path, HEADER + ",status\nu1,o1,2024-01-05,0012.50,NA\nu2,o2,2024-01-06, 7 ,\n")
     df = read_table(p, ORDERS)
     assert list(df.columns) == ["user_id", "order_id", "ordered_at", "amount", "status"]
-    assert (df.dtypes == object).all()
+    assert all(pd.api.types.is_object_dtype(dt) for dt in df.dtypes)
     assert df["amount"].tolist() == ["0012.50", " 7 "]  # nothing coerced or stripped
     assert df["status"].tolist() == ["NA", ""]  # "NA" is not turned into a missing value
     assert df.index.tolist() == [1, 2] and df.index.name == "row"

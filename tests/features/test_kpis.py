@@ -10,7 +10,15 @@ import pytest
 from features.errors import StrataError
 from features.kpis import KPI_METRICS, format_change, format_metric, kpi_table, layer_kpis
 
-COLS = ["user_id", "orders_total", "orders_90d", "active_days_30d", "orders_365d", "spend_365d", "spend_total"]
+COLS = [
+    "user_id",
+    "orders_total",
+    "orders_90d",
+    "active_days_30d",
+    "orders_365d",
+    "spend_365d",
+    "spend_total",
+]
 
 
 def features(rows: list[tuple]) -> pd.DataFrame:
@@ -94,7 +102,16 @@ def test_layer_kpis_hand_computed() -> None:
 def test_rows_cover_every_code_in_order() -> None:
     k = layer_kpis(CURR, CURR_LAYERS)
     assert list(k["layer"]) == [
-        "all", "potential", "new", "growth", "mature", "declining", "churned", "core", "active", "sleeping"
+        "all",
+        "potential",
+        "new",
+        "growth",
+        "mature",
+        "declining",
+        "churned",
+        "core",
+        "active",
+        "sleeping",
     ]
     assert list(k.columns) == ["dimension", "layer", *KPI_METRICS]
 
@@ -127,7 +144,9 @@ def test_kpi_table_previous_and_change() -> None:
 def test_kpi_table_previous_conversion_with_cutoff_before() -> None:
     before = features([(u, 0, 0, 0, 0, 0.0, 0.0) for u in "abcdefg"])
     before_layers = PREV_LAYERS.assign(lifecycle="potential")
-    t = kpi_table(CURR, CURR_LAYERS, PREV, PREV_LAYERS, before_prev_features=before, before_prev_layers=before_layers)
+    t = kpi_table(
+        CURR, CURR_LAYERS, PREV, PREV_LAYERS, before_prev_features=before, before_prev_layers=before_layers
+    )
     # Everyone was a prospect before; a, b, c bought by the previous cutoff.
     assert row(t, "overall", "all")["conversion_rate_prev"] == pytest.approx(3 / 7)
 
@@ -139,7 +158,9 @@ def test_kpi_table_without_previous_has_nan_changes() -> None:
 
 
 def test_layer_user_missing_from_features_is_an_error() -> None:
-    bad = pd.concat([CURR_LAYERS, pd.DataFrame({"user_id": ["zz"], "lifecycle": ["new"], "activity_tier": ["core"]})])
+    bad = pd.concat(
+        [CURR_LAYERS, pd.DataFrame({"user_id": ["zz"], "lifecycle": ["new"], "activity_tier": ["core"]})]
+    )
     with pytest.raises(StrataError, match="'zz'"):
         layer_kpis(CURR, bad)
 

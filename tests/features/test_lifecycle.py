@@ -33,8 +33,13 @@ def stage(cfg: LifecycleConfig = CFG, **overrides: float) -> str:
 
 @pytest.mark.parametrize("orders", [0.0, NAN])
 def test_no_order_is_potential_even_when_long_silent(orders: float) -> None:
-    assert stage(orders_total=orders, days_since_last_order=NAN, days_since_last_interaction=NAN) == "potential"
-    assert stage(orders_total=orders, days_since_last_order=NAN, days_since_last_interaction=400.0) == "potential"
+    assert (
+        stage(orders_total=orders, days_since_last_order=NAN, days_since_last_interaction=NAN) == "potential"
+    )
+    assert (
+        stage(orders_total=orders, days_since_last_order=NAN, days_since_last_interaction=400.0)
+        == "potential"
+    )
 
 
 def test_one_order_is_new_even_with_high_value_or_falling_trend() -> None:
@@ -75,15 +80,26 @@ def test_default_frequency_rule_is_one_order_a_month() -> None:
 
 @pytest.mark.parametrize(
     ("orders_ratio", "spend_ratio", "expected"),
-    [(0.5, 1.0, "declining"), (0.51, 1.0, "growth"), (1.0, 0.5, "declining"), (1.0, 0.51, "growth"), (0.2, 0.2, "declining")],
+    [
+        (0.5, 1.0, "declining"),
+        (0.51, 1.0, "growth"),
+        (1.0, 0.5, "declining"),
+        (1.0, 0.51, "growth"),
+        (0.2, 0.2, "declining"),
+    ],
 )
 def test_declining_at_trend_threshold(orders_ratio: float, spend_ratio: float, expected: str) -> None:
-    got = stage(orders_total=3.0, orders_365d=3.0, trend_orders_ratio=orders_ratio, trend_spend_ratio=spend_ratio)
+    got = stage(
+        orders_total=3.0, orders_365d=3.0, trend_orders_ratio=orders_ratio, trend_spend_ratio=spend_ratio
+    )
     assert got == expected
 
 
 def test_declining_beats_mature() -> None:
-    assert stage(orders_total=30.0, orders_365d=30.0, avg_order_value=900.0, trend_orders_ratio=0.3) == "declining"
+    assert (
+        stage(orders_total=30.0, orders_365d=30.0, avg_order_value=900.0, trend_orders_ratio=0.3)
+        == "declining"
+    )
 
 
 @pytest.mark.parametrize(
@@ -148,7 +164,13 @@ def test_missing_column_is_named() -> None:
 
 def test_explanation_states_values_thresholds_and_result() -> None:
     row = pd.Series(
-        {**BASE, "orders_total": 2.0, "days_since_last_order": 121.0, "days_since_last_interaction": 31.0, "gap_mean_days": 40.0}
+        {
+            **BASE,
+            "orders_total": 2.0,
+            "days_since_last_order": 121.0,
+            "days_since_last_interaction": 31.0,
+            "gap_mean_days": 40.0,
+        }
     )
     lines = explain_lifecycle(row, CFG)
     text = "\n".join(lines)

@@ -72,7 +72,13 @@ def test_quantile_mode_ties_at_median_are_low() -> None:
     th = rfm_thresholds(f, RfmConfig())
     assert th.frequency_orders == 1.0
     got = assign_rfm_segment(f, RfmConfig())
-    assert list(got) == ["general_develop", "general_develop", "general_retain", "important_keep", "important_retain"]
+    assert list(got) == [
+        "general_develop",
+        "general_develop",
+        "general_retain",
+        "important_keep",
+        "important_retain",
+    ]
 
 
 def test_quantile_thresholds_can_be_passed_from_another_population() -> None:

@@ -62,7 +62,11 @@ def test_sleeping_beats_core_when_configured_short() -> None:
 
 
 def test_explanations_name_thresholds() -> None:
-    row = pd.Series({"spend_365d": 5000.0, "days_since_last_interaction": math.nan, "active_days_30d": math.nan})
-    assert explain_value_tier(row, ValueTierConfig())[0].endswith("high if > 5,000.00, low if < 1,000.00 -> potential_value")
+    row = pd.Series(
+        {"spend_365d": 5000.0, "days_since_last_interaction": math.nan, "active_days_30d": math.nan}
+    )
+    assert explain_value_tier(row, ValueTierConfig())[0].endswith(
+        "high if > 5,000.00, low if < 1,000.00 -> potential_value"
+    )
     assert "last interaction never" in explain_activity_tier(row, ActivityTierConfig())[0]
     assert explain_activity_tier(row, ActivityTierConfig())[0].endswith("-> sleeping")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,6 +33,17 @@ def _frame(rows: list[dict[str, str]]) -> pd.DataFrame:
 
 def _one(schema: TableSchema, good: dict[str, str], config: StrataConfig = CFG, **change: str) -> TableResult:
     return validate_table(_frame([{**good, **change}]), schema, config, NOW)
+
+
+def _arrow(raw: pd.DataFrame) -> pd.DataFrame:
+    """The same table with Arrow-backed string columns (as ``read_table(..., arrow_strings=True)`` gives)."""
+    return raw.astype(pd.ArrowDtype(pa.string()))
+
+
+def _same_result(a: TableResult, b: TableResult) -> None:
+    pd.testing.assert_frame_equal(a.accepted, b.accepted)
+    pd.testing.assert_frame_equal(a.rejected, b.rejected)
+    assert (a.reasons, a.warning_counts) == (b.reasons, b.warning_counts)
 
 
 def _accounted(res: TableResult) -> None:
@@ -83,6 +95,7 @@ def test_a_good_order_is_accepted_and_typed() -> None:
 def test_bad_order_rows_are_rejected_with_their_reason(change: dict[str, str], reason: str) -> None:
     res = _one(ORDERS, GOOD_ORDER, **change)
     _accounted(res)
+    _same_result(res, validate_table(_arrow(_frame([{**GOOD_ORDER, **change}])), ORDERS, CFG, NOW))
     assert res.n_accepted == 0 and res.reasons == {reason: 1}
     rej = res.rejected.iloc[0]
     assert rej["row"] == 1 and rej["reason"] == reason
@@ -210,7 +223,8 @@ def test_empty_table() -> None:
 
 BAD_CELLS: dict[str, list[str]] = {
     "user_id": ["", " ", "null", "None"],
-    "ordered_at": ["", "not a date", "2024-02-30", "1970-01-01", "2100-01-01T00:00:00Z", "9999-12-31"],
+    "ordered_at": ["", "not a date", "2024-02-30", "2024-02-30T00:00:00Z", "2024-01-05T10:00:60Z", "1970-01-01",
+                   "2100-01-01T00:00:00Z", "9999-12-31", "2024-01-05T10:00:00Zjunk"],
     "amount": ["", "-1", "abc", "1e9", "nan", "12,5", "--3"],
     "quantity": ["0", "-2", "1.5", "x", "1e9"],
     "status": ["pending", "?", "paid!"],
@@ -218,7 +232,9 @@ BAD_CELLS: dict[str, list[str]] = {
 GOOD_CELLS: dict[str, st.SearchStrategy[str]] = {
     "user_id": st.from_regex(r"u[0-9]{1,4}", fullmatch=True).map(lambda s: s if len(s) % 2 else f" {s} "),
     "ordered_at": st.datetimes(min_value=pd.Timestamp("1995-01-01").to_pydatetime(),
-                               max_value=pd.Timestamp("2025-01-10").to_pydatetime()).map(lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ")),
+                               max_value=pd.Timestamp("2025-01-10").to_pydatetime()).flatmap(
+        lambda d: st.sampled_from([d.strftime("%Y-%m-%dT%H:%M:%SZ"), d.strftime("%Y-%m-%d %H:%M:%S"), d.strftime("%Y-%m-%d"),
+                                   d.strftime("%Y-%m-%dT%H:%M:%S+08:00"), d.isoformat()])),
     "amount": st.floats(min_value=0, max_value=999_999, allow_nan=False).map(lambda x: f"{x:.2f}"),
     "quantity": st.one_of(st.just(""), st.integers(1, 10_000).map(str)),
     "status": st.sampled_from(["paid", "refunded", "", "PAID"]),
@@ -254,6 +270,7 @@ def test_every_row_is_accepted_or_rejected_with_a_reason(case: tuple[list[dict[s
     _accounted(res)
     assert res.rows_in == len(rows)
     assert res.n_accepted == n_good
+    _same_result(res, validate_table(_arrow(raw), ORDERS, CFG, NOW))  # the Arrow fast path agrees
     assert res.accepted["order_id"].is_unique
     assert sorted(res.rejected["row"].tolist()) == sorted(set(res.rejected["row"]))
     accepted_rows = set(range(1, len(rows) + 1)) - set(res.rejected["row"])
@@ -270,6 +287,7 @@ def test_events_are_always_accounted_for(rows: list[tuple[str, str, str, str]]) 
     raw = pd.DataFrame(rows, columns=["user_id", "occurred_at", "event_type", "value"], dtype=object)
     res = validate_table(raw, EVENTS, CFG, NOW, known_users=["u1", "u2"])
     _accounted(res)
+    _same_result(res, validate_table(_arrow(raw), EVENTS, CFG, NOW, known_users=["u1", "u2"]))
     assert res.rows_in == len(rows)
     assert res.warning_counts.get(UNKNOWN_USER_WARNING, 0) == int((res.accepted["user_id"] == "ghost").sum())
     assert set(res.accepted["event_type"]) <= set(CFG.data.event_types)

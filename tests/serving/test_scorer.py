@@ -150,3 +150,31 @@ def test_metadata(scorer: Scorer) -> None:
     assert meta["model_name"] == "strata" and meta["model_version"] == "7" and meta["model_alias"] == "champion"
     assert meta["horizon_days"] == 90 and "days_since_last_order" in meta["features"]
     assert meta["trained_at"].startswith("2025-01-01")
+
+
+def test_bundle_freezes_layer_thresholds_from_the_latest_cutoff(tmp_path) -> None:  # noqa: ANN001
+    """freeze_layer_thresholds: buyer medians and the value quantile of new buyers, kept by save/load."""
+    from scoring_fixtures import TRAIN_CUTOFFS
+
+    from features.lifecycle import assign_lifecycle
+    from features.pipeline import build_features
+    from training.bundle import ModelBundle
+
+    config = small_config()
+    latest = build_features(demo_data(), TRAIN_CUTOFFS[-1], config)
+    bundle = small_bundle()
+    buyers = latest[latest["orders_total"] >= 1]
+    assert bundle.rfm_thresholds == {
+        "recency_days": buyers["days_since_last_order"].median(),
+        "frequency_orders": buyers["orders_total"].median(),
+        "monetary_spend": buyers["spend_total"].median(),
+        "strict": True,
+    }
+    new = latest[(assign_lifecycle(latest, config.layers.lifecycle) == "new").to_numpy()]
+    assert len(new) > 10
+    values = bundle.predict(new)["predicted_value"].to_numpy()
+    assert bundle.high_potential_value == pytest.approx(np.quantile(values, 0.8))
+    assert (values >= bundle.high_potential_value).mean() == pytest.approx(0.2, abs=0.05)
+    loaded = ModelBundle.load(bundle.save(tmp_path / "b"))
+    assert loaded.rfm_thresholds == bundle.rfm_thresholds
+    assert loaded.high_potential_value == bundle.high_potential_value

@@ -36,3 +36,52 @@ def spark() -> Iterator[Any]:
         yield session
     finally:
         session.stop()
+
+
+@pytest.fixture(scope="session")
+def scoring_fixtures() -> Any:
+    """The scoring tests' helper module (tests/serving/scoring_fixtures.py), loaded by path (tests is no package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "serving" / "scoring_fixtures.py"
+    spec = importlib.util.spec_from_file_location("strata_spark_scoring_fixtures", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def frames_match() -> Any:
+    """``frames_match(expected, actual, rtol=1e-9, atol=1e-9)``: see :func:`_assert_frames_match`."""
+    return _assert_frames_match
+
+
+def _assert_frames_match(expected: Any, actual: Any, *, rtol: float = 1e-9, atol: float = 1e-9) -> None:
+    """Same columns, dtypes and rows; floats within ``rtol`` relative (``atol`` absolute near zero), NaN == NaN.
+
+    ``atol`` covers sums that cancel to about zero (paid minus refunded spend): the engines add the
+    same numbers in a different order, so a true 0 can come out as +-1e-13 on one of them.
+    """
+    import numpy as np
+    import pandas as pd
+
+    assert list(actual.columns) == list(expected.columns)
+    assert len(actual) == len(expected)
+    for col in expected.columns:
+        e, a = expected[col], actual[col]
+        assert a.dtype == e.dtype, f"{col}: dtype {a.dtype} != {e.dtype}"
+        if pd.api.types.is_float_dtype(e.dtype):
+            ev, av = e.to_numpy(dtype=float), a.to_numpy(dtype=float)
+            assert np.array_equal(np.isnan(ev), np.isnan(av)), f"{col}: NaN in different rows"
+            ok = np.isclose(av, ev, rtol=rtol, atol=atol) | np.isnan(ev)
+            if not ok.all():
+                i = int(np.flatnonzero(~ok)[0])
+                raise AssertionError(f"{col}: row {i} ({expected.iloc[i, 0]}): {av[i]!r} != {ev[i]!r}")
+        else:
+            ev = e.astype(object).where(e.notna(), None).tolist()
+            av = a.astype(object).where(a.notna(), None).tolist()
+            if ev != av:
+                i = next(k for k, (x, y) in enumerate(zip(ev, av, strict=True)) if x != y)
+                raise AssertionError(f"{col}: row {i} ({expected.iloc[i, 0]}): {av[i]!r} != {ev[i]!r}")

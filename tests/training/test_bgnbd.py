@@ -25,7 +25,11 @@ CAL_END = pd.Timestamp("1997-09-30")
 def cdnow_weekly_summary() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x, t_x, T) in weeks for the 2,357 sample customers, per-day transactions, calibration to 1997-09-30."""
     raw = pd.read_csv(
-        CDNOW_SAMPLE, sep=r"\s+", header=None, names=["master_id", "sample_id", "date", "cds", "dollars"], dtype=str
+        CDNOW_SAMPLE,
+        sep=r"\s+",
+        header=None,
+        names=["master_id", "sample_id", "date", "cds", "dollars"],
+        dtype=str,
     )
     raw["date"] = pd.to_datetime(raw["date"], format="%Y%m%d")
     days = raw[raw["date"] <= CAL_END].drop_duplicates(["sample_id", "date"])
@@ -119,13 +123,16 @@ def test_gradient_matches_finite_differences() -> None:
     w = rng.integers(1, 4, size=len(x)).astype(float)
     args = (x, tx, big_t, w, float(w.sum()), 0.01)
     for point in ([0.0, 0.0, 0.0, 0.0], [-1.2, 1.5, -0.3, 0.8], [0.5, 2.5, 1.0, -0.5]):
+
         def f(p: np.ndarray) -> float:
             return _neg_loglik_and_grad(p, *args)[0]
 
         def g(p: np.ndarray) -> np.ndarray:
             return _neg_loglik_and_grad(p, *args)[1]
 
-        np.testing.assert_allclose(g(np.array(point)), central_differences(f, np.array(point)), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(
+            g(np.array(point)), central_differences(f, np.array(point)), rtol=1e-6, atol=1e-9
+        )
 
 
 def test_fit_recovers_simulated_parameters_and_beats_truth() -> None:
@@ -193,7 +200,11 @@ def test_closed_form_matches_untransformed_published_formula_in_high_precision(
         f21 = _hyp2f1_decimal(r + x, b + x, a + b + x - 1, z)
         ratio = (alpha + Decimal(big_t)) / (alpha + Decimal(big_t) + Decimal(t))
         numerator = (a + b + x - 1) / (a - 1) * (1 - (ratio.ln() * (r + x)).exp() * f21)
-        odds = a / (b + x - 1) * (((alpha + Decimal(big_t)) / (alpha + Decimal(tx))).ln() * (r + x)).exp() if x else 0
+        odds = (
+            a / (b + x - 1) * (((alpha + Decimal(big_t)) / (alpha + Decimal(tx))).ln() * (r + x)).exp()
+            if x
+            else 0
+        )
         expected = float(numerator / (1 + odds))
     assert cdnow_model.expected_purchases(t, [x], [tx], [big_t])[0] == pytest.approx(expected, rel=1e-10)
 

@@ -20,12 +20,18 @@ CDNOW_SAMPLE = Path("/work/shared/data/cdnow/CDNOW_sample.txt")
 def cdnow_repeat_spend() -> pd.DataFrame:
     """Repeat buyers of the 2,357 sample in the 39-week calibration: count and mean spend of repeat days."""
     raw = pd.read_csv(
-        CDNOW_SAMPLE, sep=r"\s+", header=None, names=["master_id", "sample_id", "date", "cds", "dollars"], dtype=str
+        CDNOW_SAMPLE,
+        sep=r"\s+",
+        header=None,
+        names=["master_id", "sample_id", "date", "cds", "dollars"],
+        dtype=str,
     )
     raw["date"] = pd.to_datetime(raw["date"], format="%Y%m%d")
     raw["dollars"] = raw["dollars"].astype(float)
     cal = raw[raw["date"] <= pd.Timestamp("1997-09-30")]
-    days = cal.groupby(["sample_id", "date"], as_index=False)["dollars"].sum().sort_values(["sample_id", "date"])
+    days = (
+        cal.groupby(["sample_id", "date"], as_index=False)["dollars"].sum().sort_values(["sample_id", "date"])
+    )
     repeat_days = days[days["sample_id"].duplicated()]  # every day after each customer's first
     return repeat_days.groupby("sample_id")["dollars"].agg(frequency="size", monetary_value="mean")
 
@@ -58,6 +64,7 @@ def test_density_matches_numerical_mixture_and_integrates_to_one(x: int) -> None
     """Independent oracle: mix the Gamma(p x, rate nu x) density of the mean over nu ~ Gamma(q, rate v)."""
     p, q, v = 6.25, 3.74, 15.44
     for m in (5.0, 30.0, 120.0):
+
         def mixture(nu: float, m: float = m) -> float:
             return stats.gamma.pdf(m, p * x, scale=1 / (nu * x)) * stats.gamma.pdf(nu, q, scale=1 / v)
 
@@ -80,13 +87,16 @@ def test_gradient_matches_finite_differences() -> None:
     w = np.ones_like(x)
     args = (x, m, w, float(len(x)), 0.01)
     for point in ([0.0, 0.0, 0.0], [1.8, 1.3, 2.7], [-0.5, 2.0, 1.0]):
+
         def f(z: np.ndarray) -> float:
             return _neg_loglik_and_grad(z, *args)[0]
 
         def g(z: np.ndarray) -> np.ndarray:
             return _neg_loglik_and_grad(z, *args)[1]
 
-        np.testing.assert_allclose(g(np.array(point)), central_differences(f, np.array(point)), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(
+            g(np.array(point)), central_differences(f, np.array(point)), rtol=1e-6, atol=1e-9
+        )
 
 
 def test_fit_recovers_simulated_parameters_and_beats_truth() -> None:
@@ -149,7 +159,11 @@ def test_prediction_before_fit_raises() -> None:
 @pytest.mark.parametrize(
     ("frequency", "monetary", "message"),
     [
-        ([1, 0, 2], [10.0, 5.0, 7.0], r"frequency: row 1: value 0.0 must be a whole number >= 1 \(fit on repeat buyers"),
+        (
+            [1, 0, 2],
+            [10.0, 5.0, 7.0],
+            r"frequency: row 1: value 0.0 must be a whole number >= 1 \(fit on repeat buyers",
+        ),
         ([1, 2, 2], [10.0, -5.0, 7.0], "monetary_value: row 1: value -5.0 must be > 0"),
         ([1, 2], [10.0], "same length"),
     ],

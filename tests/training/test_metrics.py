@@ -45,8 +45,8 @@ def test_churn_metrics_tiny_hand_computed_case() -> None:
     # ranked 0.8(1) 0.4(0) 0.35(1) 0.1(0): AP = 0.5 * 1 + 0.5 * 2/3
     assert m["pr_auc"] == pytest.approx(0.5 + 0.5 * 2 / 3)
     assert m["brier"] == pytest.approx((0.01 + 0.16 + 0.4225 + 0.04) / 4)
-    # every row alone in its bin: mean |p - y|
-    assert m["ece"] == pytest.approx((0.1 + 0.4 + 0.65 + 0.2) / 4)
+    # bins (0, .1] {0.1: y 0}, (.3, .4] {0.35: y 1, 0.4: y 0}, (.7, .8] {0.8: y 1}
+    assert m["ece"] == pytest.approx(1 / 4 * 0.1 + 2 / 4 * abs(0.375 - 0.5) + 1 / 4 * 0.2)
     # top decile = ceil(0.4) = 1 row (p = 0.8, a positive): 1 / 0.5
     assert m["lift_top_decile"] == pytest.approx(2.0)
     assert m["positive_rate"] == 0.5 and m["n"] == 4
@@ -61,7 +61,10 @@ def test_ece_matches_sklearn_calibration_curve() -> None:
     table = calibration_table(y, p).query("n > 0")
     np.testing.assert_allclose(table["frac_pos"], frac_pos)
     np.testing.assert_allclose(table["mean_pred"], mean_pred)
-    counts = np.histogram(p, bins=np.linspace(0, 1, 11))[0]
+    edges = np.linspace(0, 1, 11)
+    counts = np.array([np.sum((p > lo) & (p <= hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
+    counts[0] += np.sum(p == 0)
+    assert counts.sum() == len(p)
     counts = counts[counts > 0]
     oracle = float(np.sum(counts / counts.sum() * np.abs(frac_pos - mean_pred)))
     assert expected_calibration_error(y, p) == pytest.approx(oracle)

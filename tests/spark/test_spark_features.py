@@ -1,0 +1,151 @@
+"""Spark features (features/spark_engine.py) equal the DuckDB features for every user, from the same SQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.config import SparkConfig, StrataConfig
+from features.dataset import Dataset
+from features.pipeline import build_features
+
+pytestmark = [pytest.mark.spark, pytest.mark.xdist_group("spark")]
+
+# A cutoff with a fractional second: ages in days must agree to the microsecond between engines.
+AS_OF = pd.Timestamp("2024-09-30 12:34:56.789", tz="UTC")
+
+
+def _spark_features(spark: Any, dataset: Dataset, as_of: pd.Timestamp, config: StrataConfig) -> pd.DataFrame:
+    from features.spark_engine import build_features_spark, collect_features, dataset_to_spark
+
+    return collect_features(build_features_spark(spark, dataset_to_spark(spark, dataset), as_of, config), as_of, config)
+
+
+def test_spark_features_equal_duckdb_for_every_user(spark: Any, demo_dataset: Dataset, frames_match: Any) -> None:
+    config = StrataConfig()
+    expected = build_features(demo_dataset, AS_OF, config)
+    actual = _spark_features(spark, demo_dataset, AS_OF, config)
+
+    frames_match(expected, actual)
+    assert str(actual["as_of"].dtype) == "datetime64[ns, UTC]"
+    assert (actual["as_of"] == AS_OF).all()
+    # The comparison covers every kind of user: prospects, buyers, users without events.
+    assert (actual["is_prospect"] == 1.0).sum() > 50
+    assert (actual["is_prospect"] == 0.0).sum() > 50
+    assert actual["events_total"].eq(0).any() or actual["events_total"].gt(0).all()
+    assert actual["gap_mean_days"].notna().sum() > 50
+
+
+def test_orders_only_real_cdnow_equal_duckdb(spark: Any, cdnow_sample_path: Path, frames_match: Any) -> None:
+    """CDNOW: orders only (no events, no users table); every customer, same features on both engines."""
+    from features.cdnow import cdnow_orders
+
+    dataset = Dataset(orders=cdnow_orders(cdnow_sample_path))
+    as_of = pd.Timestamp("1997-09-30", tz="UTC")
+    config = StrataConfig()
+    expected = build_features(dataset, as_of, config)
+    actual = _spark_features(spark, dataset, as_of, config)
+
+    frames_match(expected, actual)
+    assert len(actual) == 2357  # the whole cohort bought in Q1 1997, before the cutoff
+    assert (actual["source_channel"] == "unknown").all()
+    assert (actual["events_total"] == 0).all()
+
+
+def test_orders_without_optional_columns_and_with_duplicates(spark: Any, demo_dataset: Dataset, frames_match: Any) -> None:
+    """Only the required order columns, one order duplicated: the de-duplication step runs on Spark too."""
+    orders = demo_dataset.orders[["user_id", "order_id", "ordered_at", "amount"]].iloc[:3000]
+    orders = pd.concat([orders, orders.iloc[[10, 20]]], ignore_index=True)
+    dataset = Dataset(orders=orders)
+    config = StrataConfig()
+    expected = build_features(dataset, AS_OF, config)
+    actual = _spark_features(spark, dataset, AS_OF, config)
+    frames_match(expected, actual)
+
+
+def test_hand_computed_features_subsecond(spark: Any) -> None:
+    """Exact values on a tiny data set; an order half a second before as_of is 0.5/86400 days old."""
+    as_of = pd.Timestamp("2024-06-30 00:00:00", tz="UTC")
+    orders = pd.DataFrame({
+        "user_id": ["a", "a", "a", "b"],
+        "order_id": ["o1", "o2", "o3", "o4"],
+        "ordered_at": pd.to_datetime(["2024-06-29 23:59:59.5", "2024-06-20", "2024-07-02", "2024-01-01"], utc=True),
+        "amount": [10.0, 30.0, 99.0, 5.0],
+        "status": ["paid", "paid", "paid", "refunded"],
+    })
+    users = pd.DataFrame({"user_id": ["a", "c"], "joined_at": pd.to_datetime(["2024-01-01", "2024-06-29"], utc=True),
+                          "source_channel": ["ad", None]})
+    config = StrataConfig()
+    got = _spark_features(spark, Dataset(orders=orders, users=users), as_of, config).set_index("user_id")
+
+    assert list(got.index) == ["a", "b", "c"]  # c: joined, no orders (a prospect)
+    assert got.loc["a", "days_since_last_order"] == pytest.approx(0.5 / 86400, rel=1e-9)
+    assert got.loc["a", "days_since_first_order"] == pytest.approx(10.0, rel=1e-12)
+    assert got.loc["a", "orders_total"] == 2.0  # the order after as_of is not seen
+    assert got.loc["a", "spend_total"] == 40.0
+    assert got.loc["a", "gap_mean_days"] == 9.0  # order days 06-20 and 06-29 (UTC)
+    assert got.loc["a", "source_channel"] == "ad"
+    assert got.loc["b", "spend_total"] == -5.0 and got.loc["b", "is_prospect"] == 1.0
+    assert np.isnan(got.loc["b", "days_since_last_order"])
+    assert got.loc["c", "is_prospect"] == 1.0 and got.loc["c", "source_channel"] == "unknown"
+    assert got.loc["c", "days_since_joined"] == pytest.approx(1.0, rel=1e-12)
+
+
+def test_transpile_keeps_microseconds() -> None:
+    from features.spark_engine import transpile_for_spark
+
+    sql = transpile_for_spark("SELECT (CAST(1.0 AS DOUBLE) - EPOCH(ordered_at)) / 86400 AS age FROM orders")
+    assert "UNIX_TIMESTAMP" not in sql.upper()
+    assert "UNIX_MICROS(ordered_at)" in sql
+
+
+def test_non_utc_session_time_zone_is_refused() -> None:
+    from features.spark_engine import SparkEngineError, spark_session
+
+    with pytest.raises(SparkEngineError, match="timeZone"):
+        spark_session(SparkConfig(conf={"spark.sql.session.timeZone": "Asia/Shanghai"}))
+
+
+def test_sample_users_keeps_whole_users(spark: Any, demo_dataset: Dataset) -> None:
+    from features.spark_engine import collect_dataset, dataset_to_spark, sample_users_spark
+
+    sds = dataset_to_spark(spark, demo_dataset)
+    sample = collect_dataset(sample_users_spark(sds, 0.2, seed=1))
+    again = collect_dataset(sample_users_spark(sds, 0.2, seed=1))
+    assert sample.users is not None and sample.events is not None
+    chosen = set(sample.users["user_id"])
+    n = len(demo_dataset.users)  # type: ignore[arg-type]
+    assert 0.14 * n < len(chosen) < 0.26 * n
+    assert set(again.users["user_id"]) == chosen  # type: ignore[index]
+    # Every row of a chosen user, and no row of the others.
+    for name in ("orders", "events"):
+        full = getattr(demo_dataset, name)
+        expected = full[full["user_id"].isin(chosen)]
+        assert len(getattr(sample, name)) == len(expected), name
+        assert set(getattr(sample, name)["user_id"]) <= chosen
+    assert str(sample.orders["ordered_at"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_run_features_spark_from_csv_files(spark: Any, demo_dataset: Dataset, demo_dir: Path, tmp_path: Path,
+                                           frames_match: Any) -> None:
+    """End to end: CSV files -> Spark validation -> Spark features -> Parquet, equal to the embedded path."""
+    from features.spark_engine import run_features_spark
+    from features.validation import load_dataset
+
+    config = StrataConfig()
+    now = pd.Timestamp("2025-01-01", tz="UTC")
+    run = run_features_spark(data_dir=demo_dir, orders=None, events=None, users=None, as_of=AS_OF,
+                             out=tmp_path / "features", config=config, now=now)
+    dataset, report = load_dataset(demo_dir, config=config, now=now)
+    expected = build_features(dataset, AS_OF, config)
+
+    written = pd.read_parquet(tmp_path / "features")
+    written = written.sort_values("user_id").reset_index(drop=True)
+    written["as_of"] = written["as_of"].dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    frames_match(expected, written)
+    assert run.n_users == len(expected)
+    assert run.report["rows_in"] == report.rows_in and run.report["rows_rejected"] == 0
