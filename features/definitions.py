@@ -117,7 +117,8 @@ def _ratio(num: str, den: str) -> str:
 
 
 def _count_if(cond: str) -> str:
-    return f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END)"
+    # COUNT of a CASE (not SUM of 0/1): a plain BIGINT count in both engines, no 128-bit sums in DuckDB
+    return f"COUNT(CASE WHEN {cond} THEN 1 END)"
 
 
 def _sum_if(value: str, cond: str) -> str:

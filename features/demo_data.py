@@ -188,8 +188,13 @@ def _draw_users(rng: np.random.Generator, n: int, span: float) -> _Users:
                   value_mean, fav_category, fav_channel, in_group, region, gender, age)
 
 
-def _draw_order_times(rng: np.random.Generator, u: _Users, span: float, epoch_day0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Order times (days since start) and user indices: gamma renewal from the first purchase to death.
+def _draw_order_times(
+    rng: np.random.Generator, u: _Users, span: float, epoch_day0: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Order user indices and times (days since start), and the number of buyers.
+
+    A gamma renewal process from each buyer's first purchase to their death; the first ``n_buyers``
+    entries are the buyers' first orders.
 
     Candidate orders are thinned by seasonality and by the fade before death, so the gap mean is
     shrunk by the average acceptance to keep each user's realised rhythm near ``gap_mean``.
@@ -224,7 +229,7 @@ def _draw_order_times(rng: np.random.Generator, u: _Users, span: float, epoch_da
     kept = rng.random(len(cand_t)) < accept
     order_user = np.concatenate([b, b[cand_user[kept]]])
     order_t = np.concatenate([first_t, cand_t[kept]])
-    return order_user, order_t
+    return order_user, order_t, len(b)
 
 
 def _poisson_times(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -274,7 +279,7 @@ def generate_dataset(
     uid = _user_ids(n_users)
 
     step("orders")
-    o_user, o_t = _draw_order_times(rng, u, span, epoch_day0)
+    o_user, o_t, n_first = _draw_order_times(rng, u, span, epoch_day0)
     n_orders = len(o_t)
     fade_at = _fade_factor(o_t, u.fade_start[o_user], u.death[o_user])
     season = _season(o_t + epoch_day0)
@@ -329,8 +334,7 @@ def generate_dataset(
     add(p_user, p_t, np.where(rng.random(len(p_t)) < 0.6, _ET["article_read"], _ET["page_view"]).astype(np.int8))
 
     # Engagement tied to purchases: research before the first order, carts, coupons, reviews, shares.
-    _, first_idx = np.unique(o_user, return_index=True)
-    first_idx = first_idx[np.argsort(o_t[first_idx])]
+    first_idx = np.argsort(o_t[:n_first])  # _draw_order_times puts each buyer's first order first
     pre = first_idx[rng.random(len(first_idx)) < 0.8]
     pre_type = np.array([_ET["consult"], _ET["page_view"], _ET["cart_add"]], dtype=np.int8)[rng.integers(0, 3, len(pre))]
     add(o_user[pre], o_t[pre] - rng.uniform(0.02, 3.0, len(pre)), pre_type)

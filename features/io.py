@@ -112,16 +112,17 @@ def _read_csv(path: Path, schema: TableSchema, arrow_strings: bool) -> pd.DataFr
     import pyarrow.csv as pacsv
 
     text = _sniff_text(path)
-    first_line = text.lstrip("\r\n").splitlines()[0]
-    header = [c.strip() for c in next(csv.reader(io.StringIO(first_line)))]
+    first_line = text.splitlines()[0]
+    if not first_line.strip():
+        raise InputFileError(f"{path}: line 1 is empty; expected the header line ({', '.join(schema.required)}, ...)")
+    header = [c.strip() for c in next(csv.reader(io.StringIO(first_line)), [])]
     hint = None
-    if len(header) == 1 or any(c not in header for c in schema.required):
+    if any(c not in header for c in schema.required):
         for delim, label in _OTHER_DELIMITERS.items():
-            if delim in first_line and sum(c in first_line.split(delim) for c in schema.required) >= 1:
-                parts = [c.strip().strip('"') for c in first_line.split(delim)]
-                if len(parts) > len(header) and any(c in parts for c in schema.required):
-                    hint = label
-                    break
+            parts = [c.strip().strip('"') for c in first_line.split(delim)]
+            if len(parts) > len(header) and any(c in parts for c in schema.required):
+                hint = label
+                break
     _check_columns(path, schema, header, hint)
 
     malformed: list[tuple[int | None, str]] = []

@@ -99,10 +99,13 @@ def _age_days(column: str, as_of: pd.Timestamp) -> str:
     return f"({double(epoch_seconds(as_of))} - EPOCH({column})) / {double(_SECONDS_PER_DAY)}"
 
 
-def _decay_columns(config: StrataConfig) -> list[str]:
-    return [
-        f"EXP(age_days * {double(-decay_rate(h))}) AS w_hl{h}" for h in sorted(set(config.features.half_lives_days))
-    ]
+def _half_lives(config: StrataConfig | None) -> list[int]:
+    return sorted(set(config.features.half_lives_days)) if config is not None else []
+
+
+def _decay_columns(config: StrataConfig | None) -> str:
+    """``, EXP(...) AS w_hl{h}`` for each half-life of ``config`` (nothing when config is None)."""
+    return "".join(f", EXP(age_days * {double(-decay_rate(h))}) AS w_hl{h}" for h in _half_lives(config))
 
 
 # --------------------------------------------------------------------------- step 1: filter
@@ -110,7 +113,7 @@ def _decay_columns(config: StrataConfig) -> list[str]:
 
 def filter_orders_sql(
     as_of: pd.Timestamp,
-    config: StrataConfig,
+    config: StrataConfig | None,
     order_columns: Iterable[str],
     *,
     after: pd.Timestamp | None = None,
@@ -118,7 +121,8 @@ def filter_orders_sql(
     """Rows of ``orders`` with ``after < ordered_at <= as_of``, normalised (see the module docstring).
 
     Output columns: ``user_id, order_id, ordered_at, status, amount, paid, refunded, signed_amount,
-    category, month, day_num, age_days, w_hl{h}``; ``age_days`` is measured back from ``as_of``.
+    category, month, day_num, age_days, w_hl{h}``; ``age_days`` is measured back from ``as_of``. The
+    decay weights ``w_hl{h}`` are the half-lives of ``config`` (none when ``config`` is None).
     """
     cols = set(order_columns)
     status = "status" if "status" in cols else "CAST(NULL AS VARCHAR)"
@@ -140,23 +144,22 @@ def filter_orders_sql(
         "CASE WHEN status IS NULL OR status = 'paid' THEN amount "
         "WHEN status = 'refunded' THEN -amount ELSE CAST(0 AS DOUBLE) END AS signed_amount, "
         "MONTH(ordered_at) AS month, "
-        f"CAST(FLOOR(EPOCH(ordered_at) / {double(_SECONDS_PER_DAY)}) AS BIGINT) AS day_num, "
-        f"{', '.join(_decay_columns(config))} "
-        f"FROM ({base}) AS o"
+        f"CAST(FLOOR(EPOCH(ordered_at) / {double(_SECONDS_PER_DAY)}) AS BIGINT) AS day_num"
+        f"{_decay_columns(config)} FROM ({base}) AS o"
     )
 
 
-def filter_events_sql(as_of: pd.Timestamp, config: StrataConfig, event_columns: Iterable[str] | None) -> str:
+def filter_events_sql(as_of: pd.Timestamp, config: StrataConfig | None, event_columns: Iterable[str] | None) -> str:
     """Rows of ``events`` at or before ``as_of``: ``user_id, event_type, value, age_days, w_hl{h}``.
 
     With ``event_columns=None`` (no events table) it is an empty relation of the same shape, so the
     engagement features take their defaults (0 counts, NaN means) exactly as for a user without events.
     """
     if event_columns is None:
-        decay = ", ".join(f"CAST(NULL AS DOUBLE) AS w_hl{h}" for h in sorted(set(config.features.half_lives_days)))
+        decay = "".join(f", CAST(NULL AS DOUBLE) AS w_hl{h}" for h in _half_lives(config))
         return (
             "SELECT CAST(NULL AS VARCHAR) AS user_id, CAST(NULL AS VARCHAR) AS event_type, "
-            f"CAST(NULL AS DOUBLE) AS value, CAST(NULL AS DOUBLE) AS age_days, {decay} WHERE 1 = 0"
+            f"CAST(NULL AS DOUBLE) AS value, CAST(NULL AS DOUBLE) AS age_days{decay} WHERE 1 = 0"
         )
     cols = set(event_columns)
     value = "CAST(value AS DOUBLE)" if "value" in cols else "CAST(NULL AS DOUBLE)"
@@ -164,7 +167,7 @@ def filter_events_sql(as_of: pd.Timestamp, config: StrataConfig, event_columns: 
         f"SELECT user_id, event_type, {value} AS value, {_age_days('occurred_at', as_of)} AS age_days "
         f"FROM events WHERE user_id IS NOT NULL AND occurred_at <= {timestamp_literal(as_of)}"
     )
-    return f"SELECT user_id, event_type, value, age_days, {', '.join(_decay_columns(config))} FROM ({base}) AS e"
+    return f"SELECT user_id, event_type, value, age_days{_decay_columns(config)} FROM ({base}) AS e"
 
 
 def filter_users_sql(as_of: pd.Timestamp, user_columns: Iterable[str] | None) -> str:
@@ -227,11 +230,15 @@ def event_type_counts_sql(events_source: str, config: StrataConfig) -> str:
 
     The ``events`` stage aggregates (and pivots) these few rows per user instead of every event row.
     """
-    windows = ", ".join(f"SUM(CASE WHEN age_days < {w} THEN 1 ELSE 0 END) AS n_{w}d" for w in EVENT_TYPE_WINDOWS_DAYS)
-    decay = ", ".join(f"SUM(w_hl{h}) AS decay_hl{h}" for h in sorted(set(config.features.half_lives_days)))
+    # counts as DOUBLE: the pivot then sums doubles (exact below 2**53), not 128-bit integers
+    windows = ", ".join(
+        f"CAST(COUNT(CASE WHEN age_days < {w} THEN 1 END) AS DOUBLE) AS n_{w}d" for w in EVENT_TYPE_WINDOWS_DAYS
+    )
+    decay = ", ".join(f"SUM(w_hl{h}) AS decay_hl{h}" for h in _half_lives(config))
     return (
-        f"SELECT user_id, event_type, COUNT(*) AS n, {windows}, {decay}, MIN(age_days) AS min_age_days, "
-        f"SUM(value) AS value_sum, COUNT(value) AS value_n FROM {events_source} GROUP BY user_id, event_type"
+        f"SELECT user_id, event_type, CAST(COUNT(*) AS DOUBLE) AS n, {windows}, {decay}, "
+        "MIN(age_days) AS min_age_days, SUM(value) AS value_sum, CAST(COUNT(value) AS DOUBLE) AS value_n "
+        f"FROM {events_source} GROUP BY user_id, event_type"
     )
 
 
@@ -459,6 +466,9 @@ class DuckDBEngine:
         sql_type = {"string": "VARCHAR", "timestamp": "TIMESTAMPTZ", "float": "DOUBLE", "int": "BIGINT"}
         typed = ", ".join(f"CAST({c} AS {sql_type[kinds[c]]}) AS {c}" for c in cols)
         source = f"input_{name}"
+        index = frame.index
+        if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
+            frame = frame[cols].reset_index(drop=True)  # DuckDB's pandas scan needs a plain 0..n-1 index
         self.con.register(source, frame)
         try:
             self.con.execute(f"CREATE TABLE {name} AS SELECT {typed} FROM {source}")

@@ -50,6 +50,9 @@ REQUIRED_CONF: dict[str, str] = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     # Standard Parquet timestamps (UTC-adjusted microseconds), not legacy INT96: pandas reads them as UTC.
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    # pandas/pyarrow write nanosecond timestamps, which Spark refuses; read them as INT64 nanoseconds and
+    # render them exactly (see _as_text).
+    "spark.sql.legacy.parquet.nanosAsLong": "true",
 }
 #: Defaults applied unless the configuration sets them.
 DEFAULT_CONF: dict[str, str] = {
@@ -57,6 +60,7 @@ DEFAULT_CONF: dict[str, str] = {
 }
 TABLE_NAMES: tuple[str, ...] = ("orders", "events", "users")
 _ROW = "_row"
+_MID = "_mid"
 _KIND = "_kind"
 _REASON = "_reason"
 _RAW = "_raw"
@@ -358,13 +362,22 @@ def _is_dir(spark: SparkSession, path: str) -> bool:
     return bool(fs.exists(hpath) and fs.getFileStatus(hpath).isDirectory())
 
 
+_CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
 def _is_parquet_path(spark: SparkSession, path: str) -> bool:
+    """Parquet by suffix; a directory is CSV if it holds ``*.csv`` files, else Parquet (Spark part files)."""
     lower = path.lower().rstrip("/")
-    if lower.endswith((".parquet", ".pq")):
+    if lower.endswith(_PARQUET_SUFFIXES):
         return True
-    if lower.endswith((".csv", ".csv.gz", ".txt")):
+    if lower.endswith(_CSV_SUFFIXES):
         return False
-    return _is_dir(spark, path)  # a directory of part files written by Spark is Parquet
+    if not _is_dir(spark, path):
+        return False
+    fs, hpath = _hadoop_fs(spark, path)
+    names = [str(st.getPath().getName()).lower() for st in fs.listStatus(hpath)]
+    return not any(n.endswith(_CSV_SUFFIXES) for n in names)
 
 
 def find_tables_spark(
@@ -429,11 +442,44 @@ def _check_header(path: str, schema: TableSchema, columns: list[str]) -> None:
         )
 
 
-def _as_text(col: Column, data_type: Any) -> Column:
-    """A Parquet column rendered as :func:`features.io.read_table` renders it (ISO-8601 UTC timestamps)."""
+def _parquet_nanos_columns(path: str) -> set[str] | None:
+    """Columns stored as nanosecond timestamps in a Parquet file or directory, read from its footer(s).
+
+    None when pyarrow cannot open the path (e.g. an object store without an fsspec driver).
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.dataset as pads
+
+        local = path[len("file:"):] if path.startswith("file:") else path
+        schema = pads.dataset(local, format="parquet").schema
+    except Exception:  # noqa: BLE001 - any failure means "unknown", handled by the caller
+        return None
+    return {f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
+
+
+def _nanos_as_text(col: Column) -> Column:
+    """INT64 nanoseconds since the epoch as ISO-8601 UTC, exactly (integer arithmetic, no float rounding)."""
+    from pyspark.sql import functions as F
+
+    billion = F.lit(1_000_000_000).cast("long")
+    frac = F.pmod(col, billion)
+    secs = ((col - frac) / billion).cast("long")
+    text = F.concat(F.date_format(F.timestamp_seconds(secs), "yyyy-MM-dd'T'HH:mm:ss"), F.lit("."),
+                    F.lpad(frac.cast("string"), 9, "0"))
+    return F.concat(F.regexp_replace(text, r"\.0+$", ""), F.lit("Z"))
+
+
+def _as_text(col: Column, data_type: Any, nanos: bool = False) -> Column:
+    """A Parquet column rendered as :func:`features.io.read_table` renders it (ISO-8601 UTC timestamps).
+
+    ``nanos``: the column is a nanosecond timestamp that Spark read as INT64.
+    """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
+    if nanos and isinstance(data_type, T.LongType):
+        return _nanos_as_text(col)
     if isinstance(data_type, T.TimestampType | T.TimestampNTZType):
         text = F.regexp_replace(F.date_format(col, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"), r"\.0+$", "")
         return F.concat(text, F.lit("Z"))
@@ -443,11 +489,11 @@ def _as_text(col: Column, data_type: Any) -> Column:
 
 
 def read_raw_table(spark: SparkSession, path: str, schema: TableSchema) -> tuple[DataFrame, list[str]]:
-    """Read one table as raw strings with ``_row`` (1-based data row number in its file) and ``_file``.
+    """Read one table as raw strings with ``_file`` and ``_mid`` (increasing in file order within a file).
 
     CSV rows with the wrong number of fields carry their text in ``_corrupt_record``. Missing values
-    are empty strings, as in :func:`features.io.read_table`. Row numbers are exact per file also when
-    ``path`` is a directory of several files.
+    are empty strings, as in :func:`features.io.read_table`. ``_mid`` becomes the row number in the
+    file with :func:`_row_offsets` and :func:`_attach_rows` (exact also for a directory of files).
 
     Returns
     -------
@@ -458,6 +504,7 @@ def read_raw_table(spark: SparkSession, path: str, schema: TableSchema) -> tuple
     InputFileError
         If the file cannot be read or lacks a required column (naming the file and the column).
     """
+    from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -467,7 +514,10 @@ def read_raw_table(spark: SparkSession, path: str, schema: TableSchema) -> tuple
             typed = spark.read.parquet(path)
             header = list(typed.columns)
             _check_header(path, schema, header)
-            text = [F.coalesce(_as_text(F.col(f"`{f.name}`"), f.dataType), F.lit("")).alias(f.name)
+            nanos = _parquet_nanos_columns(path)
+            if nanos is None:  # footer unreadable here: INT64 contract timestamp columns are taken as nanoseconds
+                nanos = set(schema.timestamp_columns)
+            text = [F.coalesce(_as_text(F.col(f"`{f.name}`"), f.dataType, f.name in nanos), F.lit("")).alias(f.name)
                     for f in typed.schema.fields]
             frame = typed.select(*text, F.lit(None).cast("string").alias(_CORRUPT),
                                  F.col("_metadata.file_path").alias(_FILE))
@@ -488,46 +538,59 @@ def read_raw_table(spark: SparkSession, path: str, schema: TableSchema) -> tuple
             )
             frame = csv.select(*[F.coalesce(F.col(f"`{c}`"), F.lit("")).alias(c) for c in header],
                                F.col(_CORRUPT), F.col("_metadata.file_path").alias(_FILE))
-    except PySparkException as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except (PySparkException, Py4JJavaError) as err:
+        text = str(err).strip()
+        msg = text.splitlines()[0] if text else type(err).__name__
+        if isinstance(err, Py4JJavaError):  # the Java message, without the stack trace
+            msg = str(err.java_exception.getMessage() or msg).splitlines()[0]
         raise InputFileError(f"{path}: cannot be read by Spark ({msg})") from None
-    return _with_row_numbers(frame), header
+    return frame.withColumn(_MID, F.monotonically_increasing_id()), header
 
 
-def _with_row_numbers(frame: DataFrame) -> DataFrame:
-    """Add ``_row``: the 1-based position of each row in its file, computed without Python rows.
+def _row_offsets(frame: DataFrame) -> DataFrame:
+    """Per (partition, file) segment, the offset turning ``_mid`` into the 1-based row number in the file.
 
-    ``monotonically_increasing_id`` gives (partition, position) pairs. Rows of one file form contiguous
-    runs ("segments") per partition, and a file's segments come in file order across partitions, so
-    a small table of segment sizes turns (partition, position) into a row number within the file.
+    ``monotonically_increasing_id`` is (partition id << 33) + position in the partition. A partition
+    holds contiguous runs ("segments") of rows of one file, and a file's segments come in file order
+    across partitions, so segment sizes give every row's number within its file (no Python rows, one
+    aggregate over ``frame``, which must hold every data row once with its ``_mid`` and ``_file``).
+
+    Returns
+    -------
+    A small frame ``_pid, _file, _offset``: row = (``_mid`` & (2**33 - 1)) + ``_offset``.
     """
     from pyspark.sql import functions as F
 
     mask = (1 << _POS_BITS) - 1
-    with_id = frame.withColumn("_mid", F.monotonically_increasing_id())
-    with_id = with_id.withColumn("_pid", F.shiftright(F.col("_mid"), _POS_BITS)).withColumn(
-        "_pos", F.col("_mid").bitwiseAND(F.lit(mask))
-    )
     segments = (
-        with_id.groupBy("_pid", _FILE).agg(F.min("_pos").alias("_min_pos"), F.count(F.lit(1)).alias("_n")).collect()
+        frame.select(F.shiftright(F.col(_MID), _POS_BITS).alias("_pid"), F.col(_MID).bitwiseAND(F.lit(mask)).alias("_pos"),
+                     F.col(_FILE))
+        .groupBy("_pid", _FILE)
+        .agg(F.min("_pos").alias("_min_pos"), F.count(F.lit(1)).alias("_n"))
+        .collect()
     )
-    rows = []
     by_file: dict[str, list[tuple[int, int, int]]] = {}
-    for s in segments:
-        by_file.setdefault(s[_FILE], []).append((int(s["_pid"]), int(s["_min_pos"]), int(s["_n"])))
+    for seg in segments:
+        by_file.setdefault(seg[_FILE], []).append((int(seg["_pid"]), int(seg["_min_pos"]), int(seg["_n"])))
+    rows = []
     for file, segs in by_file.items():
         start = 0
         for pid, min_pos, n in sorted(segs):
-            rows.append((pid, file, start - min_pos))
+            rows.append((pid, file, start - min_pos + 1))
             start += n
-    spark = frame.sparkSession
-    if not rows:
-        return with_id.withColumn(_ROW, F.lit(None).cast("long")).drop("_mid", "_pid", "_pos")
-    offsets = spark.createDataFrame(rows, "_pid long, _file string, _offset long")
+    return frame.sparkSession.createDataFrame(rows, f"_pid long, {_FILE} string, _offset long")
+
+
+def _attach_rows(frame: DataFrame, offsets: DataFrame) -> DataFrame:
+    """Replace ``_mid`` by ``_row`` (1-based data row number in ``_file``) using :func:`_row_offsets`."""
+    from pyspark.sql import functions as F
+
+    mask = (1 << _POS_BITS) - 1
+    keyed = frame.withColumn("_pid", F.shiftright(F.col(_MID), _POS_BITS))
     return (
-        with_id.join(F.broadcast(offsets), on=["_pid", _FILE], how="left")
-        .withColumn(_ROW, F.col("_pos") + F.col("_offset") + F.lit(1))
-        .drop("_mid", "_pid", "_pos", "_offset")
+        keyed.join(F.broadcast(offsets), on=["_pid", _FILE], how="left")
+        .withColumn(_ROW, F.col(_MID).bitwiseAND(F.lit(mask)) + F.col("_offset"))
+        .drop("_pid", "_offset", _MID)
     )
 
 
@@ -624,7 +687,7 @@ def _validation_schema(schema: TableSchema, header: list[str]) -> Any:
     fields = [
         T.StructField(_KIND, T.StringType(), False),
         T.StructField(_FILE, T.StringType(), True),
-        T.StructField(_ROW, T.LongType(), True),
+        T.StructField(_MID, T.LongType(), True),
         T.StructField(_REASON, T.StringType(), True),
         T.StructField(_RAW, T.StringType(), True),
     ]
@@ -653,38 +716,38 @@ def _partition_validator(
             if corrupt.any():
                 bad = batch.loc[corrupt]
                 parts.append(pd.DataFrame({
-                    _KIND: "rejected", _FILE: bad[_FILE].to_numpy(), _ROW: bad[_ROW].to_numpy(dtype="int64"),
+                    _KIND: "rejected", _FILE: bad[_FILE].to_numpy(), _MID: bad[_MID].to_numpy(dtype="int64"),
                     _REASON: MALFORMED,
                     _RAW: [json.dumps({"line": t}, ensure_ascii=False) for t in bad[_CORRUPT]],
                 }))
             good = batch.loc[~corrupt]
             raw = good[header].copy()
-            raw.index = pd.Index(good[_ROW].to_numpy(dtype="int64"), name="row")
+            raw.index = pd.Index(good[_MID].to_numpy(dtype="int64"), name="row")  # file order
             files = pd.Series(good[_FILE].to_numpy(), index=raw.index)
             res = validate_table(raw, schema, config, now, known_users=None)
             rej_rows = res.rejected["row"].to_numpy(dtype="int64") if len(res.rejected) else np.empty(0, "int64")
             if len(rej_rows):
                 values = res.rejected[header].to_dict(orient="records")
                 parts.append(pd.DataFrame({
-                    _KIND: "rejected", _FILE: files.loc[rej_rows].to_numpy(), _ROW: rej_rows,
+                    _KIND: "rejected", _FILE: files.loc[rej_rows].to_numpy(), _MID: rej_rows,
                     _REASON: res.rejected["reason"].to_numpy(),
                     _RAW: [json.dumps(v, ensure_ascii=False) for v in values],
                 }))
             acc_rows = raw.index.to_numpy()[~np.isin(raw.index.to_numpy(), rej_rows)]
             acc = res.accepted.reset_index(drop=True)
             if len(acc):
-                frame = pd.DataFrame({_KIND: "accepted", _FILE: files.loc[acc_rows].to_numpy(), _ROW: acc_rows,
+                frame = pd.DataFrame({_KIND: "accepted", _FILE: files.loc[acc_rows].to_numpy(), _MID: acc_rows,
                                       _REASON: None, _RAW: None})
                 for c in typed_cols:
                     frame[c] = acc[c].to_numpy() if c != "quantity" else acc[c].array
                 parts.append(frame)
-            parts.append(pd.DataFrame({_KIND: ["stats"], _FILE: [None], _ROW: [None], _REASON: [None],
+            parts.append(pd.DataFrame({_KIND: ["stats"], _FILE: [None], _MID: [None], _REASON: [None],
                                        _RAW: [json.dumps(res.warning_counts)]}))
             out = pd.concat(parts, ignore_index=True)
             for c in typed_cols:
                 if c not in out.columns:
                     out[c] = None
-            yield out[[_KIND, _FILE, _ROW, _REASON, _RAW, *typed_cols]]
+            yield out[[_KIND, _FILE, _MID, _REASON, _RAW, *typed_cols]]
 
     return run
 
@@ -733,26 +796,27 @@ def validate_table_spark(
             warning_counts[k] = warning_counts.get(k, 0) + int(v)
     warning_counts.pop(UNKNOWN_USER_WARNING, None)  # computed globally below
 
+    offsets = _row_offsets(validated.where(F.col(_KIND) != "stats"))
     accepted = validated.where(F.col(_KIND) == "accepted")
     rejected = validated.where(F.col(_KIND) == "rejected").select(
-        F.col(_FILE).alias("file"), F.col(_ROW).alias("row"), F.col(_REASON).alias("reason"), F.col(_RAW).alias("values")
+        _FILE, _MID, F.col(_REASON).alias("reason"), F.col(_RAW).alias("values")
     )
     key = {"orders": "order_id", "users": "user_id"}.get(schema.name)
     if key is not None and key in typed_cols:
         # Global step: a duplicate key whose first occurrence is in another batch (first in file order wins).
-        rank = F.row_number().over(Window.partitionBy(key).orderBy(F.col(_FILE), F.col(_ROW)))
+        rank = F.row_number().over(Window.partitionBy(key).orderBy(F.col(_FILE), F.col(_MID)))
         ranked = accepted.withColumn("_dup_rank", rank)
-        dups = ranked.where(F.col("_dup_rank") > 1).select(_FILE, _ROW)
+        dups = ranked.where(F.col("_dup_rank") > 1).select(_FILE, _MID)
         raw_values = F.to_json(F.struct(*[F.col(f"`{c}`") for c in header]))
-        dup_rows = (
-            raw.join(dups, on=[_FILE, _ROW], how="inner")
-            .select(F.col(_FILE).alias("file"), F.col(_ROW).alias("row"), F.lit(f"duplicate {key}").alias("reason"),
-                    raw_values.alias("values"))
+        dup_rows = raw.join(dups, on=[_FILE, _MID], how="inner").select(
+            _FILE, _MID, F.lit(f"duplicate {key}").alias("reason"), raw_values.alias("values")
         )
         rejected = rejected.unionByName(dup_rows)
         accepted = ranked.where(F.col("_dup_rank") == 1).drop("_dup_rank")
     accepted = accepted.select(*typed_cols).persist(StorageLevel.MEMORY_AND_DISK)
-    rejected = rejected.persist(StorageLevel.MEMORY_AND_DISK)
+    rejected = _attach_rows(rejected, offsets).select(
+        F.col(_FILE).alias("file"), F.col(_ROW).alias("row"), "reason", "values"
+    ).persist(StorageLevel.MEMORY_AND_DISK)
     n_accepted = accepted.count()
     reason_counts = {r["reason"]: int(r["count"]) for r in rejected.groupBy("reason").count().collect()}
     n_rejected = sum(reason_counts.values())

@@ -49,8 +49,14 @@ def _in_pandas_range(value: datetime) -> datetime:
     return value
 
 
+#: Years 1678..2261 (the pandas range), as a JSON-schema pattern on the start of the ISO string.
+YEAR_PATTERN = r"^(167[89]|16[89]\d|1[7-9]\d\d|2[01]\d\d|22[0-5]\d|226[01])-"
+
 Timestamp = Annotated[
-    datetime, Field(strict=False), BeforeValidator(_iso_text), AfterValidator(_in_pandas_range)
+    datetime,
+    Field(strict=False, json_schema_extra={"pattern": YEAR_PATTERN}),
+    BeforeValidator(_iso_text),
+    AfterValidator(_in_pandas_range),
 ]
 """An ISO 8601 date or timestamp string; a date means midnight and a time without offset means UTC."""
 
@@ -437,7 +443,7 @@ class FeatureSchema:
         """JSON schema of one row (used in the served OpenAPI document)."""
         props: dict[str, Any] = {
             "user_id": {"type": "string", "minLength": 1, "maxLength": 256},
-            "as_of": {"type": "string", "format": "date-time"},
+            "as_of": {"type": "string", "format": "date-time", "pattern": YEAR_PATTERN},
         }
         for name in self.numeric:
             props[name] = {"type": "number", "nullable": True}
@@ -479,8 +485,8 @@ def feature_frame(rows: list[dict[str, Any]], schema: FeatureSchema) -> pd.DataF
             shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
             problems.append((f"rows[{i}]", f"unknown features: {shown}"))
         uid = row.get("user_id")
-        if "user_id" in row and not (isinstance(uid, str) and uid):
-            problems.append((f"rows[{i}].user_id", f"must be a non-empty string (got {uid!r})"))
+        if "user_id" in row and not (isinstance(uid, str) and 1 <= len(uid) <= 256):
+            problems.append((f"rows[{i}].user_id", f"must be a string of 1 to 256 characters (got {_short(uid)})"))
         elif isinstance(uid, str):
             if uid in seen:
                 problems.append((f"rows[{i}].user_id", f"{uid!r} repeats rows[{seen[uid]}]"))

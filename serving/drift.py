@@ -15,7 +15,9 @@ Per numeric feature or score:
   distributions, non-missing values) against the reference's mid-point quantiles, whose empirical CDF is
   within ``1 / len(quantiles)`` of the reference's, and its asymptotic p-value with the real sample sizes;
 - **missing share** (current minus reference) and **out of range** (share of current non-missing
-  values below the reference minimum or above its maximum).
+  values below the reference minimum or above its maximum). Age features (``days_since_*``) grow by
+  the days elapsed since the reference cutoff for everyone, so their maximum is stretched by those
+  days: a population that merely got older is not out of range.
 
 Per categorical feature: PSI over the levels (levels unseen at training are their own bins and are
 named) and a chi-square test of homogeneity of the 2 x levels table of counts.
@@ -51,6 +53,8 @@ from training.models import UNKNOWN_LEVEL
 
 #: Floor of a bin proportion in the PSI (an empty bin would make the index infinite).
 PSI_EPSILON = 1e-4
+#: Features named with this prefix are ages in days: they grow with the time elapsed since the reference.
+AGE_FEATURE_PREFIX = "days_since_"
 
 #: Columns of the drift tables returned by :func:`feature_drift` and :func:`score_drift`.
 DRIFT_COLUMNS: list[str] = [
@@ -206,12 +210,23 @@ def _status(row: dict[str, Any], cfg: MonitoringConfig, missing_p: float) -> tup
     return ("warn" if p >= cfg.psi_warn else "ok"), "; ".join(reasons)
 
 
-def numeric_drift(name: str, reference: Mapping[str, Any], values: np.ndarray | pd.Series, cfg: MonitoringConfig) -> dict[str, Any]:
+def numeric_drift(
+    name: str,
+    reference: Mapping[str, Any],
+    values: np.ndarray | pd.Series,
+    cfg: MonitoringConfig,
+    *,
+    check_missing: bool = True,
+    max_allowance: float = 0.0,
+) -> dict[str, Any]:
     """Drift of one numeric column against its reference distribution (one row of :data:`DRIFT_COLUMNS`).
 
     ``reference`` holds ``edges``, ``proportions``, ``missing_share``, ``n`` and, from bundles that
     store them, ``quantiles``, ``min`` and ``max``. Without quantiles, the KS statistic is taken at the
-    bin edges only (a lower bound of the true D).
+    bin edges only (a lower bound of the true D). ``check_missing=False`` keeps missing values in the
+    PSI but never breaches on the missing share alone (for scores, where missing means "not this kind
+    of user"). ``max_allowance`` is added to the reference maximum for the range check (days elapsed,
+    for age features).
     """
     v = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
     try:
@@ -240,10 +255,12 @@ def numeric_drift(name: str, reference: Mapping[str, Any], values: np.ndarray | 
         d, p = 0.0, 1.0
     lo, hi = reference.get("min"), reference.get("max")
     if lo is not None and hi is not None and len(finite):
-        out_of_range = float(np.mean((finite < float(lo)) | (finite > float(hi))))
+        out_of_range = float(np.mean((finite < float(lo)) | (finite > float(hi) + max_allowance)))
     else:
         out_of_range = float("nan")
     missing_p = two_proportion_pvalue(ref_missing, n_ref, float(cur_missing), len(v))
+    if not check_missing:
+        missing_p = 1.0
     row: dict[str, Any] = {
         "name": name,
         "kind": "numeric",
@@ -319,6 +336,7 @@ def feature_drift(
     cfg: MonitoringConfig,
     *,
     exclude: Iterable[str] | None = None,
+    elapsed_days: float = 0.0,
 ) -> pd.DataFrame:
     """Drift of every reference feature in ``features`` (a ``build_features`` table), worst first.
 
@@ -332,6 +350,9 @@ def feature_drift(
         Thresholds (``config.monitoring``).
     exclude
         Feature names to skip (default ``cfg.exclude_features``).
+    elapsed_days
+        Days from the reference cutoff to the current one: the range allowance of age features
+        (:data:`AGE_FEATURE_PREFIX`).
 
     Returns
     -------
@@ -359,18 +380,25 @@ def feature_drift(
         if "levels" in ref:
             rows.append(categorical_drift(name, ref, features[name], cfg))
         else:
-            rows.append(numeric_drift(name, ref, features[name].to_numpy(dtype=float), cfg))
+            allowance = max(0.0, float(elapsed_days)) if name.startswith(AGE_FEATURE_PREFIX) else 0.0
+            rows.append(numeric_drift(name, ref, features[name].to_numpy(dtype=float), cfg, max_allowance=allowance))
     return _sorted(rows)
 
 
 def score_drift(reference: Mapping[str, Any], scores: pd.DataFrame, cfg: MonitoringConfig) -> pd.DataFrame:
     """Drift of every reference score column present in ``scores`` (``churn_risk``, ``predicted_value``...).
 
-    Missing scores are meaningful (``churn_risk`` is NaN for prospects), so the missing share of a score
-    is the share of users without it. Same columns and order as :func:`feature_drift`.
+    Missing scores are meaningful (``churn_risk`` is NaN for prospects, ``conversion_prob`` for buyers),
+    so the missing share of a score is the share of users without it: it counts in the PSI, but a
+    change of it alone is no breach (the layer shares show the buyer/prospect mix). Same columns and
+    order as :func:`feature_drift`.
     """
     refs = reference.get("scores") or {}
-    rows = [numeric_drift(name, ref, scores[name].to_numpy(dtype=float), cfg) for name, ref in refs.items() if name in scores.columns]
+    rows = [
+        numeric_drift(name, ref, scores[name].to_numpy(dtype=float), cfg, check_missing=False)
+        for name, ref in refs.items()
+        if name in scores.columns
+    ]
     return _sorted(rows)
 
 
@@ -419,6 +447,7 @@ def layer_shift(
 
 
 __all__ = [
+    "AGE_FEATURE_PREFIX",
     "DRIFT_COLUMNS",
     "LAYER_SHIFT_COLUMNS",
     "PSI_EPSILON",

@@ -24,8 +24,8 @@ Selection
     treated cost never exceeds the budget.
 
 Control groups
-    Every (user, action) pair has a fixed uniform number ``u = blake2b(action_id, user_id) / 2**64``;
-    pairs with ``u < control_share`` are the action's random control group: selected like the others
+    Every (user, action) pair has a fixed uniform number ``u`` in [0, 1) (blake2b of the user id and
+    of the action id, combined with the splitmix64 mixer, / 2**64); pairs with ``u < control_share`` are the action's random control group: selected like the others
     (they mirror who would have been contacted) but flagged ``control=True``: not to be contacted, and
     their cost does not consume the budget. The same pair is always in or out, run after run.
 """
@@ -106,26 +106,56 @@ class Playbook:
         return {a.id: float(a.unit_cost) for a in self.actions}
 
 
+def _blake64(values: Sequence[str]) -> np.ndarray:
+    """64-bit blake2b digest of each string (uint64)."""
+    blake = hashlib.blake2b
+    return np.fromiter(
+        (int.from_bytes(blake(str(v).encode(), digest_size=8).digest(), "big") for v in values),
+        dtype=np.uint64,
+        count=len(values),
+    )
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: a bijective avalanche mix of uint64 values (wraps modulo 2**64)."""
+    z = x.astype(np.uint64, copy=True)
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def _pair_hash(user_ids: Sequence[str], action_ids: Sequence[str]) -> np.ndarray:
+    """The fixed 64-bit number of each (user, action) pair: ``mix64(blake64(user) ^ mix64(blake64(action)))``.
+
+    Each distinct user and action is hashed once with blake2b, then pairs are mixed vectorised.
+    """
+    u_codes, u_values = pd.factorize(np.asarray(user_ids, dtype=object))
+    a_codes, a_values = pd.factorize(np.asarray(action_ids, dtype=object))
+    hu = _blake64(list(u_values))[u_codes]
+    ha = _mix64(_blake64(list(a_values)))[a_codes]
+    return _mix64(hu ^ ha)
+
+
 def control_uniform(user_id: str, action_id: str) -> float:
-    """The fixed uniform number in [0, 1) of a (user, action) pair (blake2b, 64 bits)."""
-    digest = hashlib.blake2b(f"{action_id}\x1f{user_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    """The fixed uniform number in [0, 1) of a (user, action) pair (see :func:`control_flags`)."""
+    return float(_pair_hash([user_id], [action_id])[0]) / 2.0**64
 
 
 def control_flags(user_ids: Sequence[str], action_ids: Sequence[str], control_share: float) -> np.ndarray:
-    """Boolean array: is each (user, action) pair in the action's random control group."""
-    if control_share <= 0:
-        return np.zeros(len(user_ids), dtype=bool)
-    blake = hashlib.blake2b
-    limit = int(control_share * 2.0**64)
-    return np.fromiter(
-        (
-            int.from_bytes(blake(f"{a}\x1f{u}".encode(), digest_size=8).digest(), "big") < limit
-            for u, a in zip(user_ids, action_ids, strict=True)
-        ),
-        dtype=bool,
-        count=len(user_ids),
-    )
+    """Boolean array: is each (user, action) pair in the action's random control group.
+
+    A pair is in the control group when its fixed uniform number (blake2b of the user id and of the
+    action id, mixed) is below ``control_share``: deterministic, independent of who else is scored,
+    and independent across actions.
+    """
+    n = len(user_ids)
+    if control_share <= 0 or n == 0:
+        return np.zeros(n, dtype=bool)
+    limit = np.uint64(min(int(control_share * 2.0**64), 2**64 - 1))
+    return _pair_hash(user_ids, action_ids) < limit
 
 
 def expected_incremental_value(
@@ -333,8 +363,11 @@ def action_columns(user_ids: pd.Series, candidates: pd.DataFrame, config: Interv
     ``action_id``/``action_name``/``action_cost``/``expected_incremental_value``/``control`` describe
     the user's best selected action (None/NaN/False when none is selected); ``interventions`` is a JSON
     list of every eligible action, best first: ``{action_id, name, channel, cost,
-    expected_incremental_value, selected, control}``.
+    expected_incremental_value, selected, control}`` (value rounded to 4 decimals).
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     playbook = Playbook.from_config(config)
     n = len(user_ids)
     position = pd.Series(np.arange(n), index=pd.Index(user_ids.to_numpy(dtype=object)))
@@ -345,42 +378,55 @@ def action_columns(user_ids: pd.Series, candidates: pd.DataFrame, config: Interv
     action_cost = np.full(n, np.nan)
     eiv_out = np.full(n, np.nan)
     control_out = np.zeros(n, dtype=bool)
-    lists: list[list[str]] = [[] for _ in range(n)]
+    interventions = ["[]"] * n
     if len(candidates):
-        pos = position.reindex(candidates["user_id"].to_numpy(dtype=object)).to_numpy()
-        if np.isnan(pos.astype(float)).any():
+        pos_f = position.reindex(candidates["user_id"].to_numpy(dtype=object)).to_numpy(dtype=float)
+        if np.isnan(pos_f).any():
             raise ValueError("candidates reference users that are not being scored")
-        pos = pos.astype(np.int64)
-        sel = candidates["selected"].to_numpy(dtype=bool)
+        pos = pos_f.astype(np.int64)
         rank = candidates["rank"].to_numpy()
-        # best selected action per user = selected row with the lowest rank
+        order = np.lexsort((rank, pos))
+        pos = pos[order]
+        ids = candidates["action_id"].to_numpy(dtype=object)[order]
+        sel = candidates["selected"].to_numpy(dtype=bool)[order]
+        ctl = candidates["control"].to_numpy(dtype=bool)[order]
+        cost = candidates["unit_cost"].to_numpy(dtype=float)[order]
+        eiv = candidates["expected_incremental_value"].to_numpy(dtype=float)[order]
+        # best selected action per user = the first selected row of the user in rank order
         sel_rows = np.flatnonzero(sel)
         if len(sel_rows):
-            order = sel_rows[np.lexsort((rank[sel_rows], pos[sel_rows]))]
-            first = order[np.r_[True, pos[order][1:] != pos[order][:-1]]]
+            first = sel_rows[np.r_[True, pos[sel_rows][1:] != pos[sel_rows][:-1]]]
             p = pos[first]
-            ids = candidates["action_id"].to_numpy(dtype=object)[first]
-            action_id[p] = ids
-            action_name[p] = [playbook.names[a] for a in ids]
-            action_cost[p] = candidates["unit_cost"].to_numpy(dtype=float)[first]
-            eiv_out[p] = candidates["expected_incremental_value"].to_numpy(dtype=float)[first]
-            control_out[p] = candidates["control"].to_numpy(dtype=bool)[first]
-        prefix = {
-            a.id: '{"action_id": ' + json.dumps(a.id) + ', "name": ' + json.dumps(a.name, ensure_ascii=False)
-            + ', "channel": ' + json.dumps(a.channel) + ', "cost": ' + format(float(a.unit_cost), ".10g")
-            for a in playbook.actions
-        }
-        order_all = np.lexsort((rank, pos))
-        ids_all = candidates["action_id"].to_numpy(dtype=object)
-        eiv_all = candidates["expected_incremental_value"].to_numpy(dtype=float)
-        ctl_all = candidates["control"].to_numpy(dtype=bool)
-        for i in order_all.tolist():
-            lists[pos[i]].append(
-                prefix[ids_all[i]]
-                + ', "expected_incremental_value": ' + format(round(float(eiv_all[i]), 4), ".10g")
-                + ', "selected": ' + ("true" if sel[i] else "false")
-                + ', "control": ' + ("true" if ctl_all[i] else "false") + "}"
-            )
+            action_id[p] = ids[first]
+            action_name[p] = [playbook.names[a] for a in ids[first]]
+            action_cost[p] = cost[first]
+            eiv_out[p] = eiv[first]
+            control_out[p] = ctl[first]
+        known = [a.id for a in playbook.actions]
+        prefix = pa.array(
+            [
+                '{"action_id": ' + json.dumps(a.id) + ', "name": ' + json.dumps(a.name, ensure_ascii=False)
+                + ', "channel": ' + json.dumps(a.channel) + ', "cost": ' + format(float(a.unit_cost), ".10g")
+                + ', "expected_incremental_value": '
+                for a in playbook.actions
+            ]
+        )
+        codes = pd.Categorical(ids, categories=known).codes
+        if (codes < 0).any():
+            raise ValueError("candidates reference actions that are not in the playbook")
+        flag = {True: ', "selected": true', False: ', "selected": false'}
+        items = pc.binary_join_element_wise(
+            pc.take(prefix, pa.array(codes.astype(np.int32))),
+            pc.cast(pc.round(pa.array(eiv), 4), pa.string()),
+            pa.array(np.where(sel, flag[True], flag[False])),
+            pa.array(np.where(ctl, ', "control": true}', ', "control": false}')),
+            "",
+        )
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        offsets[1:] = np.cumsum(np.bincount(pos, minlength=n))
+        lists = pa.ListArray.from_arrays(pa.array(offsets), items)
+        joined = pc.binary_join_element_wise(pa.scalar("["), pc.binary_join(lists, ", "), pa.scalar("]"), "")
+        interventions = joined.to_pylist()
     return pd.DataFrame(
         {
             "action_id": action_id,
@@ -388,7 +434,7 @@ def action_columns(user_ids: pd.Series, candidates: pd.DataFrame, config: Interv
             "action_cost": action_cost,
             "expected_incremental_value": eiv_out,
             "control": control_out,
-            "interventions": ["[" + ", ".join(items) + "]" for items in lists],
+            "interventions": interventions,
         },
         index=user_ids.index,
     )

@@ -79,15 +79,13 @@ def realised_cutoffs(label_end: pd.Timestamp, horizon_days: int, step_days: int,
     return [last - pd.Timedelta(days=step_days * k) for k in range(n - 1, -1, -1)]
 
 
-def realised_labels(dataset: Dataset, as_of: pd.Timestamp, config: StrataConfig, user_ids: pd.Series) -> pd.DataFrame:
-    """Labels of ``user_ids`` for the window ``(as_of, as_of + H]`` (``label_churn``, ``label_value``,
-    ``label_convert``), one row per given user in that order, from :func:`features.labels.build_labels`.
+def realised_labels(labels: pd.DataFrame, user_ids: pd.Series) -> pd.DataFrame:
+    """Labels (``label_churn``, ``label_value``, ``label_convert``, as made by
+    :func:`features.labels.build_labels`) of ``user_ids``, one row per given user in that order.
 
-    Users the labels do not cover are treated as no purchase (churned, zero spend, not converted).
+    Users the labels do not cover (unknown at the cutoff) are treated as no purchase: churned, zero
+    spend, conversion unknown.
     """
-    from features.labels import build_labels
-
-    labels = build_labels(dataset, as_of, config)
     cols = ["label_churn", "label_value", "label_convert"]
     frame = pd.DataFrame({"user_id": user_ids.astype(str).to_numpy()})
     lab = labels.assign(user_id=labels["user_id"].astype(str)).drop_duplicates("user_id").set_index("user_id")
@@ -190,6 +188,7 @@ def backtest_health(
     -------
     One row per cutoff with users, :data:`HEALTH_COLUMNS`, ``source = "backtest"``, oldest first.
     """
+    from features.labels import labels_from_engine
     from features.pipeline import DuckDBEngine
 
     step = progress or (lambda _msg: None)
@@ -202,7 +201,7 @@ def backtest_health(
                 log.info("backtest as of %s: no users known; skipped", c.date())
                 continue
             scores = bundle.predict(features)
-            labels = realised_labels(dataset, c, config, features["user_id"])
+            labels = realised_labels(labels_from_engine(engine, c, config.labels.horizon_days), features["user_id"])
             rows.append(_row(c, "backtest", model_version, _is_out_of_time(c, trained_until),
                              outcome_metrics(scores, labels)))
     return health_table(rows)
@@ -226,6 +225,8 @@ def scored_health(
     -------
     (one row per measured cutoff and model version with ``source = "scores"``, notes)
     """
+    from features.labels import build_labels
+
     step = progress or (lambda _msg: None)
     horizon = pd.Timedelta(days=config.labels.horizon_days)
     rows, notes = [], []
@@ -243,7 +244,7 @@ def scored_health(
                 )
                 continue
             step(f"outcomes of the scoring as of {c.date()}")
-            labels = realised_labels(dataset, c, config, part["user_id"])
+            labels = realised_labels(build_labels(dataset, c, config.labels.horizon_days), part["user_id"])
             rows.append(_row(c, "scores", str(version), _is_out_of_time(c, trained_until), outcome_metrics(part, labels)))
     return health_table(rows), notes
 

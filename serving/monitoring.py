@@ -241,7 +241,8 @@ def run_monitor(
         step("scores")
         scores = bundle.predict(features)
         step("drift")
-        fdrift = feature_drift(bundle.reference, features, cfg)
+        elapsed = (as_of - trained_until) / pd.Timedelta(days=1) if trained_until is not None else 0.0
+        fdrift = feature_drift(bundle.reference, features, cfg, elapsed_days=max(0.0, elapsed))
         sdrift = score_drift(bundle.reference, scores, cfg)
         current_layers = _layers(features, bundle, layer_config)
         ref_layers = bundle.reference.get("layers")

@@ -12,8 +12,8 @@ means "raises the chance of a first purchase").
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,8 @@ import pandas as pd
 from features.config import StrataConfig
 
 BIAS_COLUMN = "bias"
+#: Significant digits of the feature values shown in reasons (display only; contributions are exact).
+VALUE_DIGITS = 10
 
 _WORDS = {
     "30d": "30 days",
@@ -57,15 +59,34 @@ def _catalog_descriptions(config: StrataConfig) -> dict[str, str]:
     return {d.name: d.description.rstrip(".") for d in output_features(config)}
 
 
-def _json_value(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, float | np.floating):
-        v = float(value)
-        return "null" if math.isnan(v) or math.isinf(v) else format(v, ".10g")
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    return json.dumps(str(value), ensure_ascii=False)
+def _round_significant(values: np.ndarray, digits: int) -> np.ndarray:
+    """Round each value to ``digits`` significant digits (NaN and infinities unchanged)."""
+    v = np.asarray(values, dtype=float)
+    out = v.copy()
+    ok = np.isfinite(v) & (v != 0)
+    if ok.any():
+        exp = digits - 1 - np.floor(np.log10(np.abs(v[ok]))).astype(int)
+        pos = exp >= 0
+        r = np.empty(int(ok.sum()))
+        # Dividing (or multiplying) an integer by an exact power of ten gives the double nearest to
+        # the rounded decimal, whose shortest text is that decimal.
+        scale = 10.0 ** np.abs(exp)
+        r[pos] = np.round(v[ok][pos] * scale[pos]) / scale[pos]
+        r[~pos] = np.round(v[ok][~pos] / scale[~pos]) * scale[~pos]
+        out[ok] = r
+    return out
+
+
+def _number_strings(values: np.ndarray, digits: int | None = None) -> Any:
+    """JSON number text of each float (shortest round-trip form, optionally rounded to ``digits``
+    significant digits); ``null`` for NaN and infinities."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    v = np.asarray(values, dtype=float)
+    arr = pa.array(_round_significant(v, digits) if digits else v, type=pa.float64())
+    text = pc.cast(arr, pa.string())
+    return pc.if_else(pc.is_finite(arr), text, pa.scalar("null"))
 
 
 def _top_indices(matrix: np.ndarray, k: int) -> np.ndarray:
@@ -128,36 +149,63 @@ def reason_codes(
     contrib = np.where(np.isnan(contrib), 0.0, contrib)
     up_idx = _top_indices(contrib, top_n)
     down_idx = _top_indices(-contrib, top_n)
-    prefixes = [
-        '{"feature": ' + json.dumps(name) + ', "label": ' + json.dumps(labels.get(name, name), ensure_ascii=False)
-        for name in names
-    ]
-    value_columns: list[np.ndarray] = []
-    for name in names:
-        if name in features.columns:
-            value_columns.append(features[name].to_numpy())
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    prefixes = pa.array(
+        [
+            '{"feature": ' + json.dumps(name) + ', "label": '
+            + json.dumps(labels.get(name, name), ensure_ascii=False) + ', "value": '
+            for name in names
+        ]
+    )
+    # Values shown next to the reasons: numbers as JSON numbers, categories as JSON strings.
+    numeric = np.full((n, len(names)), np.nan)
+    quoted: dict[int, np.ndarray] = {}
+    for j, name in enumerate(names):
+        if name not in features.columns:
+            continue
+        col = features[name]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            numeric[:, j] = col.to_numpy(dtype=float, na_value=np.nan)
         else:
-            value_columns.append(np.full(n, None, dtype=object))
+            text = col.astype(object).where(col.notna(), None)
+            quoted[j] = text.map(lambda v: "null" if v is None else json.dumps(str(v), ensure_ascii=False)).to_numpy(
+                dtype=object
+            )
+    rows = np.arange(n)
 
-    def slot_strings(idx: np.ndarray, direction: str, sign: float) -> list[str | None]:
-        c = contrib[np.arange(n), idx]
+    def slot_strings(idx: np.ndarray, direction: str, sign: float) -> Any:
+        c = contrib[rows, idx]
         keep = sign * c > 0
-        out: list[str | None] = [None] * n
-        tail = ', "direction": "' + direction + '", "score": "' + score + '"}'
-        for j in np.unique(idx[keep]):
-            rows = np.flatnonzero(keep & (idx == j))
-            vals = value_columns[j][rows]
-            pre = prefixes[j] + ', "value": '
-            for r, v in zip(rows.tolist(), vals.tolist(), strict=True):
-                out[r] = pre + _json_value(v) + ', "contribution": ' + format(c[r], ".6g") + tail
-        return out
+        value_text = _number_strings(numeric[rows, idx], VALUE_DIGITS)
+        for j, text in quoted.items():
+            is_j = idx == j
+            if is_j.any():
+                value_text = pc.if_else(pa.array(is_j), pa.array(np.where(is_j, text, None), type=pa.string()), value_text)
+        contribution_text = pc.cast(pa.array(c), pa.string())
+        item = pc.binary_join_element_wise(
+            pc.take(prefixes, pa.array(idx)),
+            value_text,
+            pa.scalar(', "contribution": '),
+            contribution_text,
+            pa.scalar(', "direction": "' + direction + '", "score": "' + score + '"}, '),
+            "",
+        )
+        # Empty string (not null) for no reason: pyarrow's null_handling="skip" drops all-null rows.
+        return pc.if_else(pa.array(keep), item, pa.scalar(""))
 
-    slots: list[Sequence[str | None]] = []
-    for k in range(up_idx.shape[1]):
-        slots.append(slot_strings(up_idx[:, k], "up", 1.0))
-    for k in range(down_idx.shape[1]):
-        slots.append(slot_strings(down_idx[:, k], "down", -1.0))
-    return ["[" + ", ".join(s for s in row if s is not None) + "]" for row in zip(*slots, strict=True)]
+    slots = [slot_strings(up_idx[:, k], "up", 1.0) for k in range(up_idx.shape[1])]
+    slots += [slot_strings(down_idx[:, k], "down", -1.0) for k in range(down_idx.shape[1])]
+    if not slots:
+        return ["[]"] * n
+    joined = pc.binary_join_element_wise(pa.scalar("["), *slots, "")
+    # Every item ends with "}, ": trimming trailing commas and spaces removes only the last separator.
+    joined = pc.binary_join_element_wise(pc.utf8_rtrim(joined, characters=", "), pa.scalar("]"), "")
+    out = joined.to_pylist()
+    if len(out) != n:
+        raise AssertionError(f"reason codes: built {len(out)} rows for {n}")
+    return out
 
 
 def contributions_total(contributions: pd.DataFrame) -> np.ndarray:

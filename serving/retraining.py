@@ -144,7 +144,7 @@ def recommend_retraining(findings: list[Finding]) -> Recommendation:
     for kind, text in (("missing", "missing values changed: {}"), ("range", "values outside the training range: {}")):
         group = [f for f in alerts if f.kind == kind]
         if group:
-            checks.append(text.format(_named(group)) + " (check the input data feed)")
+            checks.append(text.format(_named(group)) + " (check the input data feed, and the buyer/prospect mix)")
     watch = [f.message for f in findings if f.severity == "warn"]
     retrain = bool(alerts)
     if not retrain:

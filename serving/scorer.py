@@ -213,8 +213,7 @@ class Scorer:
         )
         out = pd.DataFrame(index=index)
         out["user_id"] = features["user_id"].astype(str).to_numpy()
-        out["as_of"] = pd.to_datetime(features["as_of"], utc=True).to_numpy()
-        out["as_of"] = pd.to_datetime(out["as_of"], utc=True)
+        out["as_of"] = pd.to_datetime(features["as_of"], utc=True).astype("datetime64[ns, UTC]").array
         out["model_name"] = self.model_name
         out["model_version"] = self.model_version
         for col in ("churn_risk", "conversion_prob", "predicted_value", "value_p10", "value_p90"):
@@ -237,18 +236,21 @@ class Scorer:
         n = len(features)
         reasons = ["[]"] * n
         buyers = preds["churn_risk"].notna().to_numpy()
-        if buyers.any():
-            rows = features.loc[buyers]
-            contrib = self.bundle.churn_contributions(rows)
-            for i, text in zip(np.flatnonzero(buyers), reason_codes(contrib, rows, labels=self._labels), strict=True):
-                reasons[i] = text
-        prospects = preds["conversion_prob"].notna().to_numpy() & ~buyers
-        conversion_model = getattr(self.bundle, "conversion_model", None)
-        if prospects.any() and conversion_model is not None:
-            rows = features.loc[prospects]
-            contrib = conversion_model.contributions(self.bundle.model_matrix(rows))
-            texts = reason_codes(contrib, rows, labels=self._labels, score="conversion_prob")
-            for i, text in zip(np.flatnonzero(prospects), texts, strict=True):
+        conversion_model = self.bundle.conversion_model
+        prospects = preds["conversion_prob"].notna().to_numpy() & ~buyers & (conversion_model is not None)
+        if not (buyers.any() or prospects.any()):
+            return reasons
+        X = self.bundle.model_matrix(features)
+        for mask, model, score in (
+            (buyers, self.bundle.churn_model, "churn_risk"),
+            (prospects, conversion_model, "conversion_prob"),
+        ):
+            if not mask.any():
+                continue
+            # Same as ModelBundle.churn_contributions, on a model matrix built once for both models.
+            contrib = model.contributions(X.loc[mask])
+            texts = reason_codes(contrib, features.loc[mask], labels=self._labels, score=score)
+            for i, text in zip(np.flatnonzero(mask), texts, strict=True):
                 reasons[i] = text
         return reasons
 

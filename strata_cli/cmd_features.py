@@ -1,1 +1,112 @@
-"""Commands of this module are registered on :data:`strata_cli.app.app` (not yet implemented)."""
+"""``strata features``: compute the point-in-time feature table, or list the feature catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from strata_cli.app import (
+    ConfigOpt,
+    DataOpt,
+    EventsOpt,
+    OrdersOpt,
+    UsersOpt,
+    app,
+    console,
+    err_console,
+    handle_errors,
+)
+
+
+def validation_summary_line(report: object) -> str:
+    """One line: rows read, accepted and rejected in total and per table."""
+    tables = report.tables  # type: ignore[attr-defined]
+    per_table = ", ".join(
+        f"{name} {res.n_accepted:,}/{res.rows_in:,}" + (f" ({res.n_rejected:,} rejected)" if res.n_rejected else "")
+        for name, res in tables.items()
+    )
+    accepted = sum(res.n_accepted for res in tables.values())
+    rows_in = report.rows_in  # type: ignore[attr-defined]
+    rejected = report.rows_rejected  # type: ignore[attr-defined]
+    return f"validated {rows_in:,} rows: {accepted:,} accepted, {rejected:,} rejected [{per_table}]"
+
+
+@app.command("features")
+@handle_errors
+def features_cmd(
+    data: DataOpt = None,
+    orders: OrdersOpt = None,
+    events: EventsOpt = None,
+    users: UsersOpt = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Cutoff: features see only data at or before this time (ISO date or timestamp, UTC)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Parquet file to write the feature table to (one row per user).")
+    ] = None,
+    config: ConfigOpt = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="Print the feature catalog (name, family, description, unit, window) and exit.")
+    ] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="With --list: print the catalog as the Markdown of docs/features.md.")
+    ] = False,
+) -> None:
+    """Compute point-in-time features as of --as-of from validated input, or list the catalog (--list)."""
+    import time
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from features.catalog import catalog_markdown, feature_catalog
+    from features.config import load_config
+    from features.cutoffs import parse_as_of
+    from features.errors import StrataError
+
+    cfg = load_config(config)
+    if list_:
+        if markdown:
+            console.print(catalog_markdown(cfg), markup=False, highlight=False, soft_wrap=True)
+            return
+        cat = feature_catalog(cfg)
+        table = Table(title=f"{len(cat)} features")
+        for col in cat.columns:
+            table.add_column(col)
+        for row in cat.itertuples(index=False):
+            table.add_row(*(str(v) for v in row))
+        console.print(table)
+        return
+    if as_of is None or out is None:
+        raise StrataError("features: --as-of and --out are required (or use --list to print the catalog)")
+    if data is None and orders is None:
+        raise StrataError("features: give --data DIR or --orders FILE")
+    cutoff = parse_as_of(as_of)
+
+    from features.pipeline import DuckDBEngine
+    from features.validation import load_dataset
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
+                  transient=True) as bar:
+        task = bar.add_task("reading input", total=None)
+        dataset, report = load_dataset(
+            data, orders=orders, events=events, users=users, config=cfg,
+            progress=lambda name: bar.update(task, description=f"reading and validating {name}"),
+        )
+        console.print(validation_summary_line(report), markup=False, highlight=False, soft_wrap=True)
+        t0 = time.perf_counter()
+        bar.update(task, description="loading into DuckDB")
+        with DuckDBEngine(dataset) as engine:
+            bar.update(task, description=f"computing features as of {cutoff.isoformat()}")
+            table = engine.features(cutoff, cfg)
+        bar.update(task, description=f"writing {out}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(out, index=False)
+    n_prospects = int(table["is_prospect"].sum()) if len(table) else 0
+    console.print(
+        f"wrote {out}: {len(table):,} users ({n_prospects:,} prospects) x {table.shape[1] - 2} features "
+        f"as of {cutoff.isoformat()} in {time.perf_counter() - t0:.1f}s",
+        markup=False, highlight=False, soft_wrap=True,
+    )

@@ -56,8 +56,8 @@ def monitor(
         typer.Option(
             "--backtest-cutoffs",
             min=0,
-            help="Past cutoffs (horizon passed) to rescore for the realised-performance trend; default "
-            "[monitoring] backtest_cutoffs; 0: none.",
+            help="Past cutoffs (horizon passed) to rescore for the realised-performance trend; default: "
+            "monitoring.backtest_cutoffs in the configuration; 0: none.",
         ),
     ] = None,
     as_json: Annotated[
@@ -67,7 +67,8 @@ def monitor(
 ) -> None:
     """Check drift of features, scores and layer shares since training, and the model's realised performance.
 
-    Exits with code 1 when a [monitoring] threshold is crossed (for schedulers), 0 otherwise.
+    Exits with code 1 when a monitoring threshold of the configuration is crossed (for schedulers), 0 otherwise,
+    2 on an error.
     """
     import json
 
@@ -147,33 +148,41 @@ def _status(s: str) -> str:
 
 
 def _drift_table(title: str, table: pd.DataFrame, limit: int | None) -> None:
+    from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     flagged = int((table["status"] != "ok").sum())
     shown = table if limit is None else table.head(max(limit, flagged))
-    t = Table(title=title)
-    for col, justify in (("name", "left"), ("status", "left"), ("PSI", "right"), ("test", "left"),
-                         ("stat", "right"), ("p-value", "right"), ("missing ref -> now", "right"),
-                         ("out of range", "right"), ("detail", "left")):
-        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("name", no_wrap=True, overflow="ellipsis", max_width=32)
+    t.add_column("status", no_wrap=True, min_width=6)
+    for col in ("PSI", "test p", "missing", "range"):
+        t.add_column(col, justify="right", no_wrap=True)
     for r in shown.itertuples(index=False):
+        test = "KS" if r.test == "KS" else "chi2"
         t.add_row(
-            str(r.name), _status(r.status), _fmt(r.psi, ".3f"), str(r.test), _fmt(r.statistic, ".3f"),
-            _fmt(r.p_value, ".2g"), f"{_fmt(r.missing_reference, '.1%')} -> {_fmt(r.missing_current, '.1%')}",
-            _fmt(r.out_of_range, ".1%"), str(r.new_levels),
+            escape(str(r.name)), _status(r.status), _fmt(r.psi, ".3f"), f"{test} {_fmt(r.p_value, '.1g')}",
+            _fmt(r.missing_change * 100, "+.1f") + " pt", _fmt(r.out_of_range, ".1%"),
         )
     console.print(t)
+    for r in shown.itertuples(index=False):
+        if r.new_levels:
+            console.print(f"  {escape(str(r.name))}: levels unseen at training: {escape(str(r.new_levels))}",
+                          highlight=False)
     if len(table) > len(shown):
-        console.print(f"  ... {len(table) - len(shown)} more stable features (see --json)", highlight=False)
+        console.print(f"  ... {len(table) - len(shown)} more stable (see --json)", highlight=False)
 
 
 def _print_result(result: MonitorResult) -> None:
+    from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     m = result.model
     ref = m.get("reference_cutoff")
     console.print(
-        f"monitoring [bold]{m['name']}[/] version {m['version']} ({m.get('alias')}) as of {result.as_of.date()}: "
+        f"monitoring [bold]{escape(str(m['name']))}[/] version {m['version']} ({m.get('alias')}) as of {result.as_of.date()}: "
         f"{result.n_users:,} users; training reference as of {ref.date() if ref is not None else 'unknown'}",
         highlight=False,
     )
@@ -181,11 +190,11 @@ def _print_result(result: MonitorResult) -> None:
     _drift_table("Score drift since training", result.score_drift, None)
     moved = result.layer_shift[(result.layer_shift["status"] == "alert") | (result.layer_shift["change"].abs() >= 0.01)]
     if not moved.empty:
-        t = Table(title=f"Layer shares vs {result.layer_baseline}")
+        t = Table(title=f"Layer shares vs {result.layer_baseline}", box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ("dimension", "layer", "status", "reference", "now", "change"):
             t.add_column(col, justify="left" if col in ("dimension", "layer", "status") else "right")
         for r in moved.itertuples(index=False):
-            t.add_row(r.dimension, r.layer, _status(r.status), f"{r.reference_share:.1%}", f"{r.current_share:.1%}",
+            t.add_row(escape(r.dimension), escape(r.layer), _status(r.status), f"{r.reference_share:.1%}", f"{r.current_share:.1%}",
                       f"{r.change:+.1%}")
         console.print(t)
     else:
@@ -193,25 +202,28 @@ def _print_result(result: MonitorResult) -> None:
     if result.health.empty:
         console.print("realised performance: no cutoff with outcomes yet", highlight=False)
     else:
-        t = Table(title=f"Realised performance (outcomes up to {result.label_end.date()})")
-        for col in ("cutoff", "source", "version", "after training", "buyers", "churn", "mean risk", "AUC", "ECE",
-                    "value Gini", "spend err %", "conv. AUC"):
-            t.add_column(col, justify="left" if col in ("cutoff", "source", "after training") else "right")
+        versions = sorted(set(result.health["model_version"].astype(str)))
+        t = Table(title=f"Realised performance, model version {', '.join(versions)} (outcomes up to "
+                  f"{result.label_end.date()})", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in ("cutoff", "source", "buyers", "churn", "risk", "AUC", "ECE", "Gini", "conv"):
+            t.add_column(col, justify="left" if col in ("cutoff", "source") else "right", no_wrap=True)
         for r in result.health.itertuples(index=False):
             t.add_row(
-                str(r.cutoff.date()), r.source, str(r.model_version), "yes" if r.out_of_time else "no",
-                f"{r.n_buyers:,}", _fmt(r.churn_rate, ".1%"), _fmt(r.mean_churn_risk, ".1%"), _fmt(r.churn_auc, ".3f"),
-                _fmt(r.churn_ece, ".3f"), _fmt(r.value_normalized_gini, ".3f"),
-                _fmt(r.value_total_spend_error_pct, "+.1f"), _fmt(r.conversion_auc, ".3f"),
+                f"{r.cutoff.date()}{'' if r.out_of_time else '*'}",
+                r.source if len(versions) == 1 else f"{r.source} v{escape(str(r.model_version))}",
+                f"{r.n_buyers:,}", _fmt(r.churn_rate, ".0%"), _fmt(r.mean_churn_risk, ".0%"), _fmt(r.churn_auc, ".3f"),
+                _fmt(r.churn_ece, ".3f"), _fmt(r.value_normalized_gini, ".3f"), _fmt(r.conversion_auc, ".3f"),
             )
         console.print(t)
+        console.print("  * = a cutoff the model was trained on; churn = realised churn rate, risk = mean predicted "
+                      "churn risk, Gini = value normalized Gini, conv = prospect conversion AUC", highlight=False)
         ref_m = ", ".join(f"{k} {v:.3f}" for k, v in result.health_reference.items())
         console.print(f"training backtest: {ref_m or 'not stored'}", highlight=False)
-    console.print(f"health: {result.health_status}", highlight=False)
+    console.print(f"health: {escape(result.health_status)}", highlight=False)
     for note in result.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {escape(note)}", highlight=False)
     rec = result.recommendation
     colour = "bold red" if rec.retrain else "green"
-    console.print(f"[{colour}]{'BREACH' if result.breached else 'OK'}[/]: {rec.summary}", highlight=False)
+    console.print(f"[{colour}]{'BREACH' if result.breached else 'OK'}[/]: {escape(rec.summary)}", highlight=False)
     for w in rec.watch:
-        console.print(f"  watch: {w}", highlight=False)
+        console.print(f"  watch: {escape(w)}", highlight=False)

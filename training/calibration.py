@@ -25,6 +25,9 @@ CalibrationMethod = Literal["auto", "isotonic", "platt"]
 
 #: ``auto`` uses isotonic regression when the held-out rows have at least this many of each class.
 ISOTONIC_MIN_PER_CLASS = 200
+#: Calibrated probabilities are kept in ``[PROB_FLOOR, 1 - PROB_FLOOR]``: an isotonic end step fitted on a
+#: few held-out rows would otherwise claim certainty (risk exactly 0 or 1).
+PROB_FLOOR = 1e-3
 
 
 class ScoreCalibrator(BaseEstimator):
@@ -75,13 +78,14 @@ class ScoreCalibrator(BaseEstimator):
         return self
 
     def predict(self, raw_score: np.ndarray) -> np.ndarray:
-        """Calibrated probability in [0, 1] for each raw score (log-odds)."""
+        """Calibrated probability in ``[PROB_FLOOR, 1 - PROB_FLOOR]`` for each raw score (log-odds)."""
         check_is_fitted(self, "method_")
         s = np.asarray(raw_score, dtype=float)
         if self.method_ == "isotonic":
-            return np.clip(np.interp(s, self.x_thresholds_, self.y_thresholds_), 0.0, 1.0)
-        z = self.slope_ * s + self.intercept_
-        return 1.0 / (1.0 + np.exp(-z))
+            p = np.interp(s, self.x_thresholds_, self.y_thresholds_)
+        else:
+            p = 1.0 / (1.0 + np.exp(-(self.slope_ * s + self.intercept_)))
+        return np.clip(p, PROB_FLOOR, 1.0 - PROB_FLOOR)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable fitted state."""

@@ -3,8 +3,9 @@
 The training set and its time split are built once. Each trial fits the churn model with the
 trial's LightGBM parameters and is scored by its **holdout** churn AUC (the half of the latest cutoff
 used for early stopping and calibration), never by the evaluation half, which stays untouched for the
-final backtest and for promotion. The best parameters then train the whole bundle (churn, conversion,
-value) in the parent run, which is logged and registered exactly like :func:`training.train.train_model`.
+final backtest and for promotion. The best parameters then train the churn and conversion classifiers of
+the bundle (the value model keeps the configured parameters, as the objective says nothing about it)
+in the parent run, which is logged and registered exactly like :func:`training.train.train_model`.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from features.errors import InsufficientDataError, StrataError
-from training.calibration import ScoreCalibrator
+from training.calibration import CalibrationMethod, ScoreCalibrator
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ KEY_COLUMNS: tuple[str, ...] = ("user_id", "as_of", "cutoff")
 PROSPECT_COLUMN = "is_prospect"
 
 #: Monetary features (shop currency): more past spend, all else equal, must not lower predicted value.
-_MONETARY_PREFIXES: tuple[str, ...] = ("spend_total", "spend_", "avg_order_value", "max_order_value")
+_MONETARY_PREFIXES: tuple[str, ...] = ("spend_", "avg_order_value", "max_order_value", "first_order_value")
 
 
 class FeatureMismatchError(StrataError):
@@ -79,6 +79,31 @@ def categorical_levels(frame: pd.DataFrame, columns: list[str]) -> dict[str, lis
 def monetary_features(feature_names: list[str]) -> list[str]:
     """Features measured in shop currency that should push predicted value up (monotone constraint)."""
     return [f for f in feature_names if f.startswith(_MONETARY_PREFIXES) and not f.endswith(("_ratio", "_share"))]
+
+
+def value_monotone_constraints(feature_names: list[str]) -> dict[str, int]:
+    """Value model constraints: predicted spend is non-decreasing in every monetary feature."""
+    return {f: 1 for f in monetary_features(feature_names)}
+
+
+#: Recency features: the longer since the last purchase or interaction, the higher the churn risk.
+_CHURN_UP: tuple[str, ...] = ("days_since_last_order", "days_since_last_interaction", "overdue_ratio")
+
+
+def churn_monotone_constraints(feature_names: list[str]) -> dict[str, int]:
+    """Churn model constraints, all else equal: risk rises with recency (days since the last order or
+    interaction, overdue ratio) and falls with recent purchase frequency (order counts in windows,
+    decayed order counts, active days). Domain knowledge the trees must not contradict on thin data;
+    it also keeps reason codes readable (recency never lowers risk)."""
+    out: dict[str, int] = {}
+    for f in feature_names:
+        if f in _CHURN_UP:
+            out[f] = 1
+        elif (f.startswith("orders_") and f[len("orders_"):len("orders_") + 1].isdigit()) or f.startswith("orders_decay_hl"):
+            out[f] = -1
+        elif f == "active_days_30d":
+            out[f] = -1
+    return out
 
 
 def to_model_matrix(
@@ -248,7 +273,7 @@ def _lgb_params(
     min_data_in_leaf: int,
     seed: int,
     feature_names: list[str],
-    monotone_features: list[str] | None,
+    monotone_constraints: dict[str, int] | None,
     extra_params: dict[str, Any] | None,
     **objective_params: Any,
 ) -> dict[str, Any]:
@@ -264,8 +289,8 @@ def _lgb_params(
         "feature_pre_filter": False,
         **objective_params,
     }
-    if monotone_features:
-        params["monotone_constraints"] = [1 if f in monotone_features else 0 for f in feature_names]
+    if monotone_constraints:
+        params["monotone_constraints"] = [int(monotone_constraints.get(f, 0)) for f in feature_names]
     params.update(extra_params or {})
     return params
 
@@ -339,7 +364,7 @@ class _BoostedBase(BaseEstimator):
             min_data_in_leaf=self.min_data_in_leaf,
             seed=self.seed,
             feature_names=feature_names,
-            monotone_features=self.monotone_features,
+            monotone_constraints=self.monotone_constraints,
             extra_params=self.extra_params,
             **objective_params,
         )
@@ -364,8 +389,8 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
         num_leaves: int = 31,
         min_data_in_leaf: int = 50,
         seed: int = 42,
-        calibration: str = "auto",
-        monotone_features: list[str] | None = None,
+        calibration: CalibrationMethod = "auto",
+        monotone_constraints: dict[str, int] | None = None,
         extra_params: dict[str, Any] | None = None,
     ) -> None:
         self.num_boost_round = num_boost_round
@@ -375,7 +400,7 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
         self.min_data_in_leaf = min_data_in_leaf
         self.seed = seed
         self.calibration = calibration
-        self.monotone_features = monotone_features
+        self.monotone_constraints = monotone_constraints
         self.extra_params = extra_params
 
     def fit(
@@ -461,7 +486,7 @@ class BoostedRegressor(RegressorMixin, _BoostedBase):
         num_leaves: int = 31,
         min_data_in_leaf: int = 50,
         seed: int = 42,
-        monotone_features: list[str] | None = None,
+        monotone_constraints: dict[str, int] | None = None,
         extra_params: dict[str, Any] | None = None,
     ) -> None:
         self.objective = objective
@@ -473,7 +498,7 @@ class BoostedRegressor(RegressorMixin, _BoostedBase):
         self.num_leaves = num_leaves
         self.min_data_in_leaf = min_data_in_leaf
         self.seed = seed
-        self.monotone_features = monotone_features
+        self.monotone_constraints = monotone_constraints
         self.extra_params = extra_params
 
     def fit(
@@ -544,8 +569,9 @@ class FutureValueModel(RegressorMixin, _BoostedBase):
 
     The band comes from two LightGBM quantile regressions (``alpha`` 0.1 and 0.9) of the spend; it is
     an 80% prediction interval of the spend itself, so with many zero spenders p10 is often 0 and the
-    expected value may lie outside it. ``monotone_features`` (the monetary features) get a
-    non-decreasing constraint in every part, so more past spend never lowers a prediction.
+    expected value may lie outside it. ``monotone_constraints`` (feature -> +1/-1; the monetary
+    features get +1, see :func:`value_monotone_constraints`) apply to every part except the quantile
+    models (LightGBM does not support them there), so more past spend never lowers the prediction.
     """
 
     def __init__(
@@ -556,7 +582,7 @@ class FutureValueModel(RegressorMixin, _BoostedBase):
         num_leaves: int = 31,
         min_data_in_leaf: int = 50,
         seed: int = 42,
-        monotone_features: list[str] | None = None,
+        monotone_constraints: dict[str, int] | None = None,
         extra_params: dict[str, Any] | None = None,
         candidates: tuple[str, ...] = ("hurdle", "tweedie"),
         quantiles: tuple[float, float] = (0.1, 0.9),
@@ -567,7 +593,7 @@ class FutureValueModel(RegressorMixin, _BoostedBase):
         self.num_leaves = num_leaves
         self.min_data_in_leaf = min_data_in_leaf
         self.seed = seed
-        self.monotone_features = monotone_features
+        self.monotone_constraints = monotone_constraints
         self.extra_params = extra_params
         self.candidates = candidates
         self.quantiles = quantiles
@@ -580,7 +606,7 @@ class FutureValueModel(RegressorMixin, _BoostedBase):
             "num_leaves": self.num_leaves,
             "min_data_in_leaf": self.min_data_in_leaf,
             "seed": self.seed,
-            "monotone_features": self.monotone_features,
+            "monotone_constraints": self.monotone_constraints,
             "extra_params": self.extra_params,
         }
 
@@ -612,7 +638,7 @@ class FutureValueModel(RegressorMixin, _BoostedBase):
         self.parts_ = fitted[self.kind_]
         lo, hi = self.quantiles
         # LightGBM does not support monotone constraints with the quantile objective.
-        q_params = {**self._common(), "monotone_features": None}
+        q_params = {**self._common(), "monotone_constraints": None}
         self.q_low_ = BoostedRegressor("quantile", alpha=lo, **q_params).fit(X, y, X_holdout=X_holdout, y_holdout=yh)
         self.q_high_ = BoostedRegressor("quantile", alpha=hi, **q_params).fit(X, y, X_holdout=X_holdout, y_holdout=yh)
         log.info(

@@ -17,6 +17,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 
 from features.config import StrataConfig
 from features.errors import ModelNotFoundError
@@ -32,7 +33,7 @@ MODEL_NAME_IN_RUN = "model"
 _RUNTIME_PACKAGES = ("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "pyarrow", "pydantic")
 
 
-class StrataPyfuncModel(mlflow.pyfunc.PythonModel):
+class StrataPyfuncModel(PythonModel):
     """MLflow ``PythonModel`` that scores a feature table with the bundle in its artifacts."""
 
     def load_context(self, context: Any) -> None:
@@ -101,7 +102,9 @@ def load_bundle(model_uri: str, config: StrataConfig | None = None) -> ModelBund
     from mlflow.exceptions import MlflowException
 
     local = Path(model_uri)
-    if "://" not in model_uri and local.exists():
+    if "://" not in model_uri and not model_uri.startswith(("models:", "runs:")):
+        if not local.exists():
+            raise ModelNotFoundError(f"{local}: no such model directory (or give a models:/ or runs:/ URI)")
         found = _bundle_dir(local)
         if found is None:
             raise ModelNotFoundError(f"{local}: no model bundle ({BUNDLE_FILE}) in this directory")

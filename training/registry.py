@@ -84,12 +84,22 @@ def _alias_version(client: Any, name: str, alias: str) -> str | None:
         return None
 
 
+def _read_client(config: StrataConfig) -> Any:
+    """A client for read-only queries: no global MLflow state is touched and no experiment is created."""
+    import mlflow
+
+    from training.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(config)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def alias_version(config: StrataConfig, alias: str = CHAMPION) -> str | None:
     """The version number behind ``alias`` of ``training.model_name``, or None (no model or no alias).
 
-    Cheap enough to poll (serving reloads the champion when this changes).
+    Cheap and side-effect free, so it can be polled (serving reloads the champion when this changes).
     """
-    return _alias_version(_client(config), config.training.model_name, alias)
+    return _alias_version(_read_client(config), config.training.model_name, alias)
 
 
 def _registered_tags(client: Any, name: str) -> dict[str, str]:
@@ -147,9 +157,15 @@ def compare(config: StrataConfig, challenger: str, champion: str) -> tuple[dict[
     client = _client(config)
     name = config.training.model_name
     rows = _eval_rows(client, name, challenger)
-    ch = evaluate_bundle(_load(config, challenger), rows)
+    ch_bundle, cm_bundle = _load(config, challenger), _load(config, champion)
+    ch = evaluate_bundle(ch_bundle, rows)
+    if cm_bundle.horizon_days != ch_bundle.horizon_days:
+        return ch, {}, (
+            f"champion v{champion} predicts {cm_bundle.horizon_days} days ahead, challenger v{challenger} "
+            f"{ch_bundle.horizon_days} days: their backtests are not comparable"
+        )
     try:
-        cm = evaluate_bundle(_load(config, champion), rows)
+        cm = evaluate_bundle(cm_bundle, rows)
     except FeatureMismatchError as err:
         return ch, {}, f"champion v{champion} cannot score the challenger's evaluation rows: {err}"
     return ch, cm, None
@@ -300,7 +316,7 @@ def list_models(config: StrataConfig) -> pd.DataFrame:
     """
     from mlflow.exceptions import MlflowException
 
-    client = _client(config)
+    client = _read_client(config)
     name = config.training.model_name
     try:
         registered = client.get_registered_model(name)

@@ -41,11 +41,12 @@ from training.models import (
     categorical_features,
     categorical_levels,
     check_binary_target,
+    churn_monotone_constraints,
     estimator_params,
     feature_columns,
-    monetary_features,
     split_by_time,
     to_model_matrix,
+    value_monotone_constraints,
 )
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def with_horizon(config: StrataConfig, horizon_days: int | None) -> StrataConfig
 def last_timestamp(dataset: Dataset) -> pd.Timestamp:
     """The latest order or event time in ``dataset`` (UTC)."""
     stamps = [dataset.orders["ordered_at"].max()] if len(dataset.orders) else []
-    if dataset.has_events:
+    if dataset.events is not None and len(dataset.events):
         stamps.append(dataset.events["occurred_at"].max())
     if not stamps or all(pd.isna(s) for s in stamps):
         raise InsufficientDataError("orders: no rows with a valid ordered_at; cannot train")
@@ -148,7 +149,7 @@ def data_fingerprint(dataset: Dataset, training_set: pd.DataFrame, split: TimeSp
         "end": end.isoformat(),
         "horizon_days": horizon_days,
         "cutoffs": [pd.Timestamp(c).isoformat() for c in per_cutoff.index],
-        "rows_per_cutoff": {pd.Timestamp(c).isoformat(): int(n) for c, n in per_cutoff.items()},
+        "rows_per_cutoff": {pd.Timestamp(c).isoformat(): int(n) for c, n in zip(per_cutoff.index, per_cutoff, strict=True)},
         "train_cutoffs": [c.isoformat() for c in split.train_cutoffs],
         "purged_cutoffs": [c.isoformat() for c in split.purged_cutoffs],
         "latest_cutoff": split.latest_cutoff.isoformat(),
@@ -207,13 +208,17 @@ def prepare_training_data(
     config: StrataConfig,
     as_of: str | pd.Timestamp | None = None,
     horizon_days: int | None = None,
+    progress: Progress | None = None,
 ) -> TrainingData:
     """Build the stacked training set up to ``as_of`` (or the data end), split it by time and check it."""
     from features.training_set import build_training_set
 
+    step = progress or _noop
     config = with_horizon(config, horizon_days)
     end, source = resolve_end(dataset, as_of)
-    ts = build_training_set(dataset, config, end)
+    ts = build_training_set(
+        dataset, config, end, progress=lambda i, n, cutoff: step(f"training set: cutoff {i}/{n} ({cutoff.date()})")
+    )
     if len(ts) == 0:
         raise InsufficientDataError(
             f"training set up to {end.date()} is empty: no users known at any cutoff "
@@ -247,11 +252,13 @@ class FitResult:
 def fit_churn_model(
     X: pd.DataFrame, ts: pd.DataFrame, split: TimeSplit, est_params: dict[str, Any]
 ) -> CalibratedBoostedClassifier:
-    """Churn classifier on the buyers: trees on the training cutoffs, early stopping/calibration on the holdout."""
+    """Churn classifier on the buyers: trees on the training cutoffs, early stopping/calibration on the holdout,
+    monotone in recency and purchase frequency (:func:`~training.models.churn_monotone_constraints`)."""
     b = _buyers(ts)
     y = ts["label_churn"].to_numpy(dtype=float)
     tr, ho = split.train & b, split.holdout & b
-    return CalibratedBoostedClassifier(**est_params).fit(X.loc[tr], y[tr], X_holdout=X.loc[ho], y_holdout=y[ho])
+    model = CalibratedBoostedClassifier(monotone_constraints=churn_monotone_constraints(list(X.columns)), **est_params)
+    return model.fit(X.loc[tr], y[tr], X_holdout=X.loc[ho], y_holdout=y[ho])
 
 
 def fit_conversion_model(
@@ -281,7 +288,7 @@ def fit_value_model(
     """Future value (hurdle vs Tweedie, p10/p90) on every row, monotone in the monetary features."""
     y = ts["label_value"].to_numpy(dtype=float)
     tr, ho = split.train, split.holdout
-    model = FutureValueModel(monotone_features=monetary_features(feature_names), **est_params)
+    model = FutureValueModel(monotone_constraints=value_monotone_constraints(feature_names), **est_params)
     return model.fit(X.loc[tr], y[tr], X_holdout=X.loc[ho], y_holdout=y[ho])
 
 
@@ -290,7 +297,11 @@ def fit_bundle(
     overrides: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> FitResult:
-    """Fit every model of a bundle on ``data``; ``overrides`` replace LightGBM hyper-parameters (tuning)."""
+    """Fit every model of a bundle on ``data``.
+
+    ``overrides`` (from tuning) replace LightGBM hyper-parameters of the churn and conversion
+    classifiers; the value model keeps the configured ones, since the tuning objective is churn AUC.
+    """
     step = progress or _noop
     cfg = data.config
     ts, split = data.training_set, data.split
@@ -299,16 +310,16 @@ def fit_bundle(
     levels = categorical_levels(ts.loc[split.train], cats)
     X = to_model_matrix(ts, names, levels, source="training set")
     t = cfg.training
-    est = estimator_params(
-        t.learning_rate, t.num_leaves, t.min_data_in_leaf, t.num_boost_round, t.early_stopping_rounds, t.seed, overrides
-    )
+    base = (t.learning_rate, t.num_leaves, t.min_data_in_leaf, t.num_boost_round, t.early_stopping_rounds, t.seed)
+    est = estimator_params(*base, overrides)
     step("churn model")
     churn = fit_churn_model(X, ts, split, est)
     step("conversion model")
     conversion, conv_note = fit_conversion_model(X, ts, split, est, cfg)
     log.info(conv_note)
     step("value model")
-    value = fit_value_model(X, ts, split, est, names)
+    # tuning (overrides) optimises the churn ranking; the value model keeps the configured parameters
+    value = fit_value_model(X, ts, split, estimator_params(*base), names)
     bundle = ModelBundle(
         config=cfg.model_dump(mode="json"),
         feature_names=names,
@@ -322,6 +333,9 @@ def fit_bundle(
     )
     latest = ts.loc[split.holdout | split.evaluation]
     bundle.reference = reference_distributions(latest, bundle.predict(latest), names, levels)
+    # RFM medians, layer shares and the high-potential threshold of the training population, so that
+    # scoring never takes them from the batch being scored
+    bundle.freeze_layer_thresholds(latest, cfg)
     # Scoring must not take RFM medians or the high-potential threshold from the batch it scores.
     bundle.freeze_layer_thresholds(latest, cfg)
     eval_rows = ts.loc[split.evaluation].reset_index(drop=True)
@@ -491,7 +505,7 @@ def _plots(directory: Path, fit: FitResult, eval_buyers: pd.DataFrame, baselines
     churn_booster = b.churn_model.booster_
     imp = pd.Series(churn_booster.feature_importance("gain"), index=churn_booster.feature_name())
     paths.append(feature_importance_chart(imp, directory / "churn_feature_importance.png", "Churn model: feature importance"))
-    value_part = b.value_model.parts_.get("buy") or b.value_model.parts_.get("tweedie")
+    value_part = b.value_model.parts_["buy" if b.value_model.kind_ == "hurdle" else "tweedie"]
     booster = value_part.booster_
     imp = pd.Series(booster.feature_importance("gain"), index=booster.feature_name())
     paths.append(
@@ -627,7 +641,7 @@ def train_model(
 
     step = progress or _noop
     step("training set")
-    data = prepare_training_data(dataset, config, as_of, horizon_days)
+    data = prepare_training_data(dataset, config, as_of, horizon_days, progress=step)
     fit = fit_bundle(data, progress=step)
     configure_tracking(data.config)
     with mlflow.start_run(run_name=run_name) as run:

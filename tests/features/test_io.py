@@ -62,6 +62,11 @@ def test_empty_file(tmp_path: Path, text: str) -> None:
         read_table(_write(tmp_path, text), ORDERS)
 
 
+def test_blank_first_line(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="line 1 is empty; expected the header line"):
+        read_table(_write(tmp_path, "\n" + HEADER + "\nu1,o1,2024-01-01,3\n"), ORDERS)
+
+
 def test_missing_required_column_is_named_with_the_columns_found(tmp_path: Path) -> None:
     p = _write(tmp_path, "user_id,order_id,ordered_at,price\nu1,o1,2024-01-01,3\n")
     with pytest.raises(InputFileError) as err:

@@ -45,7 +45,7 @@ def write_config(root: Path, *, api_key: str | None = API_KEY, poll_seconds: flo
     key_line = f'api_key = "{api_key}"' if api_key else ""
     text = f"""
 [labels]
-n_cutoffs = 3
+n_cutoffs = 5
 
 [training]
 num_boost_round = 40
@@ -99,18 +99,11 @@ def trained_env(tmp_path_factory: pytest.TempPathFactory) -> TrainedEnv:
     root = tmp_path_factory.mktemp("api_env")
     config_path = write_config(root)
     config = load_config(config_path)
-    import mlflow
-    import scoring_fixtures as sf
-    from training.tracking import configure_tracking
-    from training.pyfunc import log_bundle_model
-    dataset = sf.demo_data()
-    b = sf.small_bundle()
-    configure_tracking(config)
-    with mlflow.start_run():
-        info = log_bundle_model(b, sf.score_features_frame())
-    mv = mlflow.register_model(info.model_uri, "strata")
-    mlflow.MlflowClient().set_registered_model_alias("strata", "champion", mv.version)
-    version = str(mv.version)
+    dataset = generate_dataset(n_users=N_USERS, end=SCORE_AS_OF, seed=11)
+    result = train_model(dataset, config, as_of=SCORE_AS_OF)
+    decision = promote(config)
+    assert decision.promoted, decision.reason
+    version = str(result.model_version)
     bundle = load_bundle(f"models:/{config.training.model_name}/{version}", config)
     scorer = Scorer(bundle, config, model_name=config.training.model_name, model_version=version,
                     model_alias="champion")

@@ -26,8 +26,11 @@ from features.dataset import Dataset
 DEMO_END = pd.Timestamp("2024-12-31", tz="UTC")
 N_USERS = 2000
 #: Training end of the monitored model: its reference population is as of TRAIN_END - 90 days.
-TRAIN_END = pd.Timestamp("2024-09-30", tz="UTC")
+TRAIN_END = pd.Timestamp("2024-06-30", tz="UTC")
 REFERENCE_CUTOFF = TRAIN_END - pd.Timedelta(days=90)
+#: Monitoring date of the model-health tests: three monthly cutoffs after the training ones have
+#: realised outcomes by then (and no label window reaches the Q4 peak the model never saw).
+MONITOR_AS_OF = pd.Timestamp("2024-09-30", tz="UTC")
 FAST_TRAINING = {
     "num_boost_round": 60,
     "early_stopping_rounds": 10,
@@ -103,3 +106,12 @@ def stop_buying(dataset: Dataset, after: pd.Timestamp, share: float, seed: int =
     quitters = set(buyers[rng.random(len(buyers)) < share])
     gone = (orders["ordered_at"] > after) & orders["user_id"].isin(quitters)
     return Dataset(orders=orders[~gone].reset_index(drop=True), events=dataset.events, users=dataset.users)
+
+
+@lru_cache(maxsize=1)
+def fitted_bundle():  # noqa: ANN201  (training.bundle.ModelBundle)
+    """A bundle trained (no MLflow) on seed 7 up to :data:`TRAIN_END`, cached per process. Do not mutate."""
+    from training.train import fit_bundle, prepare_training_data
+
+    data = prepare_training_data(demo(7), monitor_config(), as_of=TRAIN_END)
+    return fit_bundle(data).bundle

@@ -7,6 +7,7 @@ import math
 from functools import lru_cache
 from typing import Any
 
+import monitoring_fixtures as mf
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,8 +30,6 @@ from serving.drift import (
 )
 from training.bundle import reference_distribution, reference_distributions
 from training.models import categorical_features, feature_columns
-
-import monitoring_fixtures as mf
 
 CFG = MonitoringConfig()
 

@@ -85,3 +85,21 @@ def _assert_frames_match(expected: Any, actual: Any, *, rtol: float = 1e-9, atol
             if ev != av:
                 i = next(k for k, (x, y) in enumerate(zip(ev, av, strict=True)) if x != y)
                 raise AssertionError(f"{col}: row {i} ({expected.iloc[i, 0]}): {av[i]!r} != {ev[i]!r}")
+
+
+#: The cutoff of the shared Spark feature frame; a fractional second so that ages must agree to the microsecond.
+DEMO_AS_OF = "2024-09-30 12:34:56.789"
+
+
+@pytest.fixture(scope="session")
+def spark_demo_features(spark: Any, demo_dataset: Any) -> Iterator[tuple[Any, Any]]:
+    """Spark features of the shared demo data set as of :data:`DEMO_AS_OF` (cached; built once per session)."""
+    import pandas as pd
+
+    from features.config import StrataConfig
+    from features.spark_engine import build_features_spark, dataset_to_spark
+
+    as_of = pd.Timestamp(DEMO_AS_OF, tz="UTC")
+    frame = build_features_spark(spark, dataset_to_spark(spark, demo_dataset), as_of, StrataConfig()).cache()
+    yield as_of, frame
+    frame.unpersist()

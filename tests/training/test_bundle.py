@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from training_fixtures import DEMO_END, demo_data, demo_fit, demo_training_data, fast_config
 
 from features.config import config_from_dict
 from features.dataset import Dataset
 from features.errors import InsufficientDataError, ModelNotFoundError
 from training.bundle import BundleFormatError, ModelBundle, bin_proportions
 from training.models import UNKNOWN_LEVEL
-
-from training_fixtures import DEMO_END, demo_data, demo_fit, demo_training_data, fast_config
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +85,7 @@ def test_save_and_load_round_trip(bundle: ModelBundle, scoring_features: pd.Data
         loaded.churn_contributions(scoring_features.head(50)), bundle.churn_contributions(scoring_features.head(50))
     )
     assert loaded.horizon_days == 90 and loaded.trained_at == bundle.trained_at
+    assert loaded.rfm_thresholds == bundle.rfm_thresholds and loaded.high_potential_value == bundle.high_potential_value
     assert loaded.data_fingerprint["data_hash"] == demo_training_data().fingerprint["data_hash"]
 
 
@@ -200,3 +200,18 @@ def test_as_of_after_the_data_is_refused() -> None:
 
     with pytest.raises(StrataError, match=r"--as-of 2025-03-31.* after the last order or event"):
         prepare_training_data(demo_data(), fast_config(), as_of="2025-03-31")
+
+
+def test_layer_thresholds_are_frozen_from_the_training_population(bundle: ModelBundle) -> None:
+    from features.rfm_segments import rfm_thresholds
+
+    data = demo_training_data()
+    latest = data.training_set.loc[data.split.holdout | data.split.evaluation]
+    th = rfm_thresholds(latest, fast_config().layers.rfm)
+    assert bundle.rfm_thresholds == {
+        "recency_days": th.recency_days, "frequency_orders": th.frequency_orders,
+        "monetary_spend": th.monetary_spend, "strict": True,
+    }
+    assert bundle.reference["layers_n"] == len(latest)
+    assert sum(bundle.reference["layers"]["lifecycle"].values()) == pytest.approx(1.0)
+    assert bundle.high_potential_value is not None and np.isfinite(bundle.high_potential_value)

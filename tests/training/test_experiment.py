@@ -46,6 +46,9 @@ def test_experiment_logs_trials_and_registers_the_best(tmp_path: Path, monkeypat
         "feature_fraction": result.best_params["feature_fraction"],
         "lambda_l2": result.best_params["lambda_l2"],
     }
+    # the objective is churn AUC, so the value model keeps the configured parameters
+    value = result.train_result.bundle.value_model
+    assert value.learning_rate == cfg.training.learning_rate and value.extra_params is None
     parent_run = client.get_run(parent)
     assert parent_run.data.params["tuning_trials"] == "3"
     assert "bgnbd_churn_auc" in parent_run.data.metrics and "churn_auc" in parent_run.data.metrics

@@ -26,6 +26,7 @@ from training.models import (
     monetary_features,
     split_by_time,
     to_model_matrix,
+    value_monotone_constraints,
 )
 
 FAST = {"num_boost_round": 60, "early_stopping_rounds": 10, "min_data_in_leaf": 10, "num_leaves": 7}
@@ -261,7 +262,7 @@ def test_value_candidate_choice() -> None:
 def test_value_model_predicts_nonnegative_spend_with_ordered_band(frame: pd.DataFrame, prepared: dict) -> None:
     s, X, names = prepared["split"], prepared["X"], prepared["names"]
     y = frame["label_value"].to_numpy()
-    model = FutureValueModel(monotone_features=monetary_features(names), **FAST).fit(
+    model = FutureValueModel(monotone_constraints=value_monotone_constraints(names), **FAST).fit(
         X[s.train], y[s.train], X_holdout=X[s.holdout], y_holdout=y[s.holdout]
     )
     assert model.kind_ in ("hurdle", "tweedie")

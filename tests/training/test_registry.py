@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from training_fixtures import DEMO_END, FAST_TRAINING, WEAK_TRAINING, config_toml, demo_data, fast_config, isolate_tracking
+from training_fixtures import (
+    DEMO_END,
+    FAST_TRAINING,
+    WEAK_TRAINING,
+    config_toml,
+    demo_data,
+    fast_config,
+    isolate_tracking,
+)
 from typer.testing import CliRunner
 
 from features.errors import ModelNotFoundError

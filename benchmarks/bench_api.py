@@ -1,0 +1,358 @@
+"""Load test of the online API (single-user ``POST /predict``) next to a FastAPI + LightGBM baseline.
+
+What it does, all under a temporary directory, bounded in time (about 2-3 minutes with the defaults):
+
+1. generates a synthetic customer base, trains a small model (``train_model``), promotes it and
+   batch-scores the base into the online store (the real pipeline, as in production);
+2. starts ``strata serve`` and sends single-user ``/predict`` requests for random stored users at 16 and
+   64 concurrent connections: once with the answer cache warm (every user asked once before), once with
+   the cache disabled (``serving.prediction_cache_users = 0``: every request reads the online store and
+   scores; concurrent requests are coalesced into batches);
+3. starts ``benchmarks/fastapi_baseline.py`` (uvicorn, the raw churn booster, one ``predict`` per
+   request) and sends it the same load with feature vectors of the same users;
+4. prints requests/s and p50/p99 latency per run and the ratio to the baseline.
+
+The load generator is ``wrk`` when installed (``apt-get install -y wrk``), else an asyncio + httpx
+client in this process (slower: on a small machine it competes with the server for CPU, so its figures
+understate the server). Both server and load generator share the machine: figures are for comparison
+within one run, not absolute capacity.
+
+Usage: ``.venv/bin/python benchmarks/bench_api.py [--users 2000] [--duration 10] [--workers 1]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "bench-key"
+AS_OF = "2024-12-31"
+
+
+@dataclass
+class LoadResult:
+    """One load run: throughput (requests/s), latency percentiles (ms) and failed requests."""
+
+    target: str
+    connections: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    tool: str
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_config(root: Path, cache_users: int) -> Path:
+    path = root / f"strata-cache{cache_users}.toml"
+    path.write_text(
+        f"""
+[labels]
+n_cutoffs = 5
+[training]
+num_boost_round = 60
+early_stopping_rounds = 10
+min_data_in_leaf = 20
+[tracking]
+tracking_uri = "sqlite:///{root / 'mlflow.db'}"
+artifact_dir = "{root / 'mlartifacts'}"
+[serving]
+online_store = "{root / 'online.db'}"
+api_key = "{API_KEY}"
+model_poll_seconds = 30
+prediction_cache_users = {cache_users}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def prepare(root: Path, n_users: int) -> tuple[list[str], list[list[float | None]], Path]:
+    """Train, promote and batch-score a synthetic base; returns user ids, their churn-model vectors and
+    the saved churn booster (for the baseline)."""
+    import pandas as pd
+
+    from features.config import load_config
+    from features.demo_data import generate_dataset
+    from features.pipeline import build_features
+    from serving.batch import run_batch
+    from serving.online_store import OnlineStore
+    from serving.scorer import Scorer
+    from training.pyfunc import load_bundle
+    from training.registry import promote
+    from training.train import train_model
+
+    config = load_config(_write_config(root, 0))
+    as_of = pd.Timestamp(AS_OF, tz="UTC")
+    t0 = time.perf_counter()
+    dataset = generate_dataset(n_users=n_users, end=as_of, seed=5)
+    result = train_model(dataset, config, as_of=as_of)
+    promote(config)
+    version = str(result.model_version)
+    bundle = load_bundle(f"models:/{config.training.model_name}/{version}", config)
+    scorer = Scorer(bundle, config, model_name=config.training.model_name, model_version=version,
+                    model_alias="champion")
+    features = build_features(dataset, as_of, config)
+    run_batch(scorer, lambda: features, root / "batch", run_args={"as_of": AS_OF},
+              online_store=OnlineStore(config.serving.online_store))
+    matrix = bundle.model_matrix(features)
+    for col in matrix.columns:
+        if isinstance(matrix[col].dtype, pd.CategoricalDtype):
+            matrix[col] = matrix[col].cat.codes.astype(float)
+    vectors = [[None if np.isnan(v) else float(v) for v in row] for row in matrix.to_numpy(dtype=float)]
+    booster_file = root / "churn_booster.txt"
+    bundle.churn_model.booster_.save_model(str(booster_file))
+    print(f"setup: {n_users} users, model v{version} trained, promoted and batch-scored "
+          f"in {time.perf_counter() - t0:.0f} s")
+    return features["user_id"].astype(str).tolist(), vectors, booster_file
+
+
+class Server:
+    """A server subprocess (strata serve or uvicorn) on a free loopback port."""
+
+    def __init__(self, cmd: list[str], port: int, cwd: Path, env: dict[str, str], ready_path: str) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = (cwd / f"server-{port}.log").open("wb")
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait(ready_path)
+
+    def _wait(self, path: str, timeout: float = 180.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early (code {self.proc.returncode}); see {self.log.name}")
+            try:
+                if httpx.get(self.url + path, timeout=2.0).status_code in (200, 405):
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"server not ready after {timeout:.0f} s; see {self.log.name}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def start_strata(root: Path, cache_users: int, workers: int) -> Server:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("STRATA_API_KEY", "MLFLOW_TRACKING_URI")}
+    cmd = [sys.executable, "-m", "strata_cli.main", "serve", "--config", str(_write_config(root, cache_users)),
+           "--port", str(port), "--workers", str(workers)]
+    return Server(cmd, port, root, env, "/readyz")
+
+
+def start_baseline(root: Path, booster_file: Path, workers: int) -> Server:
+    port = _free_port()
+    env = {**os.environ, "STRATA_BASELINE_MODEL": str(booster_file)}
+    cmd = [sys.executable, "-m", "uvicorn", "fastapi_baseline:create_app", "--factory",
+           "--app-dir", str(ROOT / "benchmarks"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    return Server(cmd, port, root, env, "/predict")
+
+
+# ----------------------------------------------------------------------------- load generators
+
+
+def _lua_script(path: Path, bodies: list[str], headers: dict[str, str]) -> Path:
+    lines = ['wrk.method = "POST"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    lines.append("local bodies = {")
+    lines += [f"  {json.dumps(b)}," for b in bodies]
+    lines.append("}")
+    lines.append("math.randomseed(42)")
+    lines.append("request = function()")
+    lines.append("  return wrk.format(nil, nil, nil, bodies[math.random(#bodies)])")
+    lines.append("end")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk_ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * _WRK_UNITS[m.group(2)]
+
+
+def run_wrk(url: str, bodies: list[str], headers: dict[str, str], connections: int, duration: float,
+            target: str, workdir: Path) -> LoadResult:
+    script = _lua_script(workdir / f"load-{connections}.lua", bodies, headers)
+    threads = min(2, connections)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, timeout=duration + 60, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _wrk_ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _wrk_ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(g) for g in m.groups())
+    return LoadResult(target, connections, rps, p50, p99, errors, "wrk")
+
+
+def run_python_load(url: str, bodies: list[str], headers: dict[str, str], connections: int, duration: float,
+                    target: str) -> LoadResult:
+    import httpx
+
+    async def main() -> tuple[list[float], int, float]:
+        latencies: list[float] = []
+        errors = 0
+        rng = random.Random(42)
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        async with httpx.AsyncClient(limits=limits, headers={**headers}, timeout=30.0) as client:
+            start = time.perf_counter()
+            deadline = start + duration
+
+            async def worker() -> None:
+                nonlocal errors
+                while time.perf_counter() < deadline:
+                    t = time.perf_counter()
+                    try:
+                        resp = await client.post(url, content=rng.choice(bodies))
+                        if resp.status_code != 200:
+                            errors += 1
+                    except httpx.HTTPError:
+                        errors += 1
+                    latencies.append((time.perf_counter() - t) * 1000.0)
+
+            await asyncio.gather(*(worker() for _ in range(connections)))
+            return latencies, errors, time.perf_counter() - start
+
+    latencies, errors, elapsed = asyncio.run(main())
+    arr = np.asarray(latencies)
+    return LoadResult(target, connections, len(arr) / elapsed, float(np.percentile(arr, 50)),
+                      float(np.percentile(arr, 99)), errors, "httpx")
+
+
+def load(url: str, bodies: list[str], headers: dict[str, str], connections: int, duration: float, target: str,
+         workdir: Path) -> LoadResult:
+    if shutil.which("wrk"):
+        return run_wrk(url, bodies, headers, connections, duration, target, workdir)
+    return run_python_load(url, bodies, headers, connections, duration, target)
+
+
+def warm_cache(url: str, user_ids: list[str]) -> float:
+    """Ask for every user once (64 per call); returns the seconds it took."""
+    import httpx
+
+    t0 = time.perf_counter()
+    with httpx.Client(headers={"X-API-Key": API_KEY, "Content-Type": "application/json"}, timeout=120) as c:
+        for i in range(0, len(user_ids), 64):
+            resp = c.post(url, content=json.dumps({"user_ids": user_ids[i : i + 64]}))
+            resp.raise_for_status()
+    return time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def print_table(results: list[LoadResult]) -> None:
+    print(f"\n{'target':44s} {'conns':>5s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s}  tool")
+    for r in results:
+        print(f"{r.target:44s} {r.connections:5d} {r.requests_per_s:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
+              f"{r.errors:7d}  {r.tool}")
+
+
+def summarize(results: list[LoadResult]) -> None:
+    by = {(r.target.split(" ")[0] + (" cached" if "cached" in r.target else ""), r.connections): r for r in results}
+    print("\ntargets: >= 1000 req/s and p99 < 50 ms at 16 connections; >= 0.7x the FastAPI baseline")
+    for c in sorted({r.connections for r in results}):
+        strata = by.get(("strata cached", c))
+        base = by.get(("fastapi", c))
+        if strata is None:
+            continue
+        line = f"  {c:3d} connections: strata (cached) {strata.requests_per_s:.0f} req/s, p99 {strata.p99_ms:.1f} ms"
+        if base is not None and base.requests_per_s > 0:
+            line += f"; {strata.requests_per_s / base.requests_per_s:.2f}x the baseline ({base.requests_per_s:.0f} req/s)"
+        print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=2000, help="synthetic users in the base")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per run")
+    parser.add_argument("--connections", type=int, nargs="+", default=[16, 64], help="concurrent connections")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (both servers)")
+    parser.add_argument("--skip-uncached", action="store_true", help="skip the runs with the cache disabled")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        print("wrk not found: using the Python load generator (install wrk for better figures: "
+              "apt-get install -y wrk)")
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    results: list[LoadResult] = []
+    with tempfile.TemporaryDirectory(prefix="strata-bench-") as tmp:
+        root = Path(tmp)
+        user_ids, vectors, booster_file = prepare(root, args.users)
+        rng = random.Random(7)
+        sample = rng.sample(range(len(user_ids)), min(1000, len(user_ids)))
+        predict_bodies = [json.dumps({"user_ids": [user_ids[i]]}) for i in sample]
+        vector_bodies = [json.dumps({"features": vectors[i]}) for i in sample]
+        headers = {"Content-Type": "application/json", "X-API-Key": API_KEY}
+
+        runs = [("strata /predict (cached)", max(1, args.users))]
+        if not args.skip_uncached:
+            runs.append(("strata /predict (no cache)", 0))
+        for label, cache_users in runs:
+            server = start_strata(root, cache_users, args.workers)
+            try:
+                if cache_users:
+                    print(f"cache warm-up: {len(user_ids)} users in {warm_cache(server.url + '/predict', user_ids):.1f} s")
+                for c in args.connections:
+                    results.append(load(server.url + "/predict", predict_bodies, headers, c, args.duration, label, root))
+            finally:
+                server.stop()
+        baseline = start_baseline(root, booster_file, args.workers)
+        try:
+            for c in args.connections:
+                results.append(load(baseline.url + "/predict", vector_bodies, {"Content-Type": "application/json"},
+                                    c, args.duration, "fastapi baseline (raw LightGBM)", root))
+        finally:
+            baseline.stop()
+    print_table(results)
+    summarize(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Training sets: features and labels stacked over a series of past cutoffs.
+
+The cutoffs step back from ``end - horizon`` by ``cutoff_step_days``, so no label window reaches past
+``end`` (the last moment the data is trusted to be complete). Each cutoff uses exactly the code path
+of scoring (:meth:`features.pipeline.DuckDBEngine.features`); only ``as_of`` differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pandas as pd
+
+from features.config import StrataConfig
+from features.contract import ENTITY_KEY
+from features.cutoffs import parse_as_of
+from features.dataset import Dataset
+from features.errors import InsufficientDataError
+from features.labels import LABEL_COLUMNS, labels_from_engine
+from features.pipeline import DuckDBEngine
+
+log = logging.getLogger(__name__)
+
+
+def training_cutoffs(end: pd.Timestamp, config: StrataConfig) -> list[pd.Timestamp]:
+    """The ``config.labels.n_cutoffs`` cutoffs, oldest first, the last at ``end - horizon_days``.
+
+    Consecutive cutoffs are ``cutoff_step_days`` apart; every label window ``(c, c + horizon]`` ends
+    at or before ``end``.
+    """
+    labels = config.labels
+    if labels.n_cutoffs < 1 or labels.cutoff_step_days < 1 or labels.horizon_days < 1:
+        raise InsufficientDataError(
+            f"[labels] n_cutoffs ({labels.n_cutoffs}), cutoff_step_days ({labels.cutoff_step_days}) and "
+            f"horizon_days ({labels.horizon_days}) must all be at least 1"
+        )
+    last = parse_as_of(end) - pd.Timedelta(days=labels.horizon_days)
+    step = pd.Timedelta(days=labels.cutoff_step_days)
+    return [last - step * k for k in range(labels.n_cutoffs - 1, -1, -1)]
+
+
+def _first_activity(dataset: Dataset) -> pd.Timestamp | None:
+    firsts = []
+    if len(dataset.orders):
+        firsts.append(dataset.orders["ordered_at"].min())
+    if dataset.has_events:
+        firsts.append(dataset.events["occurred_at"].min())  # type: ignore[index]
+    if dataset.has_users and "joined_at" in dataset.users.columns:  # type: ignore[union-attr]
+        joined = dataset.users["joined_at"].min()  # type: ignore[index]
+        if pd.notna(joined):
+            firsts.append(joined)
+    return parse_as_of(min(firsts)) if firsts else None
+
+
+def usable_cutoffs(dataset: Dataset, end: pd.Timestamp, config: StrataConfig) -> list[pd.Timestamp]:
+    """:func:`training_cutoffs` that have some history before them (older ones are dropped, logged).
+
+    Raises
+    ------
+    InsufficientDataError
+        When not even the last cutoff (``end - horizon``) is after the first record, stating the dates.
+    """
+    end = parse_as_of(end)
+    cutoffs = training_cutoffs(end, config)
+    first = _first_activity(dataset)
+    horizon = config.labels.horizon_days
+    if first is None:
+        raise InsufficientDataError("no orders, events or user joins in the data: cannot build a training set")
+    if cutoffs[-1] <= first:
+        raise InsufficientDataError(
+            f"the data cannot fit one label window: the first record is on {first.date()}, and with end "
+            f"{end.date()} and a {horizon}-day horizon the latest cutoff would be {cutoffs[-1].date()}; "
+            f"use an end after {(first + pd.Timedelta(days=horizon)).date()} or a shorter [labels] horizon_days"
+        )
+    usable = [c for c in cutoffs if c > first]
+    if len(usable) < len(cutoffs):
+        log.warning(
+            "dropped %d cutoff(s) before the first record (%s): %s", len(cutoffs) - len(usable), first.date(),
+            ", ".join(str(c.date()) for c in cutoffs if c <= first),
+        )
+    return usable
+
+
+def build_training_set(
+    dataset: Dataset,
+    config: StrataConfig,
+    end: pd.Timestamp,
+    *,
+    progress: Callable[[int, int, pd.Timestamp], None] | None = None,
+) -> pd.DataFrame:
+    """Features and labels of every user known at each cutoff, stacked (oldest cutoff first).
+
+    Columns: ``user_id``, ``as_of``, the features of :func:`features.pipeline.build_features`, then
+    ``label_churn``, ``label_value``, ``label_convert`` (see :mod:`features.labels`, horizon
+    ``config.labels.horizon_days``) and ``cutoff`` (= ``as_of``). A user appears once per cutoff at
+    which they are known. ``progress(i, n, cutoff)`` is called after each cutoff.
+
+    Raises
+    ------
+    InsufficientDataError
+        When the data cannot fit even one label window before ``end`` (see :func:`usable_cutoffs`).
+    """
+    cutoffs = usable_cutoffs(dataset, end, config)
+    parts = []
+    with DuckDBEngine(dataset) as engine:
+        for i, cutoff in enumerate(cutoffs, start=1):
+            features = engine.features(cutoff, config)
+            labels = labels_from_engine(engine, cutoff, config.labels.horizon_days)
+            if not features[ENTITY_KEY].equals(labels[ENTITY_KEY]):
+                raise AssertionError(f"features and labels disagree on the users known at {cutoff}")
+            part = features.copy()
+            for col in LABEL_COLUMNS:
+                part[col] = labels[col].to_numpy()
+            part["cutoff"] = part["as_of"]
+            parts.append(part)
+            if progress is not None:
+                progress(i, len(cutoffs), cutoff)
+    out = pd.concat(parts, ignore_index=True)
+    log.info("training set: %d rows over %d cutoffs (%s .. %s)", len(out), len(cutoffs),
+             cutoffs[0].date(), cutoffs[-1].date())
+    return out

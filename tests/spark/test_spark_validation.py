@@ -1,0 +1,142 @@
+"""Validation on Spark behaves as the embedded path: same counts per reason, same rejected rows, same data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from features.config import StrataConfig
+from features.dataset import Dataset
+
+pytestmark = [pytest.mark.spark, pytest.mark.xdist_group("spark")]
+
+NOW = pd.Timestamp("2025-01-01", tz="UTC")
+
+
+@pytest.fixture
+def small_batches(spark: Any) -> Iterator[None]:
+    """Many small partitions and Arrow batches, so that batch-local validation needs the global steps."""
+    keys = {"spark.sql.files.maxPartitionBytes": "65536", "spark.sql.files.openCostInBytes": "1024",
+            "spark.sql.execution.arrow.maxRecordsPerBatch": "700"}
+    old = {k: spark.conf.get(k, None) for k in keys}
+    for k, v in keys.items():
+        spark.conf.set(k, v)
+    yield
+    for k, v in old.items():
+        if v is None:
+            spark.conf.unset(k)
+        else:
+            spark.conf.set(k, v)
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(list(frame.columns), kind="stable", na_position="last").reset_index(drop=True)
+
+
+def _without_paths(report: dict[str, Any]) -> dict[str, Any]:
+    out = dict(report)
+    out["tables"] = {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in report["tables"].items()}
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_bad_rows_same_as_embedded(spark: Any, small_batches: None, tmp_path: Path, fmt: str, frames_match: Any) -> None:
+    from features.demo_data import generate_dataset, write_dataset_with_report
+    from features.spark_engine import collect_dataset, load_dataset_spark
+    from features.validation import load_dataset
+
+    data = generate_dataset(300, pd.Timestamp("2024-12-31", tz="UTC"), seed=3)
+    _, inserted = write_dataset_with_report(data, tmp_path, fmt, bad_rows=0.05, seed=1)  # type: ignore[arg-type]
+    config = StrataConfig()
+    expected_ds, expected = load_dataset(tmp_path, config=config, now=NOW)
+    actual_ds, actual = load_dataset_spark(spark, tmp_path, config=config, now=NOW)
+
+    assert _without_paths(actual.to_dict()) == _without_paths(expected.to_dict())
+    for name, res in actual.tables.items():
+        assert res.rows_in == res.n_accepted + res.n_rejected
+        assert res.rows_in == len(getattr(data, name)) + sum(inserted[name].values())
+        exp = expected.tables[name].rejected
+        got = res.rejected_pandas()
+        assert got["row"].tolist() == exp["row"].tolist(), name
+        assert got["reason"].tolist() == exp["reason"].tolist(), name
+        assert got[list(exp.columns[2:])].fillna("").equals(exp[list(exp.columns[2:])].fillna("").reset_index(drop=True))
+    assert actual.tables["orders"].reasons.get("duplicate order_id", 0) == inserted["orders"]["duplicate_order_id"]
+    got_ds = collect_dataset(actual_ds)
+    for name in ("orders", "events", "users"):
+        frames_match(_sorted(getattr(expected_ds, name)), _sorted(getattr(got_ds, name)), rtol=0, atol=0)
+    actual.unpersist()
+
+
+def test_typed_parquet_clean(spark: Any, demo_dataset: Dataset, tmp_path: Path, frames_match: Any) -> None:
+    """Typed Parquet (UTC timestamps, floats, Int64) is read as text and validated back to the same data."""
+    from features.demo_data import write_dataset
+    from features.spark_engine import collect_dataset, load_dataset_spark
+
+    write_dataset(demo_dataset, tmp_path, "parquet")
+    dataset, report = load_dataset_spark(spark, tmp_path, config=StrataConfig(), now=NOW)
+    assert report.rows_rejected == 0
+    got = collect_dataset(dataset)
+    for name in ("orders", "events", "users"):
+        exp = getattr(demo_dataset, name)
+        frames_match(_sorted(exp), _sorted(getattr(got, name)[list(exp.columns)]), rtol=0, atol=0)
+    report.unpersist()
+
+
+HEADER = "user_id,order_id,ordered_at,amount\n"
+
+
+def test_malformed_rows_and_row_numbers(spark: Any, small_batches: None, tmp_path: Path) -> None:
+    """Wrong field counts are rejected with their line; row numbers are exact per file in a directory."""
+    from features.spark_engine import load_dataset_spark
+    from features.validation import load_dataset
+
+    single = tmp_path / "single"
+    single.mkdir()
+    lines = [f"u{i},o{i},2024-01-{1 + i % 28:02d}T10:00:00Z,{i}.5\n" for i in range(3000)]
+    lines[10] = "u10,o10,2024-01-02T10:00:00Z\n"  # too few fields
+    lines[2000] = "u2000,o2000,2024-01-02T10:00:00Z,1,extra\n"  # too many
+    lines[2500] = "u2500,o5,2024-01-02T10:00:00Z,-3\n"  # negative amount
+    lines[2999] = "u1,o1,2024-01-02T10:00:00Z,4\n"  # duplicate of data row 2, far away (another partition)
+    (single / "orders.csv").write_text(HEADER + "".join(lines), encoding="utf-8")
+    config = StrataConfig()
+    _, expected = load_dataset(single, config=config, now=NOW)
+    _, actual = load_dataset_spark(spark, single, config=config, now=NOW)
+    got = actual.tables["orders"].rejected_pandas()
+    exp = expected.tables["orders"].rejected
+    assert list(zip(got["row"], got["reason"], strict=True)) == list(zip(exp["row"], exp["reason"], strict=True))
+    assert list(zip(got["row"], got["reason"], strict=True)) == [
+        (11, "wrong number of fields"), (2001, "wrong number of fields"), (2501, "negative amount"),
+        (3000, "duplicate order_id")]
+    assert got.loc[0, "line"] == "u10,o10,2024-01-02T10:00:00Z"
+    assert actual.tables["orders"].rows_in == 3000 == actual.tables["orders"].n_accepted + 4
+
+    many = tmp_path / "many" / "orders"
+    many.mkdir(parents=True)
+    (many / "part-0.csv").write_text(HEADER + "a,x1,2024-01-01T00:00:00Z,1\nb,x2,2024-01-01T00:00:00Z,abc\n", encoding="utf-8")
+    (many / "part-1.csv").write_text(HEADER + "c,x3,2024-01-01T00:00:00Z,2\nc,x1,2024-01-01T00:00:00Z,3\n"
+                                     "d,x4,2024-01-01T00:00:00Z\n", encoding="utf-8")
+    _, report = load_dataset_spark(spark, orders=str(many), config=config, now=NOW)
+    rej = report.tables["orders"].rejected_pandas()
+    assert [(Path(f).name, r, why) for f, r, why in zip(rej["file"], rej["row"], rej["reason"], strict=True)] == [
+        ("part-0.csv", 2, "non-numeric amount"), ("part-1.csv", 2, "duplicate order_id"),
+        ("part-1.csv", 3, "wrong number of fields")]
+    assert report.tables["orders"].n_accepted == 2
+    actual.unpersist()
+    report.unpersist()
+
+
+def test_missing_required_column_names_file_and_column(spark: Any, tmp_path: Path) -> None:
+    from features.errors import InputFileError
+    from features.spark_engine import load_dataset_spark
+
+    (tmp_path / "orders.csv").write_text("user_id,order_id,ordered_at,price\nu1,o1,2024-01-01,3\n", encoding="utf-8")
+    with pytest.raises(InputFileError, match=r"orders\.csv: missing required column 'amount'"):
+        load_dataset_spark(spark, tmp_path, config=StrataConfig(), now=NOW)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputFileError, match="no orders file"):
+        load_dataset_spark(spark, empty, config=StrataConfig(), now=NOW)
