@@ -405,16 +405,20 @@ def finalize_features(raw: pd.DataFrame, as_of: pd.Timestamp, config: StrataConf
     missing = [c for c in [ENTITY_KEY, *(d.name for d in defs)] if c not in raw.columns]
     if missing:
         raise ValueError(f"feature query result lacks columns {missing}")
-    out = pd.DataFrame({ENTITY_KEY: raw[ENTITY_KEY].astype(str).to_numpy(dtype=object)})
-    out["as_of"] = pd.Series(parse_as_of(as_of), index=out.index, dtype="datetime64[ns, UTC]")
-    cols: dict[str, Any] = {}
+    n = len(raw)
+    cols: dict[str, Any] = {
+        ENTITY_KEY: raw[ENTITY_KEY].astype(str).to_numpy(dtype=object),
+        "as_of": pd.DatetimeIndex([parse_as_of(as_of)] * n, dtype="datetime64[ns, UTC]"),
+    }
     for d in defs:
         col = raw[d.name]
         if d.dtype == "string":
             cols[d.name] = col.fillna("unknown").astype(str).to_numpy(dtype=object)
+        elif col.dtype == "float64":
+            cols[d.name] = col.to_numpy()
         else:
             cols[d.name] = pd.to_numeric(col, errors="raise").astype("float64").to_numpy()
-    out = pd.concat([out, pd.DataFrame(cols, index=out.index)], axis=1)
+    out = pd.DataFrame(cols)
     if not out[ENTITY_KEY].is_monotonic_increasing:
         out = out.sort_values(ENTITY_KEY, kind="stable").reset_index(drop=True)
     return out

@@ -275,7 +275,7 @@ def _apply_frequency_cap(
         raise StrataError(f"contact history: missing column(s) {sorted(missing)}")
     history = last_contacted[["user_id", "action_id", "last_contacted_at"]].copy()
     history["last_contacted_at"] = pd.to_datetime(history["last_contacted_at"], utc=True)
-    history = history.groupby(["user_id", "action_id"], as_index=False)["last_contacted_at"].max()
+    history = history.groupby(["user_id", "action_id"])["last_contacted_at"].max().reset_index()
     as_of = pd.to_datetime(scores["as_of"], utc=True).to_numpy()
     merged = cands.merge(history, on=["user_id", "action_id"], how="left")
     cap_days = merged["action_id"].map({a.id: a.frequency_cap_days for a in playbook.actions}).to_numpy(dtype=float)

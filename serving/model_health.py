@@ -236,7 +236,7 @@ def scored_health(
             raise HealthInputError(f"scoring output: missing column(s) {', '.join(missing)} (is it a `strata score` output?)")
         as_of = pd.to_datetime(frame["as_of"], utc=True)
         for (cutoff, version), part in frame.groupby([as_of, frame["model_version"].astype(str)], sort=True):
-            c = pd.Timestamp(cutoff)
+            c = pd.Timestamp(cutoff)  # type: ignore[arg-type]  # a group key of the as_of timestamps
             if c + horizon > label_end:
                 notes.append(
                     f"scoring as of {c.date()} (model version {version}): outcomes complete on "

@@ -271,7 +271,7 @@ class _FeatureLayout:
         data: dict[str, object] = {}
         data["user_id"] = pd.Series([r[0] for r in rows], dtype=self.dtypes.get("user_id", "object"))
         data["as_of"] = pd.to_datetime(pd.Series([r[1] for r in rows], dtype=object), utc=True).astype(
-            self.dtypes.get("as_of", "datetime64[ns, UTC]")
+            self.dtypes.get("as_of", "datetime64[ns, UTC]")  # type: ignore[call-overload]
         )
         num = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float64).reshape(n, k) if n else np.empty((0, k))
         for j, c in enumerate(self.numeric):
@@ -279,7 +279,9 @@ class _FeatureLayout:
         if self.strings:
             decoded = [json.loads(r[3]) for r in rows]
             for j, c in enumerate(self.strings):
-                data[c] = pd.Series([d[j] for d in decoded], dtype=object).astype(self.dtypes[c])
+                data[c] = pd.Series([d[j] for d in decoded], dtype=object).astype(
+                    self.dtypes[c]  # type: ignore[call-overload]
+                )
         return pd.DataFrame({c: data[c] for c in self.columns})
 
 

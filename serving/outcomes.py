@@ -257,7 +257,8 @@ def last_contacted(outcomes: pd.DataFrame) -> pd.DataFrame:
     rows = outcomes[outcomes["contacted"].astype(bool)]
     when = pd.to_datetime(rows["contacted_at"], utc=True).fillna(pd.to_datetime(rows["scored_as_of"], utc=True))
     out = pd.DataFrame({"user_id": rows["user_id"].astype(str), "action_id": rows["action_id"], "last_contacted_at": when})
-    return out.groupby(["user_id", "action_id"], as_index=False)["last_contacted_at"].max()
+    latest = out.groupby(["user_id", "action_id"])["last_contacted_at"].max()
+    return latest.reset_index()
 
 
 def _normal_diff_ci(mean_t: float, var_t: float, n_t: int, mean_c: float, var_c: float, n_c: int) -> tuple[float, float, float]:

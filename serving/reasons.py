@@ -182,7 +182,8 @@ def reason_codes(
         for j, text in quoted.items():
             is_j = idx == j
             if is_j.any():
-                value_text = pc.if_else(pa.array(is_j), pa.array(np.where(is_j, text, None), type=pa.string()), value_text)
+                shown = pa.array(np.where(is_j, text, np.array(None, dtype=object)), type=pa.string())
+                value_text = pc.if_else(pa.array(is_j), shown, value_text)
         contribution_text = pc.cast(pa.array(c), pa.string())
         item = pc.binary_join_element_wise(
             pc.take(prefixes, pa.array(idx)),

@@ -70,6 +70,7 @@ def distribution_section(scores: pd.DataFrame) -> Section:
     layers = _ordered_layers(scores["refined_layer"])
     g = scores.groupby("refined_layer")
     total_value = float(scores["predicted_value"].sum())
+    value_sums = g["predicted_value"].sum()
     table = pd.DataFrame(
         {
             "layer": [refined_layer_label(x) for x in layers],
@@ -77,8 +78,8 @@ def distribution_section(scores: pd.DataFrame) -> Section:
             "mean churn risk": [g["churn_risk"].mean().get(x) for x in layers],
             "expected churners": [g["churn_risk"].sum(min_count=1).get(x) for x in layers],
             "mean conversion prob": [g["conversion_prob"].mean().get(x) for x in layers],
-            "predicted value": [g["predicted_value"].sum().get(x) for x in layers],
-            "share of value": [g["predicted_value"].sum().get(x) / total_value if total_value else np.nan for x in layers],
+            "predicted value": [float(value_sums.get(x, 0.0)) for x in layers],
+            "share of value": [float(value_sums.get(x, 0.0)) / total_value if total_value else np.nan for x in layers],
         }
     )
     body = note_html(

@@ -70,38 +70,36 @@ def drift_findings(table: pd.DataFrame, kind: str, psi_warn: float, psi_alert: f
     a PSI at or above ``psi_warn`` gives a warning.
     """
     out: list[Finding] = []
-    for row in table.itertuples(index=False):
-        reasons = str(row.reasons)
-        if row.psi >= psi_alert and row.status == "alert" and bool(row.significant):
-            detail = f"; new levels {row.new_levels}" if row.new_levels else ""
-            out.append(Finding(kind, str(row.name), "alert", float(row.psi), psi_alert,
-                               f"{row.name}: PSI {row.psi:.3f} >= {psi_alert:g}{detail}"))
-        elif row.psi >= psi_warn:
-            out.append(Finding(kind, str(row.name), "warn", float(row.psi), psi_warn,
-                               f"{row.name}: PSI {row.psi:.3f} >= {psi_warn:g}"))
-        if row.status == "alert" and "missing share" in reasons:
-            out.append(Finding("missing", str(row.name), "alert", float(row.missing_change), float("nan"),
-                               f"{row.name}: missing share {row.missing_reference:.1%} -> {row.missing_current:.1%}"))
-        if row.status == "alert" and "outside the reference range" in reasons:
-            out.append(Finding("range", str(row.name), "alert", float(row.out_of_range), float("nan"),
-                               f"{row.name}: {row.out_of_range:.1%} of values outside the training range"))
+    for row in table.to_dict("records"):
+        name, psi, reasons = str(row["name"]), float(row["psi"]), str(row["reasons"])
+        if psi >= psi_alert and row["status"] == "alert" and bool(row["significant"]):
+            detail = f"; new levels {row['new_levels']}" if row["new_levels"] else ""
+            out.append(Finding(kind, name, "alert", psi, psi_alert, f"{name}: PSI {psi:.3f} >= {psi_alert:g}{detail}"))
+        elif psi >= psi_warn:
+            out.append(Finding(kind, name, "warn", psi, psi_warn, f"{name}: PSI {psi:.3f} >= {psi_warn:g}"))
+        if row["status"] == "alert" and "missing share" in reasons:
+            out.append(Finding("missing", name, "alert", float(row["missing_change"]), float("nan"),
+                               f"{name}: missing share {row['missing_reference']:.1%} -> {row['missing_current']:.1%}"))
+        if row["status"] == "alert" and "outside the reference range" in reasons:
+            out.append(Finding("range", name, "alert", float(row["out_of_range"]), float("nan"),
+                               f"{name}: {row['out_of_range']:.1%} of values outside the training range"))
     return out
 
 
 def layer_findings(table: pd.DataFrame, threshold: float, baseline: str) -> list[Finding]:
     """``layer_shift`` alerts of a :func:`serving.drift.layer_shift` table (``baseline`` names what was compared)."""
     out = []
-    for row in table.itertuples(index=False):
-        if row.status == "alert":
+    for row in table.to_dict("records"):
+        if row["status"] == "alert":
             out.append(
                 Finding(
                     "layer_shift",
-                    f"{row.dimension}={row.layer}",
+                    f"{row['dimension']}={row['layer']}",
                     "alert",
-                    float(row.change),
+                    float(row["change"]),
                     threshold,
-                    f"{row.dimension} {row.layer}: share {row.reference_share:.1%} ({baseline}) -> "
-                    f"{row.current_share:.1%} ({row.change:+.1%})",
+                    f"{row['dimension']} {row['layer']}: share {row['reference_share']:.1%} ({baseline}) -> "
+                    f"{row['current_share']:.1%} ({row['change']:+.1%})",
                 )
             )
     return out

@@ -245,7 +245,7 @@ class Scorer:
             (buyers, self.bundle.churn_model, "churn_risk"),
             (prospects, conversion_model, "conversion_prob"),
         ):
-            if not mask.any():
+            if model is None or not mask.any():
                 continue
             # Same as ModelBundle.churn_contributions, on a model matrix built once for both models.
             contrib = model.contributions(X.loc[mask])

@@ -323,8 +323,17 @@ def _validate(model: type[BaseModel], body: bytes) -> None:
         ) from None
 
 
+_WANTED_HEADERS = {b"x-api-key": "x-api-key", b"content-type": "content-type", b"content-length": "content-length"}
+
+
 def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+    """The few request headers the guard reads (ASGI servers give header names in lower case)."""
+    out: dict[str, str] = {}
+    for k, v in scope.get("headers", ()):
+        name = _WANTED_HEADERS.get(k) or _WANTED_HEADERS.get(k.lower())
+        if name is not None:
+            out[name] = v.decode("latin-1")
+    return out
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

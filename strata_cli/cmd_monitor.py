@@ -159,22 +159,24 @@ def _drift_table(title: str, table: pd.DataFrame, limit: int | None) -> None:
     t.add_column("status", no_wrap=True, min_width=6)
     for col in ("PSI", "test p", "missing", "range"):
         t.add_column(col, justify="right", no_wrap=True)
-    for r in shown.itertuples(index=False):
-        test = "KS" if r.test == "KS" else "chi2"
+    rows = shown.to_dict("records")
+    for r in rows:
+        test = "KS" if r["test"] == "KS" else "chi2"
         t.add_row(
-            escape(str(r.name)), _status(r.status), _fmt(r.psi, ".3f"), f"{test} {_fmt(r.p_value, '.1g')}",
-            _fmt(r.missing_change * 100, "+.1f") + " pt", _fmt(r.out_of_range, ".1%"),
+            escape(str(r["name"])), _status(str(r["status"])), _fmt(r["psi"], ".3f"), f"{test} {_fmt(r['p_value'], '.1g')}",
+            _fmt(r["missing_change"] * 100, "+.1f") + " pt", _fmt(r["out_of_range"], ".1%"),
         )
     console.print(t)
-    for r in shown.itertuples(index=False):
-        if r.new_levels:
-            console.print(f"  {escape(str(r.name))}: levels unseen at training: {escape(str(r.new_levels))}",
+    for r in rows:
+        if r["new_levels"]:
+            console.print(f"  {escape(str(r['name']))}: levels unseen at training: {escape(str(r['new_levels']))}",
                           highlight=False)
     if len(table) > len(shown):
         console.print(f"  ... {len(table) - len(shown)} more stable (see --json)", highlight=False)
 
 
 def _print_result(result: MonitorResult) -> None:
+    import pandas as pd
     from rich import box
     from rich.markup import escape
     from rich.table import Table
@@ -193,9 +195,9 @@ def _print_result(result: MonitorResult) -> None:
         t = Table(title=f"Layer shares vs {result.layer_baseline}", box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ("dimension", "layer", "status", "reference", "now", "change"):
             t.add_column(col, justify="left" if col in ("dimension", "layer", "status") else "right")
-        for r in moved.itertuples(index=False):
-            t.add_row(escape(r.dimension), escape(r.layer), _status(r.status), f"{r.reference_share:.1%}", f"{r.current_share:.1%}",
-                      f"{r.change:+.1%}")
+        for r in moved.to_dict("records"):
+            t.add_row(escape(str(r["dimension"])), escape(str(r["layer"])), _status(str(r["status"])),
+                      f"{r['reference_share']:.1%}", f"{r['current_share']:.1%}", f"{r['change']:+.1%}")
         console.print(t)
     else:
         console.print(f"layer shares vs {result.layer_baseline}: no layer moved by 1 point or more", highlight=False)
@@ -207,12 +209,13 @@ def _print_result(result: MonitorResult) -> None:
                   f"{result.label_end.date()})", box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ("cutoff", "source", "buyers", "churn", "risk", "AUC", "ECE", "Gini", "conv"):
             t.add_column(col, justify="left" if col in ("cutoff", "source") else "right", no_wrap=True)
-        for r in result.health.itertuples(index=False):
+        for r in result.health.to_dict("records"):
             t.add_row(
-                f"{r.cutoff.date()}{'' if r.out_of_time else '*'}",
-                r.source if len(versions) == 1 else f"{r.source} v{escape(str(r.model_version))}",
-                f"{r.n_buyers:,}", _fmt(r.churn_rate, ".0%"), _fmt(r.mean_churn_risk, ".0%"), _fmt(r.churn_auc, ".3f"),
-                _fmt(r.churn_ece, ".3f"), _fmt(r.value_normalized_gini, ".3f"), _fmt(r.conversion_auc, ".3f"),
+                f"{pd.Timestamp(r['cutoff']).date()}{'' if r['out_of_time'] else '*'}",
+                str(r["source"]) if len(versions) == 1 else f"{r['source']} v{escape(str(r['model_version']))}",
+                f"{int(r['n_buyers']):,}", _fmt(r["churn_rate"], ".0%"), _fmt(r["mean_churn_risk"], ".0%"),
+                _fmt(r["churn_auc"], ".3f"), _fmt(r["churn_ece"], ".3f"), _fmt(r["value_normalized_gini"], ".3f"),
+                _fmt(r["conversion_auc"], ".3f"),
             )
         console.print(t)
         console.print("  * = a cutoff the model was trained on; churn = realised churn rate, risk = mean predicted "

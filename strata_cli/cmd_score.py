@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from strata_cli.app import (
     console,
     handle_errors,
 )
+
+if TYPE_CHECKING:
+    from serving.batch import BatchSummary
 
 outcomes_app = typer.Typer(
     help="Import intervention outcomes and measure the real uplift and ROI against the control groups.",
@@ -124,17 +127,17 @@ def score(
     _print_summary(summary)
 
 
-def _print_summary(summary: object) -> None:
+def _print_summary(summary: BatchSummary) -> None:
     from rich.table import Table
 
     from features.layer_names import display_name
     from serving.refinement import refined_layer_label
 
-    s = summary  # BatchSummary
+    s = summary
     console.print(
-        f"[green]wrote[/] {s.n_users:,} users in {s.n_chunks} part file(s) to {s.out} "  # type: ignore[attr-defined]
-        f"({s.format}, {s.seconds:.1f}s"  # type: ignore[attr-defined]
-        + (f", {s.chunks_resumed} chunk(s) resumed" if s.chunks_resumed else "")  # type: ignore[attr-defined]
+        f"[green]wrote[/] {s.n_users:,} users in {s.n_chunks} part file(s) to {s.out} "
+        f"({s.format}, {s.seconds:.1f}s"
+        + (f", {s.chunks_resumed} chunk(s) resumed" if s.chunks_resumed else "")
         + ")"
     )
     table = Table(title="Users per layer")
@@ -142,8 +145,8 @@ def _print_summary(summary: object) -> None:
     table.add_column("users", justify="right")
     table.add_column("refined layer")
     table.add_column("users", justify="right")
-    life = sorted(s.lifecycle.items(), key=lambda kv: -kv[1])  # type: ignore[attr-defined]
-    refined = sorted(s.refined_layer.items(), key=lambda kv: -kv[1])  # type: ignore[attr-defined]
+    life = sorted(s.lifecycle.items(), key=lambda kv: -kv[1])
+    refined = sorted(s.refined_layer.items(), key=lambda kv: -kv[1])
     for i in range(max(len(life), len(refined))):
         a = life[i] if i < len(life) else ("", None)
         b = refined[i] if i < len(refined) else ("", None)
@@ -153,16 +156,16 @@ def _print_summary(summary: object) -> None:
         )
     console.print(table)
     console.print(
-        f"buyers {s.buyers_scored:,}: expected churners {s.expected_churners:,.1f} "  # type: ignore[attr-defined]
-        f"(mean risk {s.mean_churn_risk:.3f}); prospects {s.prospects_scored:,}: "  # type: ignore[attr-defined]
-        f"expected converters {s.expected_converters:,.1f}"  # type: ignore[attr-defined]
+        f"buyers {s.buyers_scored:,}: expected churners {s.expected_churners:,.1f} "
+        f"(mean risk {s.mean_churn_risk:.3f}); prospects {s.prospects_scored:,}: "
+        f"expected converters {s.expected_converters:,.1f}"
     )
-    console.print(f"predicted value over the horizon: {s.predicted_value_total:,.2f}")  # type: ignore[attr-defined]
-    budget = "unlimited" if s.budget is None else f"{s.budget:,.2f}"  # type: ignore[attr-defined]
+    console.print(f"predicted value over the horizon: {s.predicted_value_total:,.2f}")
+    budget = "unlimited" if s.budget is None else f"{s.budget:,.2f}"
     console.print(
-        f"interventions: {s.treated:,} to contact, {s.control:,} held out as control; "  # type: ignore[attr-defined]
-        f"cost {s.budget_used:,.2f} of budget {budget}; expected incremental value "  # type: ignore[attr-defined]
-        f"{s.expected_incremental_value_total:,.2f}"  # type: ignore[attr-defined]
+        f"interventions: {s.treated:,} to contact, {s.control:,} held out as control; "
+        f"cost {s.budget_used:,.2f} of budget {budget}; expected incremental value "
+        f"{s.expected_incremental_value_total:,.2f}"
     )
 
 
@@ -206,7 +209,7 @@ def outcomes_import(
     for col in ("group", "treated", "control", "rate t/c", "uplift", "relative (prior)", "ROI"):
         table.add_column(col, justify="left" if col == "group" else "right")
 
-    def ci(v: float, lo: float, hi: float, pct: bool = True) -> str:
+    def ci(v: Any, lo: Any, hi: Any, pct: bool = True) -> str:
         if v != v:  # NaN
             return "-"
         f = (lambda x: f"{x:+.1%}") if pct else (lambda x: f"{x:+.2f}")

@@ -22,7 +22,7 @@ TrainAsOfOpt = Annotated[
 ]
 HorizonOpt = Annotated[
     int | None,
-    typer.Option("--horizon-days", help="Prediction horizon H in days (default: [labels] horizon_days).", min=1),
+    typer.Option("--horizon-days", help="Prediction horizon H in days (default: labels.horizon_days in the configuration).", min=1),
 ]
 RunNameOpt = Annotated[str | None, typer.Option("--run-name", help="Name of the MLflow run.")]
 
