@@ -223,10 +223,12 @@ class MonitoringConfig(_Section):
     psi_warn: float = 0.1
     """Population stability index at or above this: a warning (no breach)."""
     psi_alert: float = 0.25
-    """PSI at or above this: a drift breach. KS / chi-square p-values are informative only (with many
-    users they flag trivial shifts), so a breach always needs PSI."""
+    """PSI at or above this (with a significant KS / chi-square test): a drift breach. A p-value alone
+    never breaches (with many users it flags trivial shifts); it only guards against noise in small
+    samples."""
     ks_pvalue: float = 0.001
-    """KS (numeric) or chi-square (categorical) p-value below this marks a shift as significant."""
+    """A p-value below this (KS for numeric, chi-square for categorical features, two-proportion z-test
+    for missing and layer shares) marks a shift as beyond sampling noise."""
     layer_share_shift: float = 0.05
     """A layer whose share of users moved by at least this (absolute, 0.05 = 5 points) is a breach."""
     auc_drop: float = 0.05

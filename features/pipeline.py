@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from features.contract import ENTITY_KEY, SCHEMAS
@@ -353,7 +354,8 @@ def feature_queries(
 
     Parameters
     ----------
-    dialect : ``duckdb`` (as written) or any SQLGlot write dialect, e.g. ``spark``.
+    dialect : ``duckdb`` (as written), ``spark`` (:func:`features.spark_engine.transpile_for_spark`, which
+        keeps microsecond timestamps) or any other SQLGlot write dialect.
     order_columns, event_columns, user_columns : columns present in each table (optional ones may be absent).
     dedupe_orders : include the de-duplication step; False is only correct when ``(user_id, order_id,
         status)`` is known to be unique (validated data rejects duplicate ``order_id``).
@@ -366,6 +368,11 @@ def feature_queries(
     sql = _compose(config, parse_as_of(as_of), sources, dedupe_orders)
     if dialect == "duckdb":
         return sql
+    if dialect == "spark":
+        # Spark specifics (EPOCH at microsecond precision) live with the Spark engine, in one place.
+        from features.spark_engine import transpile_for_spark
+
+        return transpile_for_spark(sql)
     import sqlglot
 
     return sqlglot.transpile(sql, read="duckdb", write=dialect)[0]
@@ -405,10 +412,10 @@ def finalize_features(raw: pd.DataFrame, as_of: pd.Timestamp, config: StrataConf
     missing = [c for c in [ENTITY_KEY, *(d.name for d in defs)] if c not in raw.columns]
     if missing:
         raise ValueError(f"feature query result lacks columns {missing}")
-    n = len(raw)
+    naive = parse_as_of(as_of).tz_convert(None).to_datetime64()
     cols: dict[str, Any] = {
         ENTITY_KEY: raw[ENTITY_KEY].astype(str).to_numpy(dtype=object),
-        "as_of": pd.DatetimeIndex([parse_as_of(as_of)] * n, dtype="datetime64[ns, UTC]"),
+        "as_of": pd.DatetimeIndex(np.full(len(raw), naive, dtype="datetime64[ns]")).tz_localize("UTC"),
     }
     for d in defs:
         col = raw[d.name]

@@ -137,6 +137,7 @@ def spark_session(
     for key, value in REQUIRED_CONF.items():  # an existing session (Databricks) gets them too
         spark.conf.set(key, value)
     spark.sparkContext.setLogLevel(log_level)
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # py4j logs every gateway call at INFO
     log.info("Spark %s session (master %s) ready in %.1fs", spark.version, spark.sparkContext.master,
              time.perf_counter() - t0)
     return spark
@@ -942,6 +943,25 @@ def collect_dataset(dataset: SparkDataset) -> Dataset:
     return Dataset(orders=orders, events=typed(dataset.events, EVENTS), users=typed(dataset.users, USERS))
 
 
+def export_user_sample(
+    dataset: SparkDataset, out_dir: str | Path, fraction: float, seed: int = 42
+) -> dict[str, Path]:
+    """Sample whole users on Spark and write them as ``orders/events/users.parquet`` for ``strata train``.
+
+    The sample (see :func:`sample_users_spark`) is collected to the driver, so ``out_dir`` is a local
+    directory and the sample must fit in the driver's memory; ``strata train --data <out_dir>`` then
+    builds its training set (cutoffs, labels) from it with the embedded engine.
+
+    Returns
+    -------
+    Mapping table name -> written Parquet file.
+    """
+    from features.demo_data import write_dataset
+
+    sample = collect_dataset(sample_users_spark(dataset, fraction, seed=seed))
+    return write_dataset(sample, out_dir, "parquet")
+
+
 @dataclass
 class SparkFeaturesRun:
     """What :func:`run_features_spark` did: counts, timings (seconds) and where it wrote."""
@@ -949,10 +969,20 @@ class SparkFeaturesRun:
     out: str
     as_of: str
     n_users: int
+    n_prospects: int
     n_features: int
-    report: dict[str, Any]
+    validation: SparkValidationReport
+    master: str
     seconds_start: float
     seconds_total: float
+
+    def summary_line(self) -> str:
+        """One line for the CLI: what was written, how many users, timings."""
+        return (
+            f"wrote {self.out} (Parquet part files): {self.n_users:,} users ({self.n_prospects:,} prospects) x "
+            f"{self.n_features} features as of {self.as_of} on Spark {self.master} in {self.seconds_total:.1f}s "
+            f"({self.seconds_start:.1f}s Spark start-up)"
+        )
 
 
 def run_features_spark(
@@ -999,10 +1029,13 @@ def run_features_spark(
     step("building features")
     features = build_features_spark(spark, dataset, as_of_ts, config)
     write_features_spark(features, str(out))
+    from pyspark.sql import functions as F
+
     written = spark.read.parquet(str(out))
-    n_users = written.count()
+    counts = written.agg(F.count(F.lit(1)).alias("n"), F.sum("is_prospect").alias("p")).collect()[0]
     report.unpersist()
     return SparkFeaturesRun(
-        out=str(out), as_of=as_of_ts.isoformat(), n_users=n_users, n_features=len(written.columns) - 2,
-        report=report.to_dict(), seconds_start=t_start, seconds_total=time.perf_counter() - t0,
+        out=str(out), as_of=as_of_ts.isoformat(), n_users=int(counts["n"]), n_prospects=int(counts["p"] or 0),
+        n_features=len(written.columns) - 2, validation=report, master=spark.sparkContext.master,
+        seconds_start=t_start, seconds_total=time.perf_counter() - t0,
     )

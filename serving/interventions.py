@@ -215,42 +215,57 @@ def candidate_actions(
     risk = pd.to_numeric(scores["churn_risk"], errors="coerce").to_numpy(dtype=float)
     conv = pd.to_numeric(scores["conversion_prob"], errors="coerce").to_numpy(dtype=float)
     value = pd.to_numeric(scores["predicted_value"], errors="coerce").to_numpy(dtype=float)
-    position = np.arange(len(scores))
-
-    parts: list[pd.DataFrame] = []
-    for action in playbook.actions:
-        mask = np.isin(refined, action.layers) | np.isin(life, action.layers)
-        if not mask.any():
+    life_codes, life_values = pd.factorize(life)
+    refined_codes, refined_values = pd.factorize(refined)
+    # Actions in id order: ties of expected value are broken by action id.
+    actions = sorted(playbook.actions, key=lambda a: a.id)
+    pos_parts: list[np.ndarray] = []
+    act_parts: list[np.ndarray] = []
+    eiv_parts: list[np.ndarray] = []
+    for k, action in enumerate(actions):
+        layers = set(action.layers)
+        life_ok = np.array([v in layers for v in life_values], dtype=bool)
+        refined_ok = np.array([v in layers for v in refined_values], dtype=bool)
+        mask = (life_ok[life_codes] if len(life_ok) else False) | (refined_ok[refined_codes] if len(refined_ok) else False)
+        idx = np.flatnonzero(mask)
+        if len(idx) == 0:
             continue
         eiv = expected_incremental_value(
-            risk[mask], conv[mask], value[mask], float(action.uplift_prior), float(action.unit_cost)
+            risk[idx], conv[idx], value[idx], float(action.uplift_prior), float(action.unit_cost)
         )
-        parts.append(
-            pd.DataFrame(
-                {
-                    "_pos": position[mask],
-                    "user_id": users[mask],
-                    "action_id": action.id,
-                    "unit_cost": float(action.unit_cost),
-                    "expected_incremental_value": eiv,
-                }
-            )
-        )
-    if not parts:
+        keep = ~np.isnan(eiv)
+        pos_parts.append(idx[keep])
+        act_parts.append(np.full(int(keep.sum()), k, dtype=np.int64))
+        eiv_parts.append(eiv[keep])
+    if not pos_parts:
         return _empty_candidates()
-    cands = pd.concat(parts, ignore_index=True)
-    cands = cands[~np.isnan(cands["expected_incremental_value"].to_numpy())]
-    if last_contacted is not None and len(last_contacted) and len(cands):
-        cands = _apply_frequency_cap(cands, scores, last_contacted, playbook)
-    cands = cands.sort_values(
-        ["_pos", "expected_incremental_value", "action_id"], ascending=[True, False, True], kind="mergesort"
+    pos = np.concatenate(pos_parts)
+    act = np.concatenate(act_parts)
+    eiv = np.concatenate(eiv_parts)
+    if last_contacted is not None and len(last_contacted) and len(pos):
+        ids = np.array([a.id for a in actions], dtype=object)
+        frame = pd.DataFrame({"_pos": pos, "user_id": users[pos], "action_id": ids[act], "_act": act, "_eiv": eiv})
+        frame = _apply_frequency_cap(frame, scores, last_contacted, playbook)
+        pos = frame["_pos"].to_numpy(dtype=np.int64)
+        act = frame["_act"].to_numpy(dtype=np.int64)
+        eiv = frame["_eiv"].to_numpy(dtype=float)
+    order = np.lexsort((act, -eiv, pos))
+    pos, act, eiv = pos[order], act[order], eiv[order]
+    starts = np.r_[True, pos[1:] != pos[:-1]] if len(pos) else np.zeros(0, dtype=bool)
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(pos)), 0)) if len(pos) else pos
+    ids = np.array([a.id for a in actions], dtype=object)[act]
+    user_col = users[pos]
+    return pd.DataFrame(
+        {
+            "user_id": user_col,
+            "action_id": ids,
+            "rank": np.arange(len(pos), dtype=np.int64) - group_start + 1,
+            "unit_cost": np.array([float(a.unit_cost) for a in actions])[act],
+            "expected_incremental_value": eiv,
+            "control": control_flags(user_col, ids, config.control_share),
+            "selected": np.zeros(len(pos), dtype=bool),
+        }
     )
-    cands["rank"] = cands.groupby("_pos", sort=False).cumcount().to_numpy() + 1
-    cands["control"] = control_flags(
-        cands["user_id"].tolist(), cands["action_id"].tolist(), config.control_share
-    )
-    cands["selected"] = False
-    return cands[CANDIDATE_COLUMNS].reset_index(drop=True)
 
 
 def _empty_candidates() -> pd.DataFrame:

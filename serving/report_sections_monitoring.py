@@ -144,9 +144,11 @@ def _summary_html(result: MonitorResult) -> str:
         + f'<div class="cards">{cards_html}</div>'
         + note_html(
             f"Current base as of {result.as_of.date()} against the reference stored with the model at training "
-            f"(population as of {ref_text}). A feature breaches when its PSI reaches the alert threshold, its "
-            "missing share moves past its threshold, or too many values fall outside the training range; KS and "
-            "chi-square p-values are informative only (with many users they flag trivial shifts)."
+            f"(population as of {ref_text}). A feature breaches when its PSI reaches the alert threshold "
+            f"({result.thresholds.psi_alert:g}), its missing share moves by {result.thresholds.missing_share_shift:.0%} "
+            f"or more, or {result.thresholds.out_of_range_share:.0%} or more of its values fall outside the training "
+            "range. The size of a shift decides; KS and chi-square p-values only guard against sampling noise "
+            "(with many users they flag trivial shifts)."
         )
     )
 

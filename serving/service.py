@@ -550,12 +550,46 @@ def openapi_document(feature_schema: FeatureSchema | None = None) -> dict[str, A
         "version": API_VERSION,
         "description": "Churn risk, future value, refined layers and interventions per user; see docs/api.md.",
     }
+    for unused in ("TaskStatusResponse", "InvalidArgument", "NotFound", "InternalServerError"):
+        schemas.pop(unused, None)
+    _openapi_nullable(spec)
     spec["components"]["securitySchemes"] = {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
     spec["security"] = [{"ApiKey": []}]
     for probe in ("/livez", "/readyz", "/metrics"):
         if probe in spec["paths"]:
             spec["paths"][probe]["get"]["security"] = []
     return spec
+
+
+def _openapi_nullable(node: Any) -> None:
+    """Rewrite JSON-schema nulls the OpenAPI 3.0 way, in place.
+
+    ``{"anyOf": [X, {"type": "null"}]}`` (pydantic's ``X | None``) becomes ``X`` with ``nullable: true``;
+    a property whose default is null (BentoML drops the null branch of top-level optional inputs) is
+    marked ``nullable`` too, so the document accepts exactly what the API accepts.
+    """
+    if isinstance(node, list):
+        for item in node:
+            _openapi_nullable(item)
+        return
+    if not isinstance(node, dict):
+        return
+    any_of = node.get("anyOf")
+    if isinstance(any_of, list) and {"type": "null"} in any_of:
+        rest = [a for a in any_of if a != {"type": "null"}]
+        del node["anyOf"]
+        if len(rest) == 1 and isinstance(rest[0], dict) and "$ref" not in rest[0]:
+            node.update({k: v for k, v in rest[0].items() if k not in node})
+        else:
+            node["anyOf"] = rest
+        node["nullable"] = True
+    props = node.get("properties")
+    if isinstance(props, dict):
+        for sub in props.values():
+            if isinstance(sub, dict) and "default" in sub and sub["default"] is None:
+                sub["nullable"] = True
+    for value in node.values():
+        _openapi_nullable(value)
 
 
 def _guard_settings() -> GuardSettings:

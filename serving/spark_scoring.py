@@ -294,8 +294,23 @@ class SparkScoreRun:
     refined_layer: dict[str, int]
     report: dict[str, Any]
     allocation: SparkAllocation | None
+    master: str
     seconds_start: float
     seconds_total: float
+
+    def summary_lines(self) -> list[str]:
+        """Lines for the CLI: what was written, users per refined layer, the budget, timings."""
+        lines = [
+            f"wrote {self.n_users:,} users to {self.out} (Parquet, partitioned) with {self.model_name} version "
+            f"{self.model_version} as of {self.as_of} on Spark {self.master} in {self.seconds_total:.1f}s "
+            f"({self.seconds_start:.1f}s Spark start-up)",
+            "refined layers: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.refined_layer.items(), key=lambda kv: -kv[1])),
+        ]
+        if self.allocation is not None:
+            a = self.allocation
+            lines.append(f"budget {a.budget:,.2f}: spent {a.spent:,.2f} on {a.treated:,} treated users "
+                         f"({a.control:,} held out as control) among {a.candidates:,} positive candidates")
+        return lines
 
 
 def run_score_spark(
@@ -362,6 +377,6 @@ def run_score_spark(
     return SparkScoreRun(
         out=str(out), as_of=as_of_ts.isoformat(), model_name=scorer.model_name, model_version=scorer.model_version,
         n_users=n_users, refined_layer=dict(sorted(layers.items())), report=report.to_dict(),
-        allocation=allocation[0] if allocation else None, seconds_start=t_start,
+        allocation=allocation[0] if allocation else None, master=spark.sparkContext.master, seconds_start=t_start,
         seconds_total=time.perf_counter() - t0,
     )

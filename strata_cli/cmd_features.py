@@ -54,6 +54,14 @@ def features_cmd(
     markdown: Annotated[
         bool, typer.Option("--markdown", help="With --list: print the catalog as the Markdown of docs/features.md.")
     ] = False,
+    engine: Annotated[
+        str, typer.Option("--engine", help="duckdb (in-process, --out is a Parquet file) or spark (--out is a "
+                          "directory of Parquet part files; same validation and feature SQL).")
+    ] = "duckdb",
+    spark_master: Annotated[
+        str | None, typer.Option("--spark-master", help="With --engine spark: Spark master URL (e.g. local[4], "
+                                 "spark://host:7077, yarn, k8s://...); default: spark.master in the configuration, or spark-submit's.")
+    ] = None,
 ) -> None:
     """Compute point-in-time features as of --as-of from validated input, or list the catalog (--list)."""
     import time
@@ -84,6 +92,20 @@ def features_cmd(
     if data is None and orders is None:
         raise StrataError("features: give --data DIR or --orders FILE")
     cutoff = parse_as_of(as_of)
+    if engine not in ("duckdb", "spark"):
+        raise StrataError(f"--engine: expected duckdb or spark, got {engine!r}")
+    if engine == "spark":  # Spark glue lives in features.spark_engine
+        from features.spark_engine import run_features_spark
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
+                      transient=True) as bar:
+            task = bar.add_task("starting Spark", total=None)
+            run = run_features_spark(data_dir=data, orders=orders, events=events, users=users, as_of=cutoff, out=out,
+                                     config=cfg, master=spark_master,
+                                     progress=lambda msg: bar.update(task, description=msg))
+        console.print(validation_summary_line(run.validation), markup=False, highlight=False, soft_wrap=True)
+        console.print(run.summary_line(), markup=False, highlight=False, soft_wrap=True)
+        return
 
     from features.pipeline import DuckDBEngine
     from features.validation import load_dataset

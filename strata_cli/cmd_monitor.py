@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from serving.monitoring import MonitorResult
 
 BREACH_EXIT_CODE = 1
+ERROR_EXIT_CODE = 2
 #: Rows of the feature drift table printed (every alert and warning is always printed).
 PRINT_FEATURES = 12
 
@@ -70,6 +71,35 @@ def monitor(
     Exits with code 1 when a monitoring threshold of the configuration is crossed (for schedulers), 0 otherwise,
     2 on an error.
     """
+    from features.errors import StrataError
+
+    try:
+        breached = _monitor(as_of, data, orders, events, users, model_alias, scores, backtest_cutoffs, as_json,
+                            config_path)
+    except (StrataError, typer.Exit):
+        raise
+    except Exception:
+        # Exit code 1 means "breach" to schedulers: an unexpected failure must not look like one.
+        err_console.print_exception()
+        err_console.print("[bold red]error:[/] strata monitor failed unexpectedly (see the traceback above)")
+        raise typer.Exit(code=ERROR_EXIT_CODE) from None
+    if breached:
+        raise typer.Exit(code=BREACH_EXIT_CODE)
+
+
+def _monitor(
+    as_of: str,
+    data: Path | None,
+    orders: Path | None,
+    events: Path | None,
+    users: Path | None,
+    model_alias: str,
+    scores: list[Path] | None,
+    backtest_cutoffs: int | None,
+    as_json: bool,
+    config_path: Path | None,
+) -> bool:
+    """Run the monitoring and print it; returns True on a breach."""
     import json
 
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -132,8 +162,7 @@ def monitor(
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
         _print_result(result)
-    if result.breached:
-        raise typer.Exit(code=BREACH_EXIT_CODE)
+    return result.breached
 
 
 # ----------------------------------------------------------------------------------------- printing

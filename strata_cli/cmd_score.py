@@ -61,6 +61,14 @@ def score(
     ] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
     config_path: ConfigOpt = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="duckdb (in-process, resumable part files) or spark (validation, "
+                          "features and scoring on Spark; --out gets Parquet partitioned by refined_layer).")
+    ] = "duckdb",
+    spark_master: Annotated[
+        str | None, typer.Option("--spark-master", help="With --engine spark: Spark master URL (e.g. local[4], "
+                                 "spark://host:7077, yarn, k8s://...); default: spark.master in the configuration, or spark-submit's.")
+    ] = None,
 ) -> None:
     """Score every user: churn risk, value, layers, reasons and budgeted interventions.
 
@@ -81,6 +89,23 @@ def score(
         raise typer.BadParameter(f"expected parquet or csv, got {fmt!r}", param_hint="--format")
     if budget is None:
         budget = config.interventions.budget
+    if engine not in ("duckdb", "spark"):
+        raise typer.BadParameter(f"expected duckdb or spark, got {engine!r}", param_hint="--engine")
+    if engine == "spark":  # Spark glue lives in serving.spark_scoring
+        from features.errors import StrataError
+        from serving.spark_scoring import run_score_spark
+
+        if fmt != "parquet" or outcomes is not None:
+            raise StrataError("--engine spark writes Parquet and does not apply --outcomes frequency caps; "
+                              "drop --format/--outcomes or use --engine duckdb")
+        run = run_score_spark(data_dir=data, orders=orders, events=events, users=users, as_of=cutoff, out=out,
+                              config=config, alias=model_alias, master=spark_master, budget=budget,
+                              overwrite=overwrite, progress=lambda msg: console.print(f"[dim]{msg}...[/]"))
+        for line in run.summary_lines():
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if online_store:
+            console.print("[dim]the online store is not updated by --engine spark (load the Parquet output instead)[/]")
+        return
 
     files = find_table_files(data, orders, events, users)
     scorer = Scorer.from_registry(config, alias=model_alias)

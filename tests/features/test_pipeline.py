@@ -45,7 +45,7 @@ CONTRACT = [
 
 
 def ts(values: list[str]) -> pd.Series:
-    return pd.Series(pd.to_datetime(values, utc=True))
+    return pd.Series(pd.to_datetime(values, utc=True, format="ISO8601"))
 
 
 def orders_frame(rows: list[tuple[str, str, str, float, str]]) -> pd.DataFrame:
@@ -285,8 +285,9 @@ def test_feature_sql_transpiles_to_spark_and_parses(has_events: bool, has_users:
     tree = sqlglot.parse_one(spark_sql, read="spark")  # raises on anything Spark's grammar lacks
     functions = {type(node).__name__ for node in tree.walk() if isinstance(node, sqlglot.exp.Func)}
     assert "Anonymous" not in functions, "a function SQLGlot does not know would be passed through verbatim"
-    assert "UNIX_TIMESTAMP" in spark_sql and "EPOCH(" not in spark_sql
-    assert "MIN_BY(" in spark_sql
+    assert "EPOCH(" not in spark_sql and "MIN_BY(" in spark_sql
+    generic = feature_queries(CFG, AS_OF, "spark2", has_events=has_events, has_users=has_users)
+    sqlglot.parse_one(generic, read="spark2")  # plain SQLGlot transpilation parses too
 
 
 def test_duckdb_sql_runs_on_tables_named_orders_events_users(con: duckdb.DuckDBPyConnection) -> None:
@@ -319,3 +320,47 @@ def test_demo_data_features_are_sane(demo_dataset: Dataset) -> None:
     for h in (7, 30, 90):
         assert (got[f"orders_decay_hl{h}"] <= got["orders_total"] + 1e-9).all()
     assert set(got["source_channel"]) - {"unknown"}
+
+
+# ------------------------------------------------------------------ catalog and CLI
+
+
+def test_catalog_lists_every_output_feature() -> None:
+    from features.catalog import CATALOG_COLUMNS, feature_catalog
+
+    cat = feature_catalog(CFG)
+    assert tuple(cat.columns) == CATALOG_COLUMNS
+    assert cat["name"].tolist() == feature_names(CFG)
+    assert cat.notna().all().all() and (cat != "").all().all()
+
+
+def test_docs_features_md_is_current() -> None:
+    from pathlib import Path
+
+    from features.catalog import catalog_markdown
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "features.md"
+    assert doc.read_text(encoding="utf-8") == catalog_markdown(StrataConfig()), (
+        "docs/features.md is stale: run `python -m features.catalog docs/features.md`"
+    )
+
+
+def test_cli_features_list_and_compute(demo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from strata_cli.main import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["features", "--list", "--markdown"])
+    assert listed.exit_code == 0, listed.output
+    assert "| `days_since_last_order` | rfm |" in listed.output
+
+    out = tmp_path / "features.parquet"
+    result = runner.invoke(app, ["features", "--data", str(demo_dir), "--as-of", "2024-09-30", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "validated" in result.output and "rejected" in result.output
+    table = pd.read_parquet(out)
+    assert list(table.columns[2:]) == feature_names(CFG) and len(table) > 100
+
+    missing = runner.invoke(app, ["features", "--data", str(demo_dir), "--out", str(out)])
+    assert missing.exit_code == 2 and "--as-of" in missing.output

@@ -39,8 +39,11 @@ def free_port() -> int:
 
 
 def write_config(root: Path, *, api_key: str | None = API_KEY, poll_seconds: float = 1.0,
-                 tracking_db: Path | None = None, extra: str = "") -> Path:
-    """A ``strata.toml`` for a tiny, fast model, MLflow and the online store under ``root``."""
+                 tracking_db: Path | None = None, model_name: str = "strata", extra: str = "") -> Path:
+    """A ``strata.toml`` for a tiny, fast model, MLflow and the online store under ``root``.
+
+    ``extra`` lines are appended to the ``[serving]`` section.
+    """
     db = tracking_db or root / "mlflow.db"
     key_line = f'api_key = "{api_key}"' if api_key else ""
     text = f"""
@@ -48,6 +51,7 @@ def write_config(root: Path, *, api_key: str | None = API_KEY, poll_seconds: flo
 n_cutoffs = 5
 
 [training]
+model_name = "{model_name}"
 num_boost_round = 40
 early_stopping_rounds = 10
 min_data_in_leaf = 20

@@ -330,15 +330,15 @@ def test_admin_reload_needs_the_key(api_server: RunningServer, trained_env: Trai
 # ----------------------------------------------------------------------------- no model: never ready
 
 
-def test_empty_registry_is_alive_but_never_ready(tmp_path_factory: pytest.TempPathFactory,
+def test_empty_registry_is_alive_but_never_ready(tmp_path_factory: pytest.TempPathFactory, trained_env: TrainedEnv,
                                                  config_writer: Callable[..., Any],
                                                  server_factory: Callable[..., Any]) -> None:
-    from features.config import load_config
-    from training.tracking import configure_tracking
-
+    """No version registered under the configured model name: alive, never ready, 503 everywhere."""
     root = tmp_path_factory.mktemp("empty_registry")
-    config_path = config_writer(root, poll_seconds=0.5)
-    configure_tracking(load_config(config_path))  # an MLflow store with no registered model
+    # The session's MLflow store (already created: creating one takes seconds), but a model name with
+    # no registered version at all.
+    config_path = config_writer(root, poll_seconds=0.5, tracking_db=trained_env.root / "mlflow.db",
+                                model_name="never_trained")
     server = server_factory(config_path, root, wait_ready=False)
     try:
         with server.client(timeout=60) as c:

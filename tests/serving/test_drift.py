@@ -73,6 +73,15 @@ def test_numeric_drift_by_hand() -> None:
     assert set(row) == set(DRIFT_COLUMNS)
 
 
+def test_without_stored_quantiles_ks_uses_the_bin_edges() -> None:
+    """Bundles without quantiles: D is the largest gap of the binned CDFs (a lower bound of the true D)."""
+    ref = {"edges": [2.0, 3.0], "proportions": [0.5, 0.25, 0.25], "missing_share": 0.0, "n": 400}
+    row = numeric_drift("x", ref, np.array([1.0, 2.5, 2.5, 2.5, 4.0]), CFG)
+    # CDFs at the edges: reference 0.5, 0.75; current 0.2, 0.8 -> D = 0.3
+    assert row["statistic"] == pytest.approx(0.3)
+    assert np.isnan(row["out_of_range"])  # no stored range either
+
+
 def test_ks_against_the_full_sample_equals_scipy() -> None:
     rng = np.random.default_rng(42)
     ref = rng.normal(0.0, 1.0, 700)

@@ -233,3 +233,16 @@ def test_report_sections_show_the_worst_drift_first_and_the_trend() -> None:
     report.extend(sections)
     page = report.render()
     assert page.count("<section") == 2 and 'href="#monitoring-health"' in page
+
+
+def test_a_bundle_without_layer_shares_compares_with_the_previous_cutoff() -> None:
+    from dataclasses import replace
+
+    bundle = mf.fitted_bundle()
+    older = replace(bundle, reference={k: v for k, v in bundle.reference.items() if k not in ("layers", "layers_n")})
+    result = run_monitor(older, mf.demo(8), mf.MONITOR_AS_OF, mf.monitor_config(), model_name="strata",
+                         model_version="1", backtest_cutoffs=0)
+    assert result.layer_baseline == "as of 2024-08-31"
+    assert any("stores no layer shares" in n for n in result.notes)
+    assert set(result.layer_shift["dimension"]) == {"lifecycle", "rfm_segment", "value_tier", "activity_tier"}
+    assert result.layer_shift["p_value"].notna().all()

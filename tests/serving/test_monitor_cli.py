@@ -124,9 +124,21 @@ def test_realised_performance_breach_with_an_earlier_scoring_output(env: Env) ->
     assert res.exit_code == 1, res.output
     out = res.stdout
     assert "Realised performance" in out and "Feature drift since training" in out
-    assert "2024-06-02" in out and "scores" in out and "backtest" in out, out
+    assert "2024-06-02" in out and "scores" in out and "backtest" in out
     assert "churn AUC fell from" in out and "calibration error" in out
     assert "BREACH" in out and "retraining recommended" in out
+
+
+def test_an_unexpected_failure_exits_2_not_1(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Schedulers read exit code 1 as a breach: a crash must not look like one."""
+    import serving.monitoring
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(serving.monitoring, "run_monitor", broken)
+    res = _invoke(env, "--data", str(env.null_dir), "--as-of", "2024-04-01", "--backtest-cutoffs", "0")
+    assert res.exit_code == 2 and "failed unexpectedly" in res.stderr and "boom" in res.stderr
 
 
 def test_errors_exit_2_with_one_line(env: Env) -> None:

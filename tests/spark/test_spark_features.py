@@ -110,8 +110,14 @@ def test_non_utc_session_time_zone_is_refused() -> None:
         spark_session(SparkConfig(conf={"spark.sql.session.timeZone": "Asia/Shanghai"}))
 
 
-def test_sample_users_keeps_whole_users(spark: Any, demo_dataset: Dataset) -> None:
-    from features.spark_engine import collect_dataset, dataset_to_spark, sample_users_spark
+def test_sample_users_keeps_whole_users(spark: Any, demo_dataset: Dataset, tmp_path: Path) -> None:
+    from features.spark_engine import (
+        collect_dataset,
+        dataset_to_spark,
+        export_user_sample,
+        sample_users_spark,
+    )
+    from features.validation import load_dataset
 
     sds = dataset_to_spark(spark, demo_dataset)
     sample = collect_dataset(sample_users_spark(sds, 0.2, seed=1))
@@ -128,6 +134,11 @@ def test_sample_users_keeps_whole_users(spark: Any, demo_dataset: Dataset) -> No
         assert len(getattr(sample, name)) == len(expected), name
         assert set(getattr(sample, name)["user_id"]) <= chosen
     assert str(sample.orders["ordered_at"].dtype) == "datetime64[ns, UTC]"
+    # Exported for `strata train --data`: the embedded reader accepts every row of the sample.
+    export_user_sample(sds, tmp_path, 0.2, seed=1)
+    exported, report = load_dataset(tmp_path, config=StrataConfig(), now=pd.Timestamp("2025-01-01", tz="UTC"))
+    assert report.rows_rejected == 0
+    assert len(exported.orders) == len(sample.orders) and set(exported.users["user_id"]) == chosen  # type: ignore[index]
 
 
 def test_run_features_spark_from_csv_files(spark: Any, demo_dataset: Dataset, demo_dir: Path, tmp_path: Path,
@@ -148,4 +159,6 @@ def test_run_features_spark_from_csv_files(spark: Any, demo_dataset: Dataset, de
     written["as_of"] = written["as_of"].dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
     frames_match(expected, written)
     assert run.n_users == len(expected)
-    assert run.report["rows_in"] == report.rows_in and run.report["rows_rejected"] == 0
+    assert run.validation.rows_in == report.rows_in and run.validation.rows_rejected == 0
+    assert run.n_prospects == int(expected["is_prospect"].sum())
+    assert "Parquet part files" in run.summary_line()

@@ -40,7 +40,12 @@ def test_spark_scores_equal_embedded_partitioned_parquet(
     spark: Any, spark_demo_features: tuple[pd.Timestamp, Any], demo_dataset: Dataset, scorer: Scorer,
     tmp_path: Path, frames_match: Any,
 ) -> None:
-    from serving.spark_scoring import SparkScoringError, read_scores_spark, score_features_spark, write_scores_spark
+    from serving.spark_scoring import (
+        SparkScoringError,
+        read_scores_spark,
+        score_features_spark,
+        write_scores_spark,
+    )
 
     as_of, features = spark_demo_features
     expected = _embedded(demo_dataset, as_of, scorer)
