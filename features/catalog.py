@@ -45,7 +45,8 @@ def catalog_markdown(config: StrataConfig) -> str:
     ]
     for row in cat.itertuples(index=False):
         name = f"`{row.name}`"
-        lines.append("| " + " | ".join(_cell(v) for v in (name, row.family, row.description, row.unit, row.window)) + " |")
+        cells = (name, row.family, row.description, row.unit, row.window)
+        lines.append("| " + " | ".join(_cell(str(v)) for v in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -323,26 +324,27 @@ def collect_features(features: DataFrame, as_of: pd.Timestamp | str, config: Str
     return finalize_features(raw, parse_as_of(as_of), config)
 
 
-def features_from_pandas(spark: SparkSession, features: pd.DataFrame) -> DataFrame:
-    """A pandas feature table (``build_features`` output) as a Spark DataFrame with the contract types."""
-    from pyspark.sql import types as T
-
-    fields = []
-    for name, dtype in features.dtypes.items():
-        if name == "as_of":
-            fields.append(T.StructField(name, T.TimestampType(), True))
-        elif pd.api.types.is_float_dtype(dtype) or pd.api.types.is_integer_dtype(dtype):
-            fields.append(T.StructField(str(name), T.DoubleType(), True))
-        else:
-            fields.append(T.StructField(str(name), T.StringType(), True))
-    frame = features.copy()
-    for f in fields:
-        if isinstance(f.dataType, T.DoubleType):
-            frame[f.name] = frame[f.name].astype("float64")
-    return spark.createDataFrame(frame, schema=T.StructType(fields))
-
-
 # ------------------------------------------------------------------------------------------ reading
+
+
+#: URI schemes whose paths always name a bucket/container (``s3a://bucket/key``).
+_AUTHORITY_SCHEMES = frozenset({"s3", "s3a", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "oss", "cos", "cosn", "obs"})
+
+
+def hadoop_path(value: str | Path) -> str:
+    """A path or URI as Hadoop expects it, undoing ``pathlib.Path``'s collapse of ``s3a://`` to ``s3a:/``.
+
+    CLI options arrive as :class:`pathlib.Path`, which turns ``s3a://bucket/key`` into ``s3a:/bucket/key``;
+    the ``//`` is restored for object-store schemes and for ``hdfs:/host:port/...``. ``hdfs:/path``
+    (the default file system) and local paths are returned unchanged.
+    """
+    text = str(value)
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)(.*)$", text)
+    if m:
+        scheme, rest = m.group(1), m.group(2)
+        if scheme.lower() in _AUTHORITY_SCHEMES or (scheme.lower() == "hdfs" and ":" in rest.split("/", 1)[0]):
+            return f"{scheme}://{rest}"
+    return text
 
 
 def _hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
@@ -400,14 +402,14 @@ def find_tables_spark(
         If ``data_dir`` does not exist, an explicit file is missing, several files match one table, or
         no orders table is found.
     """
-    root = str(data_dir).rstrip("/") if data_dir is not None else None
+    root = hadoop_path(data_dir).rstrip("/") if data_dir is not None else None
     if root is not None and not path_exists(spark, root):
         raise InputFileError(f"{root}: data directory not found")
     explicit = {"orders": orders, "events": events, "users": users}
     found: dict[str, str | None] = {}
     for name, given in explicit.items():
         if given is not None:
-            p = str(given)
+            p = hadoop_path(given)
             if not path_exists(spark, p):
                 raise InputFileError(f"{p}: file not found (the {name} table)")
             found[name] = p
@@ -894,8 +896,9 @@ def load_dataset_spark(
 
 def write_features_spark(features: DataFrame, out: str, *, mode: str = "overwrite") -> str:
     """Write a Spark feature frame as Parquet part files under ``out`` (a directory); returns ``out``."""
-    features.write.mode(mode).parquet(str(out))
-    return str(out)
+    target = hadoop_path(out)
+    features.write.mode(mode).parquet(target)
+    return target
 
 
 def sample_users_spark(
@@ -1028,14 +1031,14 @@ def run_features_spark(
         dataset = sample_users_spark(dataset, sample, seed=config.training.seed)
     step("building features")
     features = build_features_spark(spark, dataset, as_of_ts, config)
-    write_features_spark(features, str(out))
+    target = write_features_spark(features, hadoop_path(out))
     from pyspark.sql import functions as F
 
-    written = spark.read.parquet(str(out))
+    written = spark.read.parquet(target)
     counts = written.agg(F.count(F.lit(1)).alias("n"), F.sum("is_prospect").alias("p")).collect()[0]
     report.unpersist()
     return SparkFeaturesRun(
-        out=str(out), as_of=as_of_ts.isoformat(), n_users=int(counts["n"]), n_prospects=int(counts["p"] or 0),
+        out=target, as_of=as_of_ts.isoformat(), n_users=int(counts["n"]), n_prospects=int(counts["p"] or 0),
         n_features=len(written.columns) - 2, validation=report, master=spark.sparkContext.master,
         seconds_start=t_start, seconds_total=time.perf_counter() - t0,
     )

@@ -522,8 +522,9 @@ def openapi_document(feature_schema: FeatureSchema | None = None) -> dict[str, A
 
     for path in ("/predict", "/predict/features", "/admin/reload"):
         post = spec["paths"][path]["post"]
-        for code in ("400", "404", "500"):
+        for code in (400, 404, 500):  # BentoML's own error shapes: replaced by the API's
             post["responses"].pop(code, None)
+            post["responses"].pop(str(code), None)
         post["responses"].update(errors(400, 401, 413, 415, 422, 503))
     spec["paths"]["/admin/reload"]["post"]["responses"].update(errors(403))
     if feature_schema is not None:
@@ -583,6 +584,8 @@ def _openapi_nullable(node: Any) -> None:
         else:
             node["anyOf"] = rest
         node["nullable"] = True
+    if node.get("nullable") and isinstance(node.get("enum"), list) and None not in node["enum"]:
+        node["enum"] = [*node["enum"], None]  # OpenAPI 3.0: ``nullable`` does not extend an enum
     props = node.get("properties")
     if isinstance(props, dict):
         for sub in props.values():

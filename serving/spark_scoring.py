@@ -257,9 +257,9 @@ def write_scores_spark(
     when the directory is read back with Spark or pyarrow. Raises :class:`SparkScoringError` if ``out``
     exists and ``overwrite`` is False.
     """
-    from features.spark_engine import path_exists
+    from features.spark_engine import hadoop_path, path_exists
 
-    target = str(out)
+    target = hadoop_path(out)
     cols = list(partition_by or [])
     unknown = [c for c in cols if c not in scores.columns]
     if unknown:
@@ -275,9 +275,9 @@ def write_scores_spark(
 
 def read_scores_spark(spark: SparkSession, path: str | Path) -> pd.DataFrame:
     """Read a scored Parquet directory back into pandas with :data:`OUTPUT_COLUMNS` in order, sorted by user."""
-    from features.spark_engine import spark_to_pandas
+    from features.spark_engine import hadoop_path, spark_to_pandas
 
-    frame = spark.read.parquet(str(path))
+    frame = spark.read.parquet(hadoop_path(path))
     pdf = spark_to_pandas(frame.select(*OUTPUT_COLUMNS))
     return pdf.sort_values("user_id", kind="stable").reset_index(drop=True)
 
@@ -366,8 +366,8 @@ def run_score_spark(
     budget = config.interventions.budget if budget is None else budget
     allocation: list[SparkAllocation] = []
     scores = score_features_spark(features, scorer, budget=budget, allocation=allocation)
-    write_scores_spark(scores, out, partition_by=partition_by, overwrite=overwrite)
-    written = spark.read.parquet(str(out))
+    target = write_scores_spark(scores, out, partition_by=partition_by, overwrite=overwrite)
+    written = spark.read.parquet(target)
     layers = {str(r["refined_layer"]): int(r["count"]) for r in written.groupBy("refined_layer").count().collect()}
     n_users = sum(layers.values())
     dup = written.groupBy("user_id").count().where(F.col("count") > 1).limit(1).collect()
@@ -375,7 +375,7 @@ def run_score_spark(
         raise SparkScoringError(f"internal: user {dup[0]['user_id']!r} scored more than once")
     report.unpersist()
     return SparkScoreRun(
-        out=str(out), as_of=as_of_ts.isoformat(), model_name=scorer.model_name, model_version=scorer.model_version,
+        out=target, as_of=as_of_ts.isoformat(), model_name=scorer.model_name, model_version=scorer.model_version,
         n_users=n_users, refined_layer=dict(sorted(layers.items())), report=report.to_dict(),
         allocation=allocation[0] if allocation else None, master=spark.sparkContext.master, seconds_start=t_start,
         seconds_total=time.perf_counter() - t0,

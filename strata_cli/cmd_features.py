@@ -80,12 +80,12 @@ def features_cmd(
             console.print(catalog_markdown(cfg), markup=False, highlight=False, soft_wrap=True)
             return
         cat = feature_catalog(cfg)
-        table = Table(title=f"{len(cat)} features")
+        grid = Table(title=f"{len(cat)} features")
         for col in cat.columns:
-            table.add_column(col)
+            grid.add_column(col)
         for row in cat.itertuples(index=False):
-            table.add_row(*(str(v) for v in row))
-        console.print(table)
+            grid.add_row(*(str(v) for v in row))
+        console.print(grid)
         return
     if as_of is None or out is None:
         raise StrataError("features: --as-of and --out are required (or use --list to print the catalog)")
@@ -120,9 +120,9 @@ def features_cmd(
         console.print(validation_summary_line(report), markup=False, highlight=False, soft_wrap=True)
         t0 = time.perf_counter()
         bar.update(task, description="loading into DuckDB")
-        with DuckDBEngine(dataset) as engine:
+        with DuckDBEngine(dataset) as duck:
             bar.update(task, description=f"computing features as of {cutoff.isoformat()}")
-            table = engine.features(cutoff, cfg)
+            table = duck.features(cutoff, cfg)
         bar.update(task, description=f"writing {out}")
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_parquet(out, index=False)

@@ -12,16 +12,10 @@ from typing import Any
 import pytest
 
 
-@pytest.fixture(scope="session")
-def spark() -> Iterator[Any]:
-    """A quiet ``local[2]`` SparkSession: UTC session time zone, no UI, 2 shuffle partitions."""
-    pytest.importorskip("pyspark")
+def _test_spark_config() -> Any:
     from features.config import SparkConfig
-    from features.spark_engine import spark_session
 
-    # Bind to loopback: avoids the "hostname resolves to a loopback address" warning and any firewall prompt.
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    conf = SparkConfig(
+    return SparkConfig(
         master="local[2]",
         conf={
             "spark.sql.session.timeZone": "UTC",
@@ -31,7 +25,29 @@ def spark() -> Iterator[Any]:
             "spark.driver.memory": "1g",
         },
     )
-    session = spark_session(conf, app_name="strata-tests")
+
+
+#: The [spark] section of the test session; end-to-end runs pass it so they keep the session's settings.
+TEST_SPARK = _test_spark_config()
+
+
+@pytest.fixture(scope="session")
+def spark_test_config() -> Any:
+    """A StrataConfig whose [spark] section is the test session's (local[2], 2 shuffle partitions)."""
+    from features.config import StrataConfig
+
+    return StrataConfig(spark=TEST_SPARK)
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """A quiet ``local[2]`` SparkSession: UTC session time zone, no UI, 2 shuffle partitions."""
+    pytest.importorskip("pyspark")
+    from features.spark_engine import spark_session
+
+    # Bind to loopback: avoids the "hostname resolves to a loopback address" warning and any firewall prompt.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    session = spark_session(TEST_SPARK, app_name="strata-tests")
     try:
         yield session
     finally:

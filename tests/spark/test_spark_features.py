@@ -142,12 +142,12 @@ def test_sample_users_keeps_whole_users(spark: Any, demo_dataset: Dataset, tmp_p
 
 
 def test_run_features_spark_from_csv_files(spark: Any, demo_dataset: Dataset, demo_dir: Path, tmp_path: Path,
-                                           frames_match: Any) -> None:
+                                           frames_match: Any, spark_test_config: StrataConfig) -> None:
     """End to end: CSV files -> Spark validation -> Spark features -> Parquet, equal to the embedded path."""
     from features.spark_engine import run_features_spark
     from features.validation import load_dataset
 
-    config = StrataConfig()
+    config = spark_test_config
     now = pd.Timestamp("2025-01-01", tz="UTC")
     run = run_features_spark(data_dir=demo_dir, orders=None, events=None, users=None, as_of=AS_OF,
                              out=tmp_path / "features", config=config, now=now)
@@ -162,3 +162,17 @@ def test_run_features_spark_from_csv_files(spark: Any, demo_dataset: Dataset, de
     assert run.validation.rows_in == report.rows_in and run.validation.rows_rejected == 0
     assert run.n_prospects == int(expected["is_prospect"].sum())
     assert "Parquet part files" in run.summary_line()
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("s3a://bucket/data", "s3a://bucket/data"),
+    ("abfss://c@acct.dfs.core.windows.net/p", "abfss://c@acct.dfs.core.windows.net/p"),
+    ("hdfs://namenode:8020/data", "hdfs://namenode:8020/data"),
+    ("hdfs:///data", "hdfs:/data"),  # default file system: same meaning
+    ("/tmp/data", "/tmp/data"),
+])
+def test_hadoop_path_survives_pathlib(given: str, expected: str) -> None:
+    """CLI options are pathlib.Path, which collapses 's3a://' into 's3a:/'; the Spark path restores it."""
+    from features.spark_engine import hadoop_path
+
+    assert hadoop_path(Path(given)) == expected

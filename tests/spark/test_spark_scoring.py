@@ -64,7 +64,8 @@ def test_spark_scores_equal_embedded_partitioned_parquet(
 
 
 def test_run_score_spark_with_budget_from_csv(
-    spark: Any, demo_dataset: Dataset, demo_dir: Path, scorer: Scorer, tmp_path: Path, frames_match: Any
+    spark: Any, demo_dataset: Dataset, demo_dir: Path, scorer: Scorer, tmp_path: Path, frames_match: Any,
+    spark_test_config: StrataConfig,
 ) -> None:
     """End to end from CSV files with a binding budget: the global allocation matches the embedded one."""
     from serving.spark_scoring import read_scores_spark, run_score_spark
@@ -74,7 +75,7 @@ def test_run_score_spark_with_budget_from_csv(
     budget = 0.25 * float(unlimited.loc[unlimited["action_id"].notna() & ~unlimited["control"], "action_cost"].sum())
     expected = _embedded(demo_dataset, as_of, scorer, budget=budget)
     run = run_score_spark(data_dir=demo_dir, orders=None, events=None, users=None, as_of=as_of, out=tmp_path / "s",
-                          config=scorer.config, budget=budget, scorer=scorer, now=pd.Timestamp("2025-01-01", tz="UTC"),
+                          config=scorer.config.model_copy(update={"spark": spark_test_config.spark}), budget=budget, scorer=scorer, now=pd.Timestamp("2025-01-01", tz="UTC"),
                           partition_by=None)
 
     actual = read_scores_spark(spark, tmp_path / "s")
