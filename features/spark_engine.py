@@ -195,7 +195,7 @@ def frame_to_spark(spark: SparkSession, frame: pd.DataFrame, schema: TableSchema
             ts = pd.to_datetime(sub[c], utc=True)
             sub[c] = ts
         elif kinds[c] == "int":
-            sub[c] = pd.array(sub[c], dtype="Int64")
+            sub[c] = sub[c].astype("Int64")
         elif kinds[c] == "float":
             sub[c] = pd.to_numeric(sub[c]).astype("float64")
     # An explicit schema (not inference): all-null columns and Int64 keep their contract types.
@@ -348,7 +348,7 @@ def hadoop_path(value: str | Path) -> str:
 
 
 def _hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm: Any = spark.sparkContext._jvm
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
     return fs, hpath
@@ -542,8 +542,8 @@ def read_raw_table(spark: SparkSession, path: str, schema: TableSchema) -> tuple
             frame = csv.select(*[F.coalesce(F.col(f"`{c}`"), F.lit("")).alias(c) for c in header],
                                F.col(_CORRUPT), F.col("_metadata.file_path").alias(_FILE))
     except (PySparkException, Py4JJavaError) as err:
-        text = str(err).strip()
-        msg = text.splitlines()[0] if text else type(err).__name__
+        message = str(err).strip()
+        msg = message.splitlines()[0] if message else type(err).__name__
         if isinstance(err, Py4JJavaError):  # the Java message, without the stack trace
             msg = str(err.java_exception.getMessage() or msg).splitlines()[0]
         raise InputFileError(f"{path}: cannot be read by Spark ({msg})") from None
@@ -936,7 +936,7 @@ def collect_dataset(dataset: SparkDataset) -> Dataset:
         kinds = {**schema.required, **schema.optional}
         for c in pdf.columns:
             if kinds.get(c) == "int":
-                pdf[c] = pd.array(pdf[c], dtype="Int64")
+                pdf[c] = pdf[c].astype("Int64")
             elif kinds.get(c) == "float":
                 pdf[c] = pdf[c].astype("float64")
         return pdf
@@ -1039,6 +1039,6 @@ def run_features_spark(
     report.unpersist()
     return SparkFeaturesRun(
         out=target, as_of=as_of_ts.isoformat(), n_users=int(counts["n"]), n_prospects=int(counts["p"] or 0),
-        n_features=len(written.columns) - 2, validation=report, master=spark.sparkContext.master,
+        n_features=len(written.columns) - 2, validation=report, master=str(spark.sparkContext.master),
         seconds_start=t_start, seconds_total=time.perf_counter() - t0,
     )

@@ -40,6 +40,15 @@ def training_cutoffs(end: pd.Timestamp, config: StrataConfig) -> list[pd.Timesta
     return [last - step * k for k in range(labels.n_cutoffs - 1, -1, -1)]
 
 
+def _last_activity(dataset: Dataset) -> pd.Timestamp | None:
+    lasts = []
+    if len(dataset.orders):
+        lasts.append(dataset.orders["ordered_at"].max())
+    if dataset.has_events:
+        lasts.append(dataset.events["occurred_at"].max())  # type: ignore[index]
+    return parse_as_of(max(lasts)) if lasts else None
+
+
 def _first_activity(dataset: Dataset) -> pd.Timestamp | None:
     firsts = []
     if len(dataset.orders):
@@ -72,6 +81,12 @@ def usable_cutoffs(dataset: Dataset, end: pd.Timestamp, config: StrataConfig) ->
             f"the data cannot fit one label window: the first record is on {first.date()}, and with end "
             f"{end.date()} and a {horizon}-day horizon the latest cutoff would be {cutoffs[-1].date()}; "
             f"use an end after {(first + pd.Timedelta(days=horizon)).date()} or a shorter [labels] horizon_days"
+        )
+    last = _last_activity(dataset)
+    if last is not None and end > last + pd.Timedelta(days=1):
+        log.warning(
+            "end %s is after the last record (%s): the days in between count as 'no purchase' in the labels",
+            end.date(), last.date(),
         )
     usable = [c for c in cutoffs if c > first]
     if len(usable) < len(cutoffs):

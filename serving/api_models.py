@@ -380,8 +380,11 @@ def _check_raw_rows(request: PredictRequest, config: StrataConfig) -> list[tuple
         if ts < min_ts:
             problems.append((where, f"{ts.isoformat()} is before {config.data.min_timestamp} (data.min_timestamp)"))
 
-    for table, rows in (("orders", request.orders), ("events", request.events), ("users", request.users)):
-        for i, row in enumerate(rows or ()):
+    tables: list[tuple[str, Sequence[OrderRow | EventRow | UserRow]]] = [
+        ("orders", request.orders or []), ("events", request.events or []), ("users", request.users or [])
+    ]
+    for table, rows in tables:
+        for i, row in enumerate(rows):
             if row.user_id not in wanted:
                 problems.append((f"{table}[{i}].user_id", f"{row.user_id!r} is not one of user_ids"))
     for i, o in enumerate(request.orders or ()):

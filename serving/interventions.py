@@ -320,6 +320,15 @@ class Allocation:
     control: int
 
 
+#: Money is counted in millionths of the shop currency when allocating a budget.
+MONEY_UNITS = 1_000_000
+
+
+def money_units(amounts: np.ndarray) -> np.ndarray:
+    """Amounts (shop currency) as whole millionths (int64), rounded to the nearest."""
+    return np.rint(np.asarray(amounts, dtype=float) * MONEY_UNITS).astype(np.int64)
+
+
 def allocate_budget(candidates: pd.DataFrame, budget: float, max_actions_per_user: int) -> Allocation:
     """Greedy allocation of (user, action) pairs by expected incremental value under a budget.
 
@@ -327,7 +336,10 @@ def allocate_budget(candidates: pd.DataFrame, budget: float, max_actions_per_use
     when its user has fewer than ``max_actions_per_user`` actions and its cost fits in what is left;
     a treated pair consumes its cost, a control pair consumes nothing (it only mirrors the selection).
     Pairs that do not fit are skipped and the walk goes on, so cheaper pairs can fill the remainder.
-    The treated cost never exceeds ``budget`` (shop currency).
+
+    Money is counted in whole millionths of the shop currency (:data:`MONEY_UNITS` per unit, integers),
+    so no floating-point drift accumulates over millions of pairs: in those units the treated cost
+    never exceeds ``budget``, and a pair is only skipped when it really does not fit.
     """
     if budget < 0 or np.isnan(budget):
         raise StrataError(f"--budget: must be a non-negative amount (got {budget})")
@@ -343,33 +355,36 @@ def allocate_budget(candidates: pd.DataFrame, budget: float, max_actions_per_use
     )
     idx = pos[order]
     costs = out["unit_cost"].to_numpy(dtype=float)[idx]
+    cost_units = money_units(costs)
     controls = out["control"].to_numpy(dtype=bool)[idx]
     user_codes = pd.factorize(out["user_id"].to_numpy(dtype=object)[idx])[0]
     taken_per_user = np.zeros(user_codes.max() + 1, dtype=np.int64)
     selected = np.zeros(len(idx), dtype=bool)
-    remaining = float(budget)
-    spent = 0.0
+    remaining = int(money_units(np.array([budget]))[0])
     # Smallest cost among pairs not yet visited: stop as soon as nothing more can fit.
-    suffix_min = np.minimum.accumulate(costs[::-1])[::-1]
+    suffix_min = np.minimum.accumulate(cost_units[::-1])[::-1].tolist()
+    units = cost_units.tolist()
+    users = user_codes.tolist()
+    ctl = controls.tolist()
     for i in range(len(idx)):
         if suffix_min[i] > remaining:
             break
-        u = user_codes[i]
+        u = users[i]
         if taken_per_user[u] >= max_actions_per_user:
             continue
-        c = costs[i]
+        c = units[i]
         if c > remaining:
             continue
         selected[i] = True
         taken_per_user[u] += 1
-        if not controls[i]:
+        if not ctl[i]:
             remaining -= c
-            spent += c
     sel_col = out["selected"].to_numpy(copy=True)
     sel_col[idx[selected]] = True
     out["selected"] = sel_col
     n_control = int((selected & controls).sum())
-    return Allocation(out, float(budget), float(spent), int(selected.sum()) - n_control, n_control)
+    spent = float(costs[selected & ~controls].sum())
+    return Allocation(out, float(budget), spent, int(selected.sum()) - n_control, n_control)
 
 
 def action_columns(user_ids: pd.Series, candidates: pd.DataFrame, config: InterventionConfig) -> pd.DataFrame:

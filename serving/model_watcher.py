@@ -61,6 +61,8 @@ class ModelWatcher(Generic[S]):
         per-version ``extra`` state kept in :class:`LiveModel`.
     poll_seconds
         Seconds between two checks of the alias (the first check happens at :meth:`start`).
+    after_swap
+        Called with the new :class:`LiveModel` right after it is swapped in (errors are logged).
     """
 
     def __init__(
@@ -70,10 +72,12 @@ class ModelWatcher(Generic[S]):
         load: Callable[[str], S],
         warm_up: Callable[[S], Any],
         poll_seconds: float,
+        after_swap: Callable[[LiveModel[S]], None] | None = None,
     ) -> None:
         self._resolve_version = resolve_version
         self._load = load
         self._warm_up = warm_up
+        self._after_swap = after_swap
         self.poll_seconds = poll_seconds
         self._current: LiveModel[S] | None = None
         self._lock = threading.Lock()
@@ -119,6 +123,11 @@ class ModelWatcher(Generic[S]):
             self._current = LiveModel(scorer=scorer, version=target, loaded_at=datetime.now(UTC), extra=extra)
             self.last_error = None
             logger.info("now serving model version %s (was %s)", target, previous)
+            if self._after_swap is not None:
+                try:
+                    self._after_swap(self._current)
+                except Exception:  # noqa: BLE001  (the new version is in; a failed hook must not undo it)
+                    logger.exception("after-swap hook failed")
             return ReloadOutcome(changed=True, version=target, previous_version=previous)
 
     def refresh_extra(self, build: Callable[[LiveModel[S]], Any]) -> None:

@@ -71,7 +71,8 @@ def refine_layers(
         Thresholds (``StrataConfig.refinement``).
     high_value_threshold
         Predicted value (shop currency) at or above which a ``new`` buyer is high-potential; frozen at
-        training time (see :func:`high_value_threshold`).
+        training time (``ModelBundle.high_potential_value``: the ``high_potential_value_quantile`` of
+        the predicted values of the new buyers at the latest training cutoff).
     """
     life = lifecycle.astype(object).to_numpy()
     risk = pd.to_numeric(churn_risk, errors="coerce").to_numpy(dtype=float)
@@ -90,19 +91,6 @@ def refine_layers(
     keep = refined == ""
     refined[keep] = life[keep]
     return pd.Series(refined, index=lifecycle.index, name="refined_layer", dtype=object)
-
-
-def high_value_threshold(predicted_value: pd.Series | np.ndarray, quantile: float) -> float:
-    """Predicted value (shop currency) at the ``quantile`` of a reference population.
-
-    Computed once at training time over the predicted values of the ``new`` buyers at the latest
-    cutoff and frozen in the bundle; +inf when the population is empty (nobody qualifies).
-    """
-    values = np.asarray(predicted_value, dtype=float)
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return float("inf")
-    return float(np.quantile(values, quantile))
 
 
 def disagreement_table(rule: pd.Series, refined: pd.Series) -> pd.DataFrame:

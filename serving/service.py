@@ -184,6 +184,21 @@ class StoreVersion:
         self._inode = None
 
 
+def _settle_heap(_live: object) -> None:
+    """Collect once, then freeze the surviving objects out of the cyclic garbage collector.
+
+    After imports and a model load the heap holds ~500k long-lived objects (pandas, LightGBM, MLflow,
+    BentoML); every full collection walks them all, a pause of 0.1-0.5 s that shows up as p99 latency.
+    Frozen objects are still freed by reference counting; unfreezing before each collection (at every
+    model swap) lets the old version's cycles be reclaimed too.
+    """
+    import gc
+
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 # ----------------------------------------------------------------------------- micro-batching
 
 
@@ -305,6 +320,7 @@ class StrataService:
             load=self._load_version,
             warm_up=self._warm_up,
             poll_seconds=self.config.serving.model_poll_seconds,
+            after_swap=_settle_heap,
         )
         self.stored_scoring = StoredScoring(self._score_stored)
         self.watcher.start()
@@ -508,7 +524,8 @@ def openapi_document(feature_schema: FeatureSchema | None = None) -> dict[str, A
     :class:`serving.api_models.ErrorResponse`), the GET routes, the API-key scheme and, when a model is
     loaded, the exact feature-row schema of ``/predict/features``.
     """
-    spec: dict[str, Any] = StrataService.openapi_spec.asdict()
+    service: Any = StrataService  # a bentoml Service once decorated (mypy sees the class)
+    spec: dict[str, Any] = service.openapi_spec.asdict()
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for model in (ErrorResponse, MetadataResponse, PredictionResult):
         doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -599,7 +616,8 @@ def _guard_settings() -> GuardSettings:
     return guard_settings(load_service_config())
 
 
-StrataService.add_asgi_middleware(
+_service: Any = StrataService
+_service.add_asgi_middleware(
     RequestGuard,
     settings_loader=_guard_settings,
     request_models={"/predict": PredictRequest, "/predict/features": FeaturesRequest, "/admin/reload": ReloadRequest},

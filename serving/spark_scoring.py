@@ -140,7 +140,7 @@ def _core_partition(bc_scorer: Any) -> Callable[[Iterator[pd.DataFrame]], Iterat
             core = scorer.score_core(features_batch_to_contract(batch))
             out = _contract_output(core.scores, CORE_COLUMNS)
             cands = core.candidates[_CANDIDATE_FIELDS]
-            per_user: dict[str, list[dict[str, Any]]] = {}
+            per_user: dict[Any, list[dict[Any, Any]]] = {}
             for rec in cands.to_dict(orient="records"):
                 rec["rank"] = int(rec["rank"])
                 rec["unit_cost"] = float(rec["unit_cost"])
@@ -377,6 +377,6 @@ def run_score_spark(
     return SparkScoreRun(
         out=target, as_of=as_of_ts.isoformat(), model_name=scorer.model_name, model_version=scorer.model_version,
         n_users=n_users, refined_layer=dict(sorted(layers.items())), report=report.to_dict(),
-        allocation=allocation[0] if allocation else None, master=spark.sparkContext.master, seconds_start=t_start,
+        allocation=allocation[0] if allocation else None, master=str(spark.sparkContext.master), seconds_start=t_start,
         seconds_total=time.perf_counter() - t0,
     )

@@ -81,3 +81,30 @@ def test_prospect_and_refund_only_users_have_nan_order_values() -> None:
                     "first_order_value"):
             assert np.isnan(got.loc[user, col])
     assert got.loc["r", "spend_total"] == -15.0 and got.loc["p", "spend_total"] == 0.0
+
+
+def test_rfm_matches_an_independent_pandas_oracle(demo_dataset: Dataset) -> None:
+    as_of = pd.Timestamp("2024-10-15 06:00", tz="UTC")
+    got = build_features(demo_dataset, as_of, StrataConfig()).set_index("user_id")
+    o = demo_dataset.orders[demo_dataset.orders["ordered_at"] <= as_of]
+    o = o.assign(signed=np.where(o["status"] == "paid", o["amount"], -o["amount"]),
+                 age=(as_of - o["ordered_at"]).dt.total_seconds() / 86400)
+    paid = o[o["status"] == "paid"]
+    g = paid.groupby("user_id")
+    expected = pd.DataFrame({
+        "orders_total": g.size(),
+        "days_since_last_order": g["age"].min(),
+        "days_since_first_order": g["age"].max(),
+        "avg_order_value": g["amount"].mean(),
+        "max_order_value": g["amount"].max(),
+        "spend_total": o.groupby("user_id")["signed"].sum(),
+    })
+    for w in (30, 90, 180, 365):
+        recent = o[o["age"] < w]
+        expected[f"orders_{w}d"] = recent[recent["status"] == "paid"].groupby("user_id").size()
+        expected[f"spend_{w}d"] = recent.groupby("user_id")["signed"].sum()
+    expected = expected.reindex(got.index)
+    counts = [c for c in expected.columns if c.startswith(("orders_", "spend_"))]
+    expected[counts] = expected[counts].fillna(0.0)
+    assert len(got) > 500 and (got["orders_total"] > 0).sum() > 200
+    pd.testing.assert_frame_equal(got[expected.columns], expected.astype(float), check_exact=False, rtol=1e-9)

@@ -21,6 +21,7 @@ from serving.interventions import (
     control_flags,
     control_uniform,
     expected_incremental_value,
+    money_units,
     select_without_budget,
 )
 
@@ -150,7 +151,7 @@ def _random_candidates(seed: int, n_users: int, share: float) -> pd.DataFrame:
     rows = []
     for u in range(n_users):
         for a in range(int(rng.integers(1, 4))):
-            rows.append((f"u{u}", f"a{a}", float(rng.choice([0.5, 1.0, 2.5, 7.0])), float(rng.normal(1.0, 2.0))))
+            rows.append((f"u{u}", f"a{a}", float(rng.choice([0.1, 0.2, 0.5, 1.0, 2.5, 7.0])), float(rng.normal(1.0, 2.0))))
     frame = pd.DataFrame(rows, columns=["user_id", "action_id", "unit_cost", "expected_incremental_value"])
     frame = frame.sort_values(["user_id", "expected_incremental_value"], ascending=[True, False])
     frame["rank"] = frame.groupby("user_id").cumcount() + 1
@@ -175,17 +176,21 @@ def test_budget_is_never_exceeded_and_greedy_is_maximal(
     out = alloc.candidates
     sel = out[out.selected]
     treated_cost = float(sel.loc[~sel.control, "unit_cost"].sum())
-    assert treated_cost <= budget + 1e-9
+    # Exact in money units (millionths); in floats up to the rounding of the sum.
+    budget_units = int(money_units(np.array([budget]))[0])
+    treated_units = int(money_units(sel.loc[~sel.control, "unit_cost"].to_numpy()).sum())
+    assert treated_units <= budget_units
+    assert treated_cost <= budget + 1e-6
     assert alloc.spent == pytest.approx(treated_cost)
     assert (sel["expected_incremental_value"] > 0).all()
     assert (sel.groupby("user_id").size() <= per_user).all()
     assert alloc.treated == int((~sel.control).sum()) and alloc.control == int(sel.control.sum())
     # Maximal: no unselected positive pair of a user with a free slot would still fit.
-    remaining = budget - treated_cost
+    remaining_units = budget_units - treated_units
     taken = sel.groupby("user_id").size()
     free = out[~out.selected & (out.expected_incremental_value > 0)]
     free = free[free.user_id.map(taken).fillna(0) < per_user]
-    assert (free["unit_cost"] > remaining + 1e-9).all()
+    assert (money_units(free["unit_cost"].to_numpy()) > remaining_units).all()
 
 
 def test_budget_allocation_prefers_higher_value_and_controls_are_free() -> None:
@@ -211,3 +216,21 @@ def test_budget_allocation_prefers_higher_value_and_controls_are_free() -> None:
     assert chosen == {"a": True, "b": False, "c": False, "d": True}
     with pytest.raises(Exception, match="budget"):
         allocate_budget(cands, -1.0, 1)
+
+
+def test_budget_counts_money_exactly() -> None:
+    """0.1 + 0.2 > 0.3 in floats; in money units both pairs fit a budget of 0.3, and nothing more."""
+    cands = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c"],
+            "action_id": "x",
+            "rank": 1,
+            "unit_cost": [0.1, 0.2, 0.1],
+            "expected_incremental_value": [3.0, 2.0, 1.0],
+            "control": False,
+            "selected": False,
+        }
+    )
+    alloc = allocate_budget(cands, 0.3, 1)
+    assert alloc.candidates["selected"].tolist() == [True, True, False]
+    assert alloc.spent == pytest.approx(0.3)

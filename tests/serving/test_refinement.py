@@ -11,7 +11,6 @@ from features.layer_names import LIFECYCLE_STAGES
 from serving.refinement import (
     REFINED_LAYER_NAMES,
     disagreement_table,
-    high_value_threshold,
     refine_layers,
     refined_layer_label,
 )
@@ -56,11 +55,6 @@ def test_index_is_kept_and_names_are_bilingual() -> None:
     for code in [*LIFECYCLE_STAGES, "at_risk", "high_potential_new", "recoverable", "hot_prospect"]:
         zh, en = REFINED_LAYER_NAMES[code]
         assert zh and en and refined_layer_label(code) == f"{zh} {en}"
-
-
-def test_high_value_threshold_is_a_quantile() -> None:
-    assert high_value_threshold(np.arange(101, dtype=float), 0.8) == pytest.approx(80.0)
-    assert high_value_threshold(np.array([NAN, NAN]), 0.8) == float("inf")
 
 
 def test_disagreement_table_counts_pairs() -> None:

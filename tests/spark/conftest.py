@@ -119,3 +119,13 @@ def spark_demo_features(spark: Any, demo_dataset: Any) -> Iterator[tuple[Any, An
     frame = build_features_spark(spark, dataset_to_spark(spark, demo_dataset), as_of, StrataConfig()).cache()
     yield as_of, frame
     frame.unpersist()
+
+
+@pytest.fixture(scope="session")
+def small_dataset() -> Any:
+    """300 synthetic users up to 2024-12-31 (seed 3): for end-to-end runs where size adds nothing."""
+    import pandas as pd
+
+    from features.demo_data import generate_dataset
+
+    return generate_dataset(300, pd.Timestamp("2024-12-31", tz="UTC"), seed=3)

@@ -141,17 +141,20 @@ def test_sample_users_keeps_whole_users(spark: Any, demo_dataset: Dataset, tmp_p
     assert len(exported.orders) == len(sample.orders) and set(exported.users["user_id"]) == chosen  # type: ignore[index]
 
 
-def test_run_features_spark_from_csv_files(spark: Any, demo_dataset: Dataset, demo_dir: Path, tmp_path: Path,
+def test_run_features_spark_from_csv_files(spark: Any, small_dataset: Dataset, tmp_path: Path,
                                            frames_match: Any, spark_test_config: StrataConfig) -> None:
     """End to end: CSV files -> Spark validation -> Spark features -> Parquet, equal to the embedded path."""
+    from features.demo_data import write_dataset
     from features.spark_engine import run_features_spark
     from features.validation import load_dataset
 
     config = spark_test_config
     now = pd.Timestamp("2025-01-01", tz="UTC")
-    run = run_features_spark(data_dir=demo_dir, orders=None, events=None, users=None, as_of=AS_OF,
+    data_dir = tmp_path / "data"
+    write_dataset(small_dataset, data_dir, "csv")
+    run = run_features_spark(data_dir=data_dir, orders=None, events=None, users=None, as_of=AS_OF,
                              out=tmp_path / "features", config=config, now=now)
-    dataset, report = load_dataset(demo_dir, config=config, now=now)
+    dataset, report = load_dataset(data_dir, config=config, now=now)
     expected = build_features(dataset, AS_OF, config)
 
     written = pd.read_parquet(tmp_path / "features")
