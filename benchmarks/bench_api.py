@@ -56,6 +56,8 @@ class LoadResult:
     p99_ms: float
     errors: int
     tool: str
+    cpu_us: float = float("nan")
+    """Server CPU time (user + system, all its processes) per request, microseconds."""
 
 
 # ----------------------------------------------------------------------------- setup
@@ -185,6 +187,24 @@ def start_baseline(root: Path, booster_file: Path, workers: int) -> Server:
     return Server(cmd, port, root, env, "/predict")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (BentoML runs workers as children)."""
+    import psutil
+
+    total = 0.0
+    try:
+        proc = psutil.Process(pid)
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
 # ----------------------------------------------------------------------------- load generators
 
 
@@ -265,11 +285,18 @@ def run_python_load(url: str, bodies: list[str], headers: dict[str, str], connec
                       float(np.percentile(arr, 99)), errors, "httpx")
 
 
-def load(url: str, bodies: list[str], headers: dict[str, str], connections: int, duration: float, target: str,
-         workdir: Path) -> LoadResult:
+def load(server: Server, bodies: list[str], headers: dict[str, str], connections: int, duration: float,
+         target: str, workdir: Path) -> LoadResult:
+    """One load run against ``server``'s ``/predict``, with the server's CPU time per request."""
+    url = server.url + "/predict"
+    cpu0 = _cpu_seconds(server.proc.pid)
     if shutil.which("wrk"):
-        return run_wrk(url, bodies, headers, connections, duration, target, workdir)
-    return run_python_load(url, bodies, headers, connections, duration, target)
+        result = run_wrk(url, bodies, headers, connections, duration, target, workdir)
+    else:
+        result = run_python_load(url, bodies, headers, connections, duration, target)
+    cpu = _cpu_seconds(server.proc.pid) - cpu0
+    result.cpu_us = cpu / max(1.0, result.requests_per_s * duration) * 1e6
+    return result
 
 
 def warm_cache(url: str, user_ids: list[str]) -> float:
@@ -288,10 +315,11 @@ def warm_cache(url: str, user_ids: list[str]) -> float:
 
 
 def print_table(results: list[LoadResult]) -> None:
-    print(f"\n{'target':34s} {'conns':>5s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s}  tool")
+    print(f"\n{'target':34s} {'conns':>5s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s} "
+          f"{'CPU us/req':>10s}  tool")
     for r in results:
         print(f"{r.target:34s} {r.connections:5d} {r.requests_per_s:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
-              f"{r.errors:7d}  {r.tool}")
+              f"{r.errors:7d} {r.cpu_us:10.0f}  {r.tool}")
 
 
 def summarize(results: list[LoadResult]) -> None:
@@ -304,16 +332,20 @@ def summarize(results: list[LoadResult]) -> None:
             continue
         line = f"  {c:3d} connections: strata (cached) {strata.requests_per_s:.0f} req/s, p99 {strata.p99_ms:.1f} ms"
         if base is not None and base.requests_per_s > 0:
-            line += f"; {strata.requests_per_s / base.requests_per_s:.2f}x the baseline ({base.requests_per_s:.0f} req/s)"
+            line += (f"; {strata.requests_per_s / base.requests_per_s:.2f}x the baseline's throughput "
+                     f"({base.requests_per_s:.0f} req/s), {base.cpu_us / strata.cpu_us:.2f}x its CPU efficiency "
+                     f"({strata.cpu_us:.0f} vs {base.cpu_us:.0f} CPU us per request)")
         print(line)
+    print("  (throughput depends on what else the machine runs; CPU per request does not, or much less)")
 
 
 def _median_result(runs: list[LoadResult]) -> LoadResult:
     """The run with the median throughput (its latencies kept together), errors summed over runs."""
     ordered = sorted(runs, key=lambda r: r.requests_per_s)
     mid = ordered[len(ordered) // 2]
+    cpu = float(np.median([r.cpu_us for r in runs]))
     return LoadResult(mid.target, mid.connections, mid.requests_per_s, mid.p50_ms, mid.p99_ms,
-                      sum(r.errors for r in runs), f"{mid.tool}, median of {len(runs)}")
+                      sum(r.errors for r in runs), f"{mid.tool}, median of {len(runs)}", cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -350,9 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             for c in args.connections:
                 ours, theirs = [], []
                 for _ in range(args.rounds):
-                    ours.append(load(strata.url + "/predict", predict_bodies, headers, c, args.duration,
+                    ours.append(load(strata, predict_bodies, headers, c, args.duration,
                                      "strata /predict (cached)", root))
-                    theirs.append(load(baseline.url + "/predict", vector_bodies, json_only, c, args.duration,
+                    theirs.append(load(baseline, vector_bodies, json_only, c, args.duration,
                                        "fastapi baseline (raw LightGBM)", root))
                 results += [_median_result(ours), _median_result(theirs)]
         finally:
@@ -362,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             server = start_strata(root, 0, args.workers)
             try:
                 for c in args.connections:
-                    results.append(load(server.url + "/predict", predict_bodies, headers, c, args.duration,
+                    results.append(load(server, predict_bodies, headers, c, args.duration,
                                         "strata /predict (no cache)", root))
             finally:
                 server.stop()

@@ -171,6 +171,10 @@ def _recency_decay(config: StrataConfig) -> list[FeatureDef]:
     return defs
 
 
+#: Average paid order value (currency) from the hidden ``orders`` aggregates, for derived expressions.
+_AOV = "(CAST(paid_amount_total AS DOUBLE) / orders_total)"
+
+
 def _rhythm(config: StrataConfig) -> list[FeatureDef]:
     t = config.features.trend_window_days
     last, prev = f"age_days < {t}", f"age_days >= {t} AND age_days < {2 * t}"
@@ -186,6 +190,19 @@ def _rhythm(config: StrataConfig) -> list[FeatureDef]:
         FeatureDef("overdue_ratio", "rhythm",
                    "Days since the last order divided by the user's mean gap (>1: later than usual).", "ratio",
                    "all time", _ratio("days_since_last_order", "gap_mean_days"), "derived"),
+        # Tenure-free forms of BG/NBD's (x, t_x, T): they mean the same for a customer of 3 months and of
+        # 3 years, so models trained at earlier cutoffs (shorter tenures) still apply at later ones.
+        FeatureDef("active_span_share", "rhythm",
+                   "Days from the first to the last paid order divided by days from the first paid order to "
+                   "as_of (0: bought only at the start, near 1: bought lately; NaN without orders).", "ratio",
+                   "all time", _ratio("days_since_first_order - days_since_last_order", "days_since_first_order"),
+                   "derived"),
+        FeatureDef("repeat_rate_30d", "rhythm",
+                   "Repeat paid-order days (distinct order days after the first) per 30 days since the first "
+                   "paid order (that tenure floored at 1 day; NaN without orders).", "order days per 30 days",
+                   "all time",
+                   "CASE WHEN order_days_total > 0 THEN CAST(order_days_total - 1 AS DOUBLE) * 30 / "
+                   "GREATEST(CAST(days_since_first_order AS DOUBLE), CAST(1 AS DOUBLE)) END", "derived"),
         FeatureDef("trend_orders_last", "rhythm", "Paid orders in the last trend window.", "orders",
                    f"{t}d", _count_if(f"paid AND {last}"), "orders", "0", hidden=True),
         FeatureDef("trend_orders_prev", "rhythm", "Paid orders in the trend window before the last.", "orders",
@@ -198,11 +215,16 @@ def _rhythm(config: StrataConfig) -> list[FeatureDef]:
                    f"(paid orders in the last {t} days + 1) / (paid orders in the {t} days before + 1).",
                    "ratio", f"{t}d vs previous {t}d",
                    "CAST(trend_orders_last + 1 AS DOUBLE) / (trend_orders_prev + 1)", "derived"),
+        # Smoothed by one average order (as trend_orders_ratio is by one order), not by 1 currency unit,
+        # so that it is scale-free: the same in cents or in dollars, for a coffee shop or a jeweller.
         FeatureDef("trend_spend_ratio", "rhythm",
-                   f"(net spend in the last {t} days + 1) / (net spend in the {t} days before + 1), "
-                   "spends floored at 0.", "ratio", f"{t}d vs previous {t}d",
-                   "(GREATEST(CAST(trend_spend_last AS DOUBLE), CAST(0 AS DOUBLE)) + 1) / "
-                   "(GREATEST(CAST(trend_spend_prev AS DOUBLE), CAST(0 AS DOUBLE)) + 1)", "derived"),
+                   f"(net spend in the last {t} days + a) / (net spend in the {t} days before + a), spends "
+                   "floored at 0 and a = the user's average paid order value (scale-free); 1 without paid spend.",
+                   "ratio", f"{t}d vs previous {t}d",
+                   f"CASE WHEN orders_total > 0 AND paid_amount_total > 0 THEN "
+                   f"(GREATEST(CAST(trend_spend_last AS DOUBLE), CAST(0 AS DOUBLE)) + {_AOV}) / "
+                   f"(GREATEST(CAST(trend_spend_prev AS DOUBLE), CAST(0 AS DOUBLE)) + {_AOV}) "
+                   "ELSE CAST(1 AS DOUBLE) END", "derived"),
     ]
 
 

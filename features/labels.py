@@ -93,5 +93,5 @@ def build_labels(dataset: Dataset, as_of: pd.Timestamp, horizon_days: int) -> pd
     ``label_value`` (net spend in the window, shop currency, floored at 0) and ``label_convert``
     (prospects: 1.0 if a first paid order in the window, else 0.0; NaN for buyers), sorted by user.
     """
-    with DuckDBEngine(dataset) as engine:
+    with DuckDBEngine(dataset, copy=False) as engine:
         return labels_from_engine(engine, as_of, horizon_days)

@@ -413,19 +413,25 @@ def finalize_features(raw: pd.DataFrame, as_of: pd.Timestamp, config: StrataConf
     if missing:
         raise ValueError(f"feature query result lacks columns {missing}")
     naive = parse_as_of(as_of).tz_convert(None).to_datetime64()
-    cols: dict[str, Any] = {
-        ENTITY_KEY: raw[ENTITY_KEY].astype(str).to_numpy(dtype=object),
-        "as_of": pd.DatetimeIndex(np.full(len(raw), naive, dtype="datetime64[ns]")).tz_localize("UTC"),
-    }
-    for d in defs:
-        col = raw[d.name]
-        if d.dtype == "string":
-            cols[d.name] = col.fillna("unknown").astype(str).to_numpy(dtype=object)
-        elif col.dtype == "float64":
-            cols[d.name] = col.to_numpy()
-        else:
-            cols[d.name] = pd.to_numeric(col, errors="raise").astype("float64").to_numpy()
-    out = pd.DataFrame(cols)
+    as_of_col = pd.DatetimeIndex(np.full(len(raw), naive, dtype="datetime64[ns]")).tz_localize("UTC")
+    names = [ENTITY_KEY, *(d.name for d in defs)]
+    floats = [d.name for d in defs if d.dtype == "float"]
+    if list(raw.columns) == names and (raw[floats].dtypes == "float64").all() and raw[ENTITY_KEY].dtype == object:
+        # the DuckDB result already has the contract's layout: adjust in place (no copy of the table)
+        out = raw
+        for d in defs:
+            if d.dtype == "string":
+                out[d.name] = out[d.name].fillna("unknown").astype(str)
+        out.insert(1, "as_of", as_of_col)
+    else:
+        cols: dict[str, Any] = {ENTITY_KEY: raw[ENTITY_KEY].astype(str).to_numpy(dtype=object), "as_of": as_of_col}
+        for d in defs:
+            col = raw[d.name]
+            if d.dtype == "string":
+                cols[d.name] = col.fillna("unknown").astype(str).to_numpy(dtype=object)
+            else:
+                cols[d.name] = pd.to_numeric(col, errors="raise").astype("float64").to_numpy()
+        out = pd.DataFrame(cols)
     if not out[ENTITY_KEY].is_monotonic_increasing:
         out = out.sort_values(ENTITY_KEY, kind="stable").reset_index(drop=True)
     return out
@@ -445,15 +451,19 @@ FEATURE_INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
 class DuckDBEngine:
     """An in-process DuckDB database holding a data set as tables ``orders``, ``events``, ``users``.
 
-    The pandas frames are copied once into DuckDB tables (only :data:`FEATURE_INPUT_COLUMNS`; strings
-    converted once, timestamps at microsecond resolution), so that many cutoffs (training sets) can be
-    queried without converting the frames again. Use as a context manager or call :meth:`close`.
+    With ``copy=True`` the pandas frames are copied once into DuckDB tables (only
+    :data:`FEATURE_INPUT_COLUMNS`; strings converted once, timestamps at microsecond resolution), so
+    that many cutoffs (training sets) are queried without converting the frames again. With
+    ``copy=False`` the tables are typed views over the frames: no second copy of the data in memory,
+    the frames are scanned by each query (best for one cutoff). Use as a context manager or call
+    :meth:`close`.
     """
 
-    def __init__(self, dataset: Dataset, threads: int | None = None) -> None:
+    def __init__(self, dataset: Dataset, threads: int | None = None, *, copy: bool = True) -> None:
         import duckdb
 
         self.dataset = dataset
+        self.copy = copy
         self.con: duckdb.DuckDBPyConnection = duckdb.connect(":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
         if threads is not None:
@@ -471,7 +481,8 @@ class DuckDBEngine:
         log.debug("registered tables with DuckDB in %.2fs", time.perf_counter() - t0)
 
     def _load(self, name: str, frame: pd.DataFrame) -> frozenset[str]:
-        """Copy the feature input columns of ``frame`` into table ``name``; return the columns loaded."""
+        """Copy the feature input columns of ``frame`` into table ``name`` (or, with ``copy=False``, make
+        ``name`` a typed view over the frame); return the columns loaded."""
         cols = [c for c in FEATURE_INPUT_COLUMNS[name] if c in frame.columns]
         kinds = {**SCHEMAS[name].required, **SCHEMAS[name].optional}
         sql_type = {"string": "VARCHAR", "timestamp": "TIMESTAMPTZ", "float": "DOUBLE", "int": "BIGINT"}
@@ -481,6 +492,9 @@ class DuckDBEngine:
         if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
             frame = frame[cols].reset_index(drop=True)  # DuckDB's pandas scan needs a plain 0..n-1 index
         self.con.register(source, frame)
+        if not self.copy:
+            self.con.execute(f"CREATE VIEW {name} AS SELECT {typed} FROM {source}")
+            return frozenset(cols)
         try:
             self.con.execute(f"CREATE TABLE {name} AS SELECT {typed} FROM {source}")
         finally:
@@ -533,9 +547,9 @@ def build_features(dataset: Dataset, as_of: pd.Timestamp, config: StrataConfig) 
     Returns one row per user (sorted by ``user_id``): ``user_id``, ``as_of``, then the features of
     :func:`features.definitions.feature_names` (days, currency, counts, ratios as documented in the
     catalog; float64 with NaN where undefined; ``source_channel`` str). Runs the SQL of
-    :func:`feature_queries` on an in-process DuckDB.
+    :func:`feature_queries` on an in-process DuckDB (over views of the frames: no copy of the data).
     """
-    with DuckDBEngine(dataset) as engine:
+    with DuckDBEngine(dataset, copy=False) as engine:
         return engine.features(as_of, config)
 
 

@@ -21,13 +21,14 @@ Selection
     Without a budget, each user gets their best ``max_actions_per_user`` actions with a positive
     expected incremental value. With a budget, (user, action) pairs with a positive value are taken
     greedily, best first, skipping pairs whose cost no longer fits, until nothing more fits: the
-    treated cost never exceeds the budget.
+    treated cost never exceeds the budget (counted exactly, in millionths of the currency).
 
 Control groups
     Every (user, action) pair has a fixed uniform number ``u`` in [0, 1) (blake2b of the user id and
-    of the action id, combined with the splitmix64 mixer, / 2**64); pairs with ``u < control_share`` are the action's random control group: selected like the others
-    (they mirror who would have been contacted) but flagged ``control=True``: not to be contacted, and
-    their cost does not consume the budget. The same pair is always in or out, run after run.
+    of the action id, combined with the splitmix64 mixer, / 2**64); pairs with ``u < control_share``
+    are the action's random control group: selected like the others (they mirror who would have been
+    contacted) but flagged ``control=True``: not to be contacted, and their cost does not consume the
+    budget. The same pair is always in or out, run after run, whoever else is scored.
 """
 
 from __future__ import annotations

@@ -397,14 +397,25 @@ class StrataService:
         return {u: encode_result(r) for u, r in found.items()}
 
     def _score_raw(self, live: LiveModel[Scorer], request: PredictRequest) -> dict[str, bytes]:
+        from features.errors import StrataError
+
         dataset, as_of = dataset_from_request(request, self.config)
-        scores = live.scorer.score_raw(dataset, as_of)
+        try:
+            scores = live.scorer.score_raw(dataset, as_of)
+        except StrataError as err:  # the caller's rows are unusable: say why (messages name the data)
+            raise APIError(422, f"rows: {err}", field="rows") from None
         scores = scores[scores["user_id"].astype(str).isin(set(request.user_ids))]
         return {u: encode_result(r) for u, r in results_from_scores(scores).items()}
 
     def _score_feature_rows(self, live: LiveModel[Scorer], rows: list[dict[str, Any]]) -> list[bytes]:
+        from features.errors import StrataError
+
         frame = feature_frame(rows, self.feature_schema(live))
-        found = results_from_scores(live.scorer.score_features(frame))
+        try:
+            scores = live.scorer.score_features(frame)
+        except StrataError as err:
+            raise APIError(422, f"rows: {err}", field="rows") from None
+        found = results_from_scores(scores)
         return [encode_result(found[str(u)]) for u in frame["user_id"]]
 
     async def _stored_answers(self, live: LiveModel[Scorer], user_ids: list[str]) -> dict[str, bytes | None]:

@@ -120,7 +120,7 @@ def features_cmd(
         console.print(validation_summary_line(report), markup=False, highlight=False, soft_wrap=True)
         t0 = time.perf_counter()
         bar.update(task, description="loading into DuckDB")
-        with DuckDBEngine(dataset) as duck:
+        with DuckDBEngine(dataset, copy=False) as duck:
             bar.update(task, description=f"computing features as of {cutoff.isoformat()}")
             table = duck.features(cutoff, cfg)
         bar.update(task, description=f"writing {out}")

@@ -4,10 +4,15 @@ A churn risk of 0.3 must mean about 30%: boosted trees rank well but their proba
 monotone map from the raw score to a probability is fitted on rows the trees never saw (the
 held-out half of the latest cutoff, see :func:`training.models.split_by_time`).
 
-Two methods: ``isotonic`` (a non-decreasing step map, flexible, needs some hundreds of rows per
-class) and ``platt`` (a logistic curve ``p = 1 / (1 + exp(-(a * s + b)))``, two parameters, robust on
-few rows). ``auto`` picks isotonic when the held-out rows are plentiful. The fitted state is a few
-numbers, saved as JSON (no pickle).
+Two methods: ``isotonic`` (a non-decreasing map, flexible, needs some hundreds of rows per class)
+and ``platt`` (a logistic curve ``p = 1 / (1 + exp(-(a * s + b)))``, two parameters, robust on few
+rows). ``auto`` picks isotonic when the held-out rows are plentiful. The isotonic map is *centred*: it
+interpolates linearly between the mean raw score of each block of the isotonic fit and the block's
+positive rate, instead of keeping the steps. A step map gives every score of a block the same
+probability (some tens of distinct risks for thousands of users), which discards the trees' ranking
+within a block and costs AUC and top-decile lift; the centred map is strictly increasing between the
+first and the last block and calibrates as well. The fitted state is a few numbers, saved as JSON (no
+pickle).
 """
 
 from __future__ import annotations
@@ -60,9 +65,13 @@ class ScoreCalibrator(BaseEstimator):
             from sklearn.isotonic import IsotonicRegression
 
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
-            iso.fit(s, t)
-            self.x_thresholds_ = np.asarray(iso.X_thresholds_, dtype=float)
-            self.y_thresholds_ = np.asarray(iso.y_thresholds_, dtype=float)
+            block_value = iso.fit(s, t).predict(s)
+            # Centred isotonic regression: one knot per block (blocks are disjoint score intervals with
+            # strictly increasing values), at the block's mean raw score.
+            values, block = np.unique(block_value, return_inverse=True)
+            centres = np.bincount(block, weights=s) / np.bincount(block)
+            self.x_thresholds_ = np.asarray(centres, dtype=float)
+            self.y_thresholds_ = np.asarray(values, dtype=float)
         elif method == "platt":
             from sklearn.linear_model import LogisticRegression
 

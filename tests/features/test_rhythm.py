@@ -49,11 +49,38 @@ def test_trend_ratios_smoothed() -> None:
                  ("down", 10, 50, "paid"),
                  ("new", 5, 20, "paid"),
                  ("refunds", 150, 10, "paid"), ("refunds", 20, 30, "refunded")])
+    # orders are smoothed by one order, spend by one average paid order (down: 350 / 4 = 87.5)
     assert got.loc["down", "trend_orders_ratio"] == pytest.approx((1 + 1) / (3 + 1))
-    assert got.loc["down", "trend_spend_ratio"] == pytest.approx((50 + 1) / (300 + 1))
-    assert got.loc["new", "trend_orders_ratio"] == 2.0 and got.loc["new", "trend_spend_ratio"] == 21.0
-    # negative net spend in a window is floored at 0 before smoothing
-    assert got.loc["refunds", "trend_spend_ratio"] == pytest.approx(1 / 11)
+    assert got.loc["down", "trend_spend_ratio"] == pytest.approx((50 + 87.5) / (300 + 87.5))
+    assert got.loc["new", "trend_orders_ratio"] == 2.0 and got.loc["new", "trend_spend_ratio"] == 2.0
+    # negative net spend in a window is floored at 0 before smoothing (average paid order 10)
+    assert got.loc["refunds", "trend_spend_ratio"] == pytest.approx((0 + 10) / (10 + 10))
+
+
+def test_trend_spend_ratio_is_scale_free() -> None:
+    rows = [("a", 150, 40, "paid"), ("a", 100, 60, "paid"), ("a", 10, 25, "paid"), ("b", 20, 5, "paid"),
+            ("c", 130, 8, "paid"), ("c", 30, 8, "refunded")]
+    base = build(rows)
+    scaled = build([(u, d, amount * 1000, status) for u, d, amount, status in rows])
+    np.testing.assert_allclose(scaled["trend_spend_ratio"], base["trend_spend_ratio"], rtol=1e-12)
+    # users without paid spend are neutral
+    only_refund = build([("r", 10, 30, "refunded")])
+    assert only_refund.loc["r", "trend_spend_ratio"] == 1.0
+
+
+def test_tenure_free_rhythm() -> None:
+    # a: order days 100, 40, 10 days before as_of; b: one order 30 days ago; c: one order 2 hours ago
+    got = build([("a", 100, 1, "paid"), ("a", 40, 1, "paid"), ("a", 40 - 0.25, 1, "paid"), ("a", 10, 1, "paid"),
+                 ("b", 30, 5, "paid"), ("c", 2 / 24, 5, "paid"), ("p", 5, 9, "refunded")])
+    assert got.loc["a", "active_span_share"] == pytest.approx((100 - 10) / 100)
+    assert got.loc["a", "repeat_rate_30d"] == pytest.approx(2 * 30 / 100)
+    assert got.loc["b", "active_span_share"] == 0.0 and got.loc["b", "repeat_rate_30d"] == 0.0
+    assert got.loc["c", "repeat_rate_30d"] == 0.0  # tenure floored at 1 day
+    assert np.isnan(got.loc["p", "active_span_share"]) and np.isnan(got.loc["p", "repeat_rate_30d"])
+    # doubling every gap (a customer twice as old, buying half as often) halves the rate, keeps the share
+    slow = build([("a", 200, 1, "paid"), ("a", 80, 1, "paid"), ("a", 20, 1, "paid")])
+    assert slow.loc["a", "repeat_rate_30d"] == pytest.approx(got.loc["a", "repeat_rate_30d"] / 2)
+    assert slow.loc["a", "active_span_share"] == pytest.approx(got.loc["a", "active_span_share"])
 
 
 def test_trend_window_from_configuration() -> None:

@@ -142,7 +142,7 @@ def test_kill_9_mid_run_then_rerun_scores_every_user_exactly_once(tmp_path: Path
     out = tmp_path / "scores"
     cmd = [sys.executable, str(script), str(bundle_dir), str(features_path), str(out),
            json.dumps(small_config().model_dump(mode="json"))]
-    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 600  # generous: the machine may be busy
     done = 0

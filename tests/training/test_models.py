@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.metrics import roc_auc_score
 
 from features.errors import InsufficientDataError
 from training.calibration import ScoreCalibrator
@@ -242,6 +243,21 @@ def test_calibrator_auto_uses_platt_on_few_rows() -> None:
     assert ScoreCalibrator("auto").fit(s, y).method_ == "platt"
     with pytest.raises(ValueError, match="both classes"):
         ScoreCalibrator().fit(s, np.zeros(60))
+
+
+def test_isotonic_calibrator_keeps_the_ranking_of_the_raw_score() -> None:
+    # A step map would give whole blocks of users one risk (ties cost AUC); the centred map must not.
+    rng = np.random.default_rng(42)
+    s = rng.normal(0, 2, 5000)
+    y = (rng.random(5000) < 1 / (1 + np.exp(-s))).astype(float)
+    cal = ScoreCalibrator("isotonic").fit(s, y)
+    s_new = np.sort(rng.normal(0, 2, 2000))
+    p = cal.predict(s_new)
+    assert (np.diff(p) >= 0).all()
+    # strictly increasing between the first and last knots, where the probability floor does not bind
+    inside = (s_new > cal.x_thresholds_[0]) & (s_new < cal.x_thresholds_[-1]) & (p > 0.002) & (p < 0.998)
+    assert inside.mean() > 0.8 and (np.diff(p[inside]) > 0).all()
+    assert roc_auc_score(y, cal.predict(s)) == pytest.approx(roc_auc_score(y, s), abs=2e-3)
 
 
 # ----------------------------------------------------------------------------- value
