@@ -406,7 +406,9 @@ def finalize_features(raw: pd.DataFrame, as_of: pd.Timestamp, config: StrataConf
     """Turn an engine's query result into the feature-table contract (any engine, same output).
 
     Returns ``user_id`` (str), ``as_of`` (UTC timestamp), then the features in catalog order: float64
-    (NaN where undefined) or str; rows sorted by ``user_id``, index 0..n-1.
+    (NaN where undefined) or str; rows sorted by ``user_id``, index 0..n-1. When ``raw`` already has
+    the contract's layout (the DuckDB result does), it is completed in place and returned, to avoid a
+    second copy of a large table; do not reuse ``raw`` afterwards.
     """
     defs = output_features(config)
     missing = [c for c in [ENTITY_KEY, *(d.name for d in defs)] if c not in raw.columns]

@@ -210,11 +210,13 @@ class ReloadRequest(_Strict):
 
 
 class ReloadResponse(BaseModel):
-    """Result of a reload: whether the served version changed."""
+    """Result of a reload: whether the served version changed, and why not if loading failed."""
 
     changed: bool
     model_version: str | None
     previous_version: str | None
+    error: str | None = None
+    """Why the alias's version could not be served (the previous version keeps serving)."""
 
 
 class ErrorItem(BaseModel):

@@ -243,6 +243,10 @@ class RequestGuard:
         except _ErrorResponse as err:
             await send_json(send, err.status, err.body, err.headers)
             return
+        except Exception:  # noqa: BLE001  (a bug here must still answer in the API's error shape)
+            logger.exception("request guard failed on %s %s", scope.get("method"), scope.get("path"))
+            await send_json(send, 500, encode_error(500, _STATUS_MESSAGES[500]))
+            return
         if body is not None:
             receive = _replay(body, receive)
         await self.app(scope, receive, _normalizing_send(send))

@@ -483,7 +483,10 @@ class StrataService:
         if outcome.error is not None and outcome.version is None:
             return _error_response(APIError(503, f"no model could be loaded: {outcome.error}"))
         return ReloadResponse(
-            changed=outcome.changed, model_version=outcome.version, previous_version=outcome.previous_version
+            changed=outcome.changed,
+            model_version=outcome.version,
+            previous_version=outcome.previous_version,
+            error=outcome.error,
         )
 
     async def metadata_response(self) -> Response:

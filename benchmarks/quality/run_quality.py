@@ -513,6 +513,11 @@ def print_report(result: DatasetResult, console: Any) -> None:
     console.print(f"  {result.name}: {result.seconds:.0f} s wall, {cpu:.0f} CPU s in the cutoff workers")
 
 
+def _md(text: str) -> str:
+    """A Markdown table cell: pipes escaped (``|total error|`` would split the cell)."""
+    return text.replace("|", "\\|")
+
+
 def markdown_report(results: Sequence[DatasetResult]) -> str:
     """The mean tables and targets of every data set as Markdown (for the README)."""
     lines: list[str] = []
@@ -535,11 +540,11 @@ def markdown_report(results: Sequence[DatasetResult]) -> str:
             else:
                 cells = [" / ".join(_fmt(row, c.metrics.get(m, {}).get(row.key, float("nan"))) for m in MODELS) for c in ev]
                 means = [_fmt(row, r.mean(m, row.key)) for m in MODELS]
-            lines.append(f"| {row.label} | " + " | ".join(cells) + " | " + " | ".join(means) + " |")
+            lines.append(f"| {_md(row.label)} | " + " | ".join(cells) + " | " + " | ".join(means) + " |")
         lines += ["", "| " + " | ".join(TARGET_COLUMNS) + " |", "|" + "---|" * len(TARGET_COLUMNS)]
         for outcome in check_targets(r):
             *cells, verdict = outcome.cells()
-            lines.append("| " + " | ".join(cells) + f" | **{verdict}** |")
+            lines.append("| " + " | ".join(_md(c) for c in cells) + f" | **{verdict}** |")
         cpu = sum(c.info.get("cpu_seconds", 0.0) for c in ev)
         lines += ["", f"Wall time {r.seconds:.0f} s ({cpu:.0f} CPU s in the cutoff workers).", ""]
     return "\n".join(lines)

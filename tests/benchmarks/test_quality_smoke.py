@@ -108,4 +108,5 @@ def test_script_prints_every_metric_and_a_verdict_per_target(rq: ModuleType, cdn
             c["context"]["value_total_actual"] * (1 + m["value_total_spend_error_pct"] / 100))
     md = out_md.read_text()
     assert "| churn AUC >= BG/NBD + 0.01 |" in md and "Skipped 1997-02-01" in md
+    assert "| value \\|total error\\| % |" in md  # pipes in labels are escaped
     assert pd.Timestamp(cutoffs["1998-03-30"]["cutoff"]) == pd.Timestamp("1998-03-30")

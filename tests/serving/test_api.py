@@ -324,7 +324,37 @@ def test_admin_reload_needs_the_key(api_server: RunningServer, trained_env: Trai
         resp = c.post("/admin/reload")
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"changed": False, "model_version": trained_env.model_version,
-                           "previous_version": trained_env.model_version}
+                           "previous_version": trained_env.model_version, "error": None}
+
+
+def test_a_broken_champion_never_replaces_the_served_version(api_server: RunningServer,
+                                                             trained_env: TrainedEnv) -> None:
+    """The alias moves to a version that holds no model bundle: the old version keeps serving."""
+    import mlflow
+
+    from training.tracking import tracking_client
+
+    env = trained_env
+    name = env.config.training.model_name
+    client = tracking_client(env.config)
+    with mlflow.start_run(run_name="not-a-model") as run:
+        mlflow.log_text("not a model", "junk/readme.txt")
+    broken = mlflow.register_model(f"runs:/{run.info.run_id}/junk", name)
+    uid = str(env.batch_scores["user_id"].iloc[3])
+    client.set_registered_model_alias(name, "champion", broken.version)
+    try:
+        with api_server.client() as c:
+            resp = c.post("/admin/reload")
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            assert body["changed"] is False and body["model_version"] == env.model_version
+            assert body["error"] and str(broken.version) in body["error"]
+            assert c.get("/readyz").status_code == 200
+            assert c.get("/metadata").json()["model_version"] == env.model_version
+            result = c.post("/predict", json={"user_ids": [uid]}).json()["results"][0]
+            assert result["status"] == "ok" and result["model_version"] == env.model_version
+    finally:
+        client.set_registered_model_alias(name, "champion", env.model_version)
 
 
 # ----------------------------------------------------------------------------- no model: never ready
@@ -428,3 +458,38 @@ def test_promotion_swaps_versions_without_failing_requests(api_server: RunningSe
     bidx = batch.set_index("user_id", drop=False)
     for r in after:
         assert_same_as_batch(r, bidx.loc[r["user_id"]])
+
+
+# ----------------------------------------------------------------------------- Bento packaging
+
+
+@pytest.mark.slow
+def test_bento_builds_offline(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``bentoml build`` from bentofile.yaml with every proxy pointing nowhere: no network needed."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    home = tmp_path_factory.mktemp("bentoml_home")
+    dead = "http://127.0.0.1:9"  # discard port: any download attempt fails at once
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True", "HTTP_PROXY": dead,
+           "HTTPS_PROXY": dead, "http_proxy": dead, "https_proxy": dead, "PIP_NO_INDEX": "1", "UV_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "bentoml", "build", str(repo), "--output", "tag"], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    bento_dirs = [p for p in (home / "bentos" / "strata").iterdir() if p.is_dir() and not p.is_symlink()]
+    assert len(bento_dirs) == 1
+    bento = bento_dirs[0]
+    info = yaml.safe_load((bento / "bento.yaml").read_text(encoding="utf-8"))
+    assert info["service"] == "serving.service:StrataService"
+    assert {r["route"] for r in info["schema"]["routes"]} >= {"/predict", "/predict/features", "/admin/reload"}
+    for path in ("src/serving/service.py", "src/serving/scorer.py", "src/features/pipeline.py",
+                 "src/training/pyfunc.py", "env/python/requirements.txt"):
+        assert (bento / path).exists(), path
+    assert not list((bento / "src").glob("tests/**/*.py"))
+    pins = (bento / "env" / "python" / "requirements.txt").read_text(encoding="utf-8")
+    assert "bentoml==" in pins and "lightgbm==" in pins
