@@ -14,6 +14,8 @@ from strata_cli.app import ConfigOpt, app, console, handle_errors
 
 SERVICE_IMPORT = "serving.service:StrataService"
 SERVICE_NAME = "strata"
+#: Same value as ``serving.service.CONFIG_ENV`` (not imported: that module loads BentoML).
+CONFIG_ENV = "STRATA_CONFIG"
 
 
 def serve_command(
@@ -24,9 +26,10 @@ def serve_command(
     The configuration file travels in ``STRATA_CONFIG`` (absolute path), BentoML's usage tracking is
     switched off (no network calls), and ``workers`` (processes) goes in ``BENTOML_CONFIG_OVERRIDES``.
     """
-    from serving.service import CONFIG_ENV
-
     env = dict(os.environ)
+    # The service must read the configuration this command read (./strata.toml or the defaults when
+    # --config is not given), not one left in the environment.
+    env.pop(CONFIG_ENV, None)
     if config_path is not None:
         env[CONFIG_ENV] = str(config_path.resolve())
     env["BENTOML_DO_NOT_TRACK"] = "True"

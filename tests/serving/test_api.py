@@ -339,7 +339,7 @@ def test_a_broken_champion_never_replaces_the_served_version(api_server: Running
     client = tracking_client(env.config)
     with mlflow.start_run(run_name="not-a-model") as run:
         mlflow.log_text("not a model", "junk/readme.txt")
-    broken = mlflow.register_model(f"runs:/{run.info.run_id}/junk", name)
+    broken = client.create_model_version(name, source=f"{run.info.artifact_uri}/junk", run_id=run.info.run_id)
     uid = str(env.batch_scores["user_id"].iloc[3])
     client.set_registered_model_alias(name, "champion", broken.version)
     try:
@@ -460,7 +460,25 @@ def test_promotion_swaps_versions_without_failing_requests(api_server: RunningSe
         assert_same_as_batch(r, bidx.loc[r["user_id"]])
 
 
-# ----------------------------------------------------------------------------- Bento packaging
+# ----------------------------------------------------------------------------- CLI and Bento packaging
+
+
+def test_serve_command_passes_config_workers_and_no_tracking(tmp_path_factory: pytest.TempPathFactory,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.service import CONFIG_ENV
+    from strata_cli.cmd_serve import serve_command
+
+    monkeypatch.setenv(CONFIG_ENV, "/somewhere/else.toml")
+    cfg = tmp_path_factory.mktemp("cli") / "strata.toml"
+    cmd, env = serve_command("127.0.0.1", 3999, cfg, 2)
+    assert cmd[-5:] == ["serving.service:StrataService", "--host", "127.0.0.1", "--port", "3999"]
+    assert env[CONFIG_ENV] == str(cfg.resolve())
+    assert env["BENTOML_DO_NOT_TRACK"] == "True"
+    assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {"services": {"strata": {"workers": 2}}}
+    _, env_default = serve_command("127.0.0.1", 3999, None, None)
+    assert CONFIG_ENV not in env_default and "BENTOML_CONFIG_OVERRIDES" not in env_default
+
+
 
 
 @pytest.mark.slow
