@@ -588,7 +588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from features.config import load_config
 
         config = load_config(args.config) if args.config is not None else StrataConfig()
-        horizon = int(args.horizon_days or config.labels.horizon_days)
+        horizon = int(args.horizon_days if args.horizon_days is not None else config.labels.horizon_days)
+        if horizon < 1:
+            raise StrataError(f"--horizon-days: value {horizon} must be a positive number of days")
         explicit = _parse_cutoffs(args.cutoffs)
         results = []
         for spec in args.data or ["cdnow", "demo"]:
