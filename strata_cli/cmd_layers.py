@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from features.alerts import Alert
     from features.config import StrataConfig
+    from features.dataset import Dataset
 
 DEFAULT_PREVIOUS_DAYS = 30
 ALERT_EXIT_CODE = 1
@@ -79,7 +80,7 @@ def _compute(
     orders: Path | None,
     events: Path | None,
     users: Path | None,
-) -> list[Cutoff]:
+) -> tuple[Dataset, list[Cutoff]]:
     """Load and validate the data once, then features and layers at each cutoff, with a progress bar."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -111,7 +112,7 @@ def _compute(
                 features = engine.features(ts, config)
                 out.append(Cutoff(ts, features, assign_layers(features, config)))
                 progress.advance(task)
-    return out
+    return dataset, out
 
 
 def _print_layer_counts(layers: pd.DataFrame) -> None:
@@ -202,7 +203,7 @@ def layers_command(
     cutoff = parse_as_of(as_of)
     compare = previous is not None or fail_on_alert
     prev_ts = _previous(cutoff, previous) if compare else None
-    results = _compute(
+    _, results = _compute(
         [cutoff] + ([prev_ts] if prev_ts is not None else []), config, data, orders, events, users
     )
     curr = results[0]
@@ -240,21 +241,37 @@ def report_command(
             help="A `strata score --out` directory: adds score, refined-layer and action sections.",
         ),
     ] = None,
+    outcomes_store: Annotated[
+        Path,
+        typer.Option(
+            "--outcomes",
+            help="Outcomes store from `strata outcomes import`: adds measured uplift and ROI when the file exists.",
+        ),
+    ] = Path("outcomes.parquet"),
+    model_alias: Annotated[
+        str,
+        typer.Option("--model-alias", help="Registered model whose quality and drift the report shows, if any."),
+    ] = "champion",
+    monitor: Annotated[
+        bool,
+        typer.Option("--monitor/--no-monitor", help="Add drift and realised model health (needs a registered model)."),
+    ] = True,
     title: Annotated[str, typer.Option("--title", help="Report title.")] = "Strata customer layers report",
     fail_on_alert: FailOnAlertOpt = False,
     config_path: ConfigOpt = None,
 ) -> None:
-    """Write the HTML report: layer sizes, migration, KPIs with changes, alerts and feature distributions."""
+    """Write the HTML report: layers, migration, KPIs, alerts, feature distributions; with a model and scores
+    also risk and value per layer, refined layers, interventions, uplift, model quality and drift."""
     from features.config import load_config
     from features.cutoffs import parse_as_of
-    from serving.report import Report, layer_sections, score_sections
+    from serving.report import Report, layer_sections
 
     config = load_config(config_path)
     cutoff = parse_as_of(as_of)
     prev_ts = _previous(cutoff, previous)
     # The cutoff before the previous one gives the previous value of prospect conversion.
     before_ts = prev_ts - (cutoff - prev_ts)
-    curr, prev, before = _compute([cutoff, prev_ts, before_ts], config, data, orders, events, users)
+    dataset, (curr, prev, before) = _compute([cutoff, prev_ts, before_ts], config, data, orders, events, users)
     kpis, alerts = _kpis_and_alerts(curr, prev, config, before)
     report = Report(title, cutoff, meta={"previous cutoff 上期": str(prev_ts.date())})
     report.extend(
@@ -269,7 +286,12 @@ def report_command(
         )
     )
     if scores is not None:
-        report.extend(score_sections(_read_scores(scores, cutoff), config.labels.horizon_days))
+        from serving.outcomes import load_store
+        from serving.report_sections_scoring import scoring_sections
+
+        outcomes = load_store(outcomes_store) if outcomes_store.exists() else None
+        report.extend(scoring_sections(_read_scores(scores, cutoff), outcomes))
+    report.extend(_model_sections(dataset, cutoff, config, model_alias, monitor))
     path = report.write(out)
     console.print(
         f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:,.1f} MB, {len(report.sections)} sections)"
@@ -291,3 +313,36 @@ def _read_scores(path: Path, cutoff: pd.Timestamp) -> Any:
                 f"the report is as of {cutoff.isoformat()}"
             )
     return scores
+
+
+def _model_sections(
+    dataset: Dataset, cutoff: pd.Timestamp, config: StrataConfig, alias: str, monitor: bool
+) -> list[Any]:
+    """Model quality and monitoring sections for the model behind ``alias``; none if no model is registered."""
+    from serving.report_sections_model import champion_quality_section
+    from training.registry import alias_version
+
+    if alias_version(config, alias) is None:
+        err_console.print(f"[dim]no model with alias '{alias}' registered: report has no model sections[/]")
+        return []
+    sections: list[Any] = []
+    quality = champion_quality_section(config, alias)
+    if quality is not None:
+        sections.append(quality)
+    if monitor:
+        from serving.monitoring import run_monitor
+        from serving.report_sections_monitoring import monitoring_sections
+        from serving.scorer import Scorer
+
+        scorer = Scorer.from_registry(config, alias=alias)
+        result = run_monitor(
+            scorer.bundle,
+            dataset,
+            cutoff,
+            config,
+            model_name=scorer.model_name,
+            model_version=scorer.model_version,
+            model_alias=alias,
+        )
+        sections.extend(monitoring_sections(result))
+    return sections
