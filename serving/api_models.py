@@ -274,7 +274,18 @@ def _float_or_none(value: Any) -> float | None:
     if value is None:
         return None
     f = float(value)
-    return None if math.isnan(f) else f
+    return f if math.isfinite(f) else None
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    return obj
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -288,14 +299,14 @@ def _json_list(value: Any) -> list[Any] | None:
         return None
     if isinstance(value, list):
         return value
-    parsed = json.loads(value)
+    parsed = _finite(json.loads(value))
     return parsed if isinstance(parsed, list) else None
 
 
 def results_from_scores(scores: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Scorer output rows as API result dicts (JSON-ready), keyed by user id.
 
-    Floats pass through unchanged (NaN becomes null); ``reasons`` and ``interventions`` JSON strings are
+    Floats pass through unchanged (NaN and infinities become null); ``reasons`` and ``interventions`` JSON strings are
     parsed into lists; ``as_of`` is an ISO 8601 string in UTC.
     """
     out: dict[str, dict[str, Any]] = {}
