@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/python -m strata_cli.demo --dir $(DEMO_DIR)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check features training serving strata_cli tests benchmarks

@@ -334,15 +334,20 @@ def _model_sections(
         from serving.report_sections_monitoring import monitoring_sections
         from serving.scorer import Scorer
 
-        scorer = Scorer.from_registry(config, alias=alias)
-        result = run_monitor(
-            scorer.bundle,
-            dataset,
-            cutoff,
-            config,
-            model_name=scorer.model_name,
-            model_version=scorer.model_version,
-            model_alias=alias,
-        )
-        sections.extend(monitoring_sections(result))
+        try:
+            scorer = Scorer.from_registry(config, alias=alias)
+            result = run_monitor(
+                scorer.bundle,
+                dataset,
+                cutoff,
+                config,
+                model_name=scorer.model_name,
+                model_version=scorer.model_version,
+                model_alias=alias,
+            )
+        except StrataError as err:
+            # The layer report stays useful without the drift section; say why it is missing.
+            err_console.print(f"[yellow]warning:[/] no monitoring section: {err}")
+        else:
+            sections.extend(monitoring_sections(result))
     return sections
