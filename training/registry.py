@@ -97,8 +97,14 @@ def _read_client(config: StrataConfig) -> Any:
 def alias_version(config: StrataConfig, alias: str = CHAMPION) -> str | None:
     """The version number behind ``alias`` of ``training.model_name``, or None (no model or no alias).
 
-    Cheap and side-effect free, so it can be polled (serving reloads the champion when this changes).
+    Cheap and side-effect free, so it can be polled (serving reloads the champion when this changes):
+    a SQLite store that does not exist yet means "no model" and is not created.
     """
+    from training.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(config)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None
     return _alias_version(_read_client(config), config.training.model_name, alias)
 
 

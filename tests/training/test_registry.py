@@ -136,3 +136,14 @@ def test_promotion_and_rollback_flow(demo_dir: Path, tmp_path: Path, monkeypatch
     ]
     # serving reads the champion: after the rollbacks it is v1 again
     assert load_bundle("models:/strata@champion").data_fingerprint == load_bundle("models:/strata/1").data_fingerprint
+
+
+def test_alias_lookup_on_a_missing_sqlite_store_creates_nothing(tmp_path, monkeypatch) -> None:
+    """Polling for the champion where no store exists answers None and leaves no mlflow.db behind."""
+    from features.config import StrataConfig
+    from training.registry import alias_version
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert alias_version(StrataConfig()) is None
+    assert list(tmp_path.iterdir()) == []
