@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from html.parser import HTMLParser
 
@@ -14,7 +13,7 @@ from features.config import StrataConfig
 from features.dataset import Dataset
 from features.errors import StrataError
 from features.layers import assign_layers
-from serving.report import Report, Section, build_report, layer_sections, score_sections, table_html
+from serving.report import Report, Section, build_report, layer_sections, table_html
 
 CONFIG = StrataConfig()
 AS_OF = pd.Timestamp("2024-06-30", tz="UTC")
@@ -179,35 +178,6 @@ def test_table_html_escapes_and_formats() -> None:
     out = table_html(df)
     assert "<script>" not in out and "&lt;script&gt;" in out
     assert "1,234,567" in out and "n/a" in out
-
-
-def test_score_sections(two_cutoffs) -> None:  # type: ignore[no-untyped-def]
-    curr, layers, _, _ = two_cutoffs
-    rng = np.random.default_rng(0)
-    n = len(layers)
-    prospect = layers["lifecycle"].eq("potential").to_numpy()
-    scores = layers.assign(
-        churn_risk=np.where(prospect, np.nan, rng.uniform(0, 1, n)),
-        conversion_prob=np.where(prospect, rng.uniform(0, 0.5, n), np.nan),
-        predicted_value=rng.gamma(1.0, 100.0, n),
-        refined_layer=np.where(rng.random(n) < 0.1, "at_risk", layers["lifecycle"]),
-        action_id=np.where(rng.random(n) < 0.5, "cart_reminder", None),
-        action_name="Cart reminder",
-        action_cost=0.2,
-        expected_incremental_value=rng.uniform(0, 5, n),
-        control=rng.random(n) < 0.1,
-    )
-    sections = score_sections(scores, horizon_days=90)
-    assert [s.id for s in sections] == ["scores", "refined-layers", "interventions"]
-    page = build_report(sections, "t", AS_OF)
-    assert_offline(page)
-    # chart labels live in plotly's JSON, which may escape non-ASCII characters
-    assert any(form in page for form in ("流失预警 At risk", json.dumps("流失预警 At risk")[1:-1]))
-    assert "Cart reminder" in page
-    changed = int((scores["refined_layer"] != scores["lifecycle"]).sum())
-    assert f"{changed:,} of {n:,} users" in page
-    with pytest.raises(StrataError, match="refined_layer"):
-        score_sections(scores.drop(columns=["refined_layer"]), horizon_days=90)
 
 
 def test_report_from_generated_dataset(demo_dataset: Dataset) -> None:
