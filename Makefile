@@ -20,10 +20,12 @@ demo: $(STAMP)
 	$(BIN)/python -m strata_cli.demo --dir $(DEMO_DIR)
 
 test: $(STAMP)
+	$(BIN)/ruff check features training serving strata_cli tests benchmarks notebooks
+	$(BIN)/mypy features training serving strata_cli
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check features training serving strata_cli tests benchmarks
+	$(BIN)/ruff check features training serving strata_cli tests benchmarks notebooks
 	$(BIN)/mypy features training serving strata_cli
 
 lock:
