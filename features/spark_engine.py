@@ -39,6 +39,7 @@ from features.contract import ENTITY_KEY, EVENTS, ORDERS, SCHEMAS, USERS, TableS
 from features.cutoffs import parse_as_of
 from features.dataset import Dataset
 from features.errors import InputFileError, StrataError
+from features.validation import ValidationTotals
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -644,29 +645,15 @@ class SparkTableResult:
 
 
 @dataclass
-class SparkValidationReport:
-    """Per-table Spark validation results and the time ``now`` future timestamps were judged by."""
+class SparkValidationReport(ValidationTotals):
+    """Per-table Spark validation results and the time ``now`` future timestamps were judged by.
+
+    Totals and ``to_dict`` come from :class:`features.validation.ValidationTotals`, so the JSON has the
+    same keys as the embedded ``ValidationReport``.
+    """
 
     tables: dict[str, SparkTableResult]
     now: pd.Timestamp
-
-    @property
-    def rows_in(self) -> int:
-        return sum(t.rows_in for t in self.tables.values())
-
-    @property
-    def rows_rejected(self) -> int:
-        return sum(t.n_rejected for t in self.tables.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready report with the same keys as ``ValidationReport.to_dict``."""
-        return {
-            "now": self.now.isoformat(),
-            "rows_in": self.rows_in,
-            "rows_accepted": sum(t.n_accepted for t in self.tables.values()),
-            "rows_rejected": self.rows_rejected,
-            "tables": {name: t.to_dict() for name, t in self.tables.items()},
-        }
 
     def write_rejects(self, out_dir: str) -> dict[str, str]:
         """Write ``<table>_rejected`` (CSV part files: file, row, reason, values JSON) under ``out_dir``."""

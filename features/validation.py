@@ -12,7 +12,7 @@ is vectorised with pandas; nothing loops over rows in Python.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,11 +76,14 @@ class TableResult:
         }
 
 
-@dataclass
-class ValidationReport:
-    """Per-table validation results of one load, and the time ``now`` future timestamps were judged by."""
+class ValidationTotals:
+    """Totals and the JSON form shared by the embedded and the Spark validation reports.
 
-    tables: dict[str, TableResult]
+    Subclasses hold ``tables`` (name -> per-table result with ``rows_in``, ``n_accepted``, ``n_rejected`` and
+    ``to_dict()``) and ``now``.
+    """
+
+    tables: Mapping[str, Any]
     now: pd.Timestamp
 
     @property
@@ -100,6 +103,14 @@ class ValidationReport:
             "rows_rejected": self.rows_rejected,
             "tables": {name: t.to_dict() for name, t in self.tables.items()},
         }
+
+
+@dataclass
+class ValidationReport(ValidationTotals):
+    """Per-table validation results of one load, and the time ``now`` future timestamps were judged by."""
+
+    tables: dict[str, TableResult]
+    now: pd.Timestamp
 
     def write_rejects(self, out_dir: Path | str) -> dict[str, Path]:
         """Write ``<table>_rejected.csv`` (row, reason, original values) per table into ``out_dir``.
