@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/bench_generate.py [N_USERS=1000000] [--write] [--validate] [--format csv]
+        [--order-rate 5.4 --event-rate 1.55]   # the feature benchmark's volume (~20 orders, ~60 events/user)
 
 Prints users/s and rows/s of :func:`features.demo_data.generate_dataset`, next to a baseline measured in
 the same run: the same renewal-process purchase draws done with a Python loop per user (on a subset,
@@ -63,6 +64,10 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="also time writing the files")
     parser.add_argument("--validate", action="store_true", help="also time reading + validating them (implies --write)")
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    parser.add_argument("--order-rate", type=float, default=1.0,
+                        help="generate_dataset order_rate (1: demo data, ~4 orders/user; 5.4: ~20/user)")
+    parser.add_argument("--event-rate", type=float, default=1.0,
+                        help="generate_dataset event_rate (1: demo data, ~32 events/user; 1.55 with order rate 5.4: ~60/user)")
     args = parser.parse_args()
 
     from features.config import StrataConfig
@@ -71,7 +76,7 @@ def main() -> None:
 
     end = pd.Timestamp("2024-12-31", tz="UTC")
     t0, c0 = time.perf_counter(), time.process_time()
-    ds = generate_dataset(args.n_users, end, seed=args.seed)
+    ds = generate_dataset(args.n_users, end, seed=args.seed, order_rate=args.order_rate, event_rate=args.event_rate)
     gen_s, gen_cpu = time.perf_counter() - t0, time.process_time() - c0
     n_orders, n_events = len(ds.orders), len(ds.events) if ds.events is not None else 0
     rows = n_orders + n_events + args.n_users
@@ -79,6 +84,8 @@ def main() -> None:
           f"({n_orders / args.n_users:.1f}/user), {n_events:,} events ({n_events / args.n_users:.1f}/user)")
     print(f"  vectorised: {args.n_users / gen_s:,.0f} users/s, {rows / gen_s:,.0f} rows/s")
 
+    if (args.order_rate, args.event_rate) != (1.0, 1.0):
+        print("  (the loop baseline below draws at the demo rates, fewer rows per user than above)")
     n_base = min(args.n_users, 5_000)
     c0 = time.process_time()
     per_user = _loop_baseline(n_base)

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from features.config import StrataConfig
@@ -316,9 +317,47 @@ def feature_definitions(config: StrataConfig) -> list[FeatureDef]:
     return defs
 
 
-def output_features(config: StrataConfig) -> list[FeatureDef]:
-    """The visible feature definitions (the columns after ``user_id`` and ``as_of``), in table order."""
-    return [d for d in feature_definitions(config) if not d.hidden]
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def select_families(defs: Sequence[FeatureDef], families: Iterable[str] | None) -> list[FeatureDef]:
+    """The definitions of ``families`` (all of ``defs`` when None), with what their derived ones need.
+
+    A derived definition of a selected family may read outputs of other families (``overdue_ratio``
+    reads ``days_since_last_order``); those are kept as hidden intermediates, so each selected feature
+    has the same value as in the full set. Order follows ``defs``.
+
+    Raises
+    ------
+    ValueError
+        If a family is not one of :data:`FAMILIES`.
+    """
+    if families is None:
+        return list(defs)
+    wanted = set(families)
+    unknown = sorted(wanted - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"unknown feature families {unknown}; expected some of {list(FAMILIES)}")
+    by_name = {d.name: d for d in defs}
+    visible = {d.name for d in defs if d.family in wanted and not d.hidden}
+    needed = set(visible)
+    todo = [by_name[n] for n in visible]
+    while todo:
+        d = todo.pop()
+        if d.stage != "derived":
+            continue  # aggregates read source columns, not other definitions
+        for ref in set(_IDENTIFIER.findall(d.sql_expression)) & by_name.keys() - needed:
+            needed.add(ref)
+            todo.append(by_name[ref])
+    return [d if d.name in visible or d.hidden else replace(d, hidden=True) for d in defs if d.name in needed]
+
+
+def output_features(config: StrataConfig, families: Iterable[str] | None = None) -> list[FeatureDef]:
+    """The visible feature definitions (the columns after ``user_id`` and ``as_of``), in table order.
+
+    With ``families``, only those families' features (see :func:`select_families`).
+    """
+    return [d for d in select_families(feature_definitions(config), families) if not d.hidden]
 
 
 def feature_names(config: StrataConfig) -> list[str]:

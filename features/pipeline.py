@@ -26,7 +26,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,7 @@ from features.definitions import (
     double,
     feature_definitions,
     output_features,
+    select_families,
 )
 
 if TYPE_CHECKING:
@@ -221,9 +223,12 @@ def _stage_defs(defs: Sequence[FeatureDef], stage: Stage) -> list[FeatureDef]:
 
 
 def aggregate_sql(defs: Sequence[FeatureDef], stage: Stage, source: str) -> str:
-    """One ``GROUP BY user_id`` pass over ``source`` computing every definition of ``stage``."""
-    exprs = ", ".join(f"{d.sql_expression} AS {d.name}" for d in _stage_defs(defs, stage))
-    return f"SELECT user_id, {exprs} FROM {source} GROUP BY user_id"
+    """One ``GROUP BY user_id`` pass over ``source`` computing every definition of ``stage``.
+
+    With no definitions of ``stage`` it is the distinct users of ``source``.
+    """
+    exprs = "".join(f", {d.sql_expression} AS {d.name}" for d in _stage_defs(defs, stage))
+    return f"SELECT user_id{exprs} FROM {source} GROUP BY user_id"
 
 
 def event_type_counts_sql(events_source: str, config: StrataConfig) -> str:
@@ -244,16 +249,20 @@ def event_type_counts_sql(events_source: str, config: StrataConfig) -> str:
 
 
 def order_days_sql(orders_source: str) -> str:
-    """Distinct paid-order days per user with the gap (days) since the previous order day."""
-    days = (
-        f"SELECT user_id, day_num, SUM(amount) AS day_amount FROM {orders_source} "
-        "WHERE paid GROUP BY user_id, day_num"
+    """Distinct paid-order days per user with the gap (days) since the previous order day.
+
+    Output: ``user_id, day_num, day_amount`` (paid spend that day), ``gap`` (NULL on the first day).
+    One window pass over the paid rows, sorted by user and day: the first row of each day carries the
+    gap since the previous day and the day's total (a peer-range sum). This avoids a ``GROUP BY
+    (user_id, day_num)`` whose hash table holds about one entry per order (most order days have one
+    order), which cost as much as the window itself at 20M orders.
+    """
+    by_day = "OVER (PARTITION BY user_id ORDER BY day_num"
+    rows = (
+        f"SELECT user_id, day_num, SUM(amount) {by_day} RANGE BETWEEN CURRENT ROW AND CURRENT ROW) AS day_amount, "
+        f"day_num - LAG(day_num) {by_day}) AS gap FROM {orders_source} WHERE paid"
     )
-    return (
-        "SELECT user_id, day_num, day_amount, "
-        "day_num - LAG(day_num) OVER (PARTITION BY user_id ORDER BY day_num) AS gap "
-        f"FROM ({days}) AS od"
-    )
+    return f"SELECT user_id, day_num, day_amount, gap FROM ({rows}) AS od WHERE gap IS NULL OR gap > 0"
 
 
 def activity_sql(orders_source: str, events_source: str) -> str:
@@ -268,8 +277,8 @@ def activity_sql(orders_source: str, events_source: str) -> str:
 
 def users_stage_sql(defs: Sequence[FeatureDef], users_source: str) -> str:
     """The ``users`` stage: a row-level projection of the visible user rows."""
-    exprs = ", ".join(f"{d.sql_expression} AS {d.name}" for d in _stage_defs(defs, "users"))
-    return f"SELECT user_id, has_joined, {exprs} FROM {users_source}"
+    exprs = "".join(f", {d.sql_expression} AS {d.name}" for d in _stage_defs(defs, "users"))
+    return f"SELECT user_id, has_joined{exprs} FROM {users_source}"
 
 
 # --------------------------------------------------------------------------- step 4: entities
@@ -297,17 +306,20 @@ def join_sql(defs: Sequence[FeatureDef]) -> str:
     """Full-join the per-source aggregates into one row per known user, filling each stage's defaults.
 
     Orders, events and visible user rows are full-joined (each aggregate is read once); the rhythm and
-    activity aggregates, whose users are a subset, are left-joined. Rows are kept for known users only
-    (:data:`KNOWN_USER_CONDITION`).
+    activity aggregates, whose users are a subset, are left-joined (only when ``defs`` use them). Rows
+    are kept for known users only (:data:`KNOWN_USER_CONDITION`).
     """
     key = ENTITY_KEY
+    stages = {d.stage for d in defs}
     any_activity = f"COALESCE(or_.{key}, ev_.{key})"
     joins = [
         f"FROM order_aggs AS or_ FULL OUTER JOIN event_aggs AS ev_ ON ev_.{key} = or_.{key}",
         f"FULL OUTER JOIN user_aggs AS us_ ON us_.{key} = {any_activity}",
-        f"LEFT JOIN rhythm_aggs AS rh_ ON rh_.{key} = or_.{key}",
-        f"LEFT JOIN activity_aggs AS ac_ ON ac_.{key} = {any_activity}",
     ]
+    if "order_days" in stages:
+        joins.append(f"LEFT JOIN rhythm_aggs AS rh_ ON rh_.{key} = or_.{key}")
+    if "activity" in stages:
+        joins.append(f"LEFT JOIN activity_aggs AS ac_ ON ac_.{key} = {any_activity}")
     selects = [f"COALESCE(or_.{key}, ev_.{key}, us_.{key}) AS {key}"]
     for stage, alias in _ALIAS.items():
         for d in _stage_defs(defs, stage):
@@ -343,6 +355,7 @@ def feature_queries(
     event_columns: Iterable[str] = ("user_id", "occurred_at", "event_type", "value"),
     user_columns: Iterable[str] = ("user_id", "joined_at", "source_channel"),
     dedupe_orders: bool = True,
+    families: Iterable[str] | None = None,
 ) -> str:
     """The engine-neutral feature query for ``as_of``: one SQL statement over ``orders``/``events``/``users``.
 
@@ -359,13 +372,16 @@ def feature_queries(
     order_columns, event_columns, user_columns : columns present in each table (optional ones may be absent).
     dedupe_orders : include the de-duplication step; False is only correct when ``(user_id, order_id,
         status)`` is known to be unique (validated data rejects duplicate ``order_id``).
+    families : only these feature families (:func:`features.definitions.select_families`); None is all.
+        A subset reads only the tables its definitions need, and its rows are the users known from
+        those tables (orders only for ``["rfm"]``: the users with an order row at or before ``as_of``).
     """
     sources = SourceColumns(
         orders=frozenset(order_columns),
         events=frozenset(event_columns) if has_events else None,
         users=frozenset(user_columns) if has_users else None,
     )
-    sql = _compose(config, parse_as_of(as_of), sources, dedupe_orders)
+    sql = _compose(config, parse_as_of(as_of), sources, dedupe_orders, families)
     if dialect == "duckdb":
         return sql
     if dialect == "spark":
@@ -378,39 +394,58 @@ def feature_queries(
     return sqlglot.transpile(sql, read="duckdb", write=dialect)[0]
 
 
-def _compose(config: StrataConfig, as_of: pd.Timestamp, sources: SourceColumns, dedupe_orders: bool = True) -> str:
-    defs = feature_definitions(config)
-    unknown = {d.stage for d in defs} - set(STAGES)
+def _compose(
+    config: StrataConfig,
+    as_of: pd.Timestamp,
+    sources: SourceColumns,
+    dedupe_orders: bool = True,
+    families: Iterable[str] | None = None,
+) -> str:
+    defs = select_families(feature_definitions(config), families)
+    stages = {d.stage for d in defs}
+    unknown = stages - set(STAGES)
     if unknown:
         raise ValueError(f"unknown feature stages: {sorted(unknown)}")
+    if families is not None:
+        # a subset reads only the tables its definitions need (its users are those known from them)
+        if not stages & {"events", "activity"}:
+            sources = replace(sources, events=None)
+        if "users" not in stages:
+            sources = replace(sources, users=None)
     ctes = [
         ("orders_f", filter_orders_sql(as_of, config, sources.orders)),
         ("orders_d", dedupe_orders_sql("orders_f") if dedupe_orders else "SELECT * FROM orders_f"),
         ("events_f", filter_events_sql(as_of, config, sources.events)),
         ("users_f", filter_users_sql(as_of, sources.users)),
         ("order_aggs", aggregate_sql(defs, "orders", "orders_d")),
-        ("order_days", order_days_sql("orders_d")),
-        ("rhythm_aggs", aggregate_sql(defs, "order_days", "order_days")),
-        ("event_types", event_type_counts_sql("events_f", config)),
-        ("event_aggs", aggregate_sql(defs, "events", "event_types")),
-        ("activity_rows", activity_sql("orders_d", "events_f")),
-        ("activity_aggs", aggregate_sql(defs, "activity", "activity_rows")),
-        ("user_aggs", users_stage_sql(defs, "users_f")),
-        ("joined", join_sql(defs)),
     ]
+    if "order_days" in stages:
+        ctes += [("order_days", order_days_sql("orders_d")),
+                 ("rhythm_aggs", aggregate_sql(defs, "order_days", "order_days"))]
+    if "events" in stages:
+        ctes += [("event_types", event_type_counts_sql("events_f", config)),
+                 ("event_aggs", aggregate_sql(defs, "events", "event_types"))]
+    else:
+        ctes.append(("event_aggs", aggregate_sql(defs, "events", "events_f")))
+    if "activity" in stages:
+        ctes += [("activity_rows", activity_sql("orders_d", "events_f")),
+                 ("activity_aggs", aggregate_sql(defs, "activity", "activity_rows"))]
+    ctes += [("user_aggs", users_stage_sql(defs, "users_f")), ("joined", join_sql(defs))]
     with_clause = ",\n".join(f"{name} AS (\n  {body}\n)" for name, body in ctes)
     return f"WITH {with_clause}\n{derive_sql(defs, as_of)}"
 
 
-def finalize_features(raw: pd.DataFrame, as_of: pd.Timestamp, config: StrataConfig) -> pd.DataFrame:
+def finalize_features(
+    raw: pd.DataFrame, as_of: pd.Timestamp, config: StrataConfig, families: Iterable[str] | None = None
+) -> pd.DataFrame:
     """Turn an engine's query result into the feature-table contract (any engine, same output).
 
     Returns ``user_id`` (str), ``as_of`` (UTC timestamp), then the features in catalog order: float64
     (NaN where undefined) or str; rows sorted by ``user_id``, index 0..n-1. When ``raw`` already has
     the contract's layout (the DuckDB result does), it is completed in place and returned, to avoid a
-    second copy of a large table; do not reuse ``raw`` afterwards.
+    second copy of a large table; do not reuse ``raw`` afterwards. ``families`` as in :func:`feature_queries`.
     """
-    defs = output_features(config)
+    defs = output_features(config, families)
     missing = [c for c in [ENTITY_KEY, *(d.name for d in defs)] if c not in raw.columns]
     if missing:
         raise ValueError(f"feature query result lacks columns {missing}")
@@ -450,6 +485,15 @@ FEATURE_INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+_SQL_TYPES = {"string": "VARCHAR", "timestamp": "TIMESTAMPTZ", "float": "DOUBLE", "int": "BIGINT"}
+
+
+def _typed_columns(table: str, columns: Iterable[str]) -> str:
+    """``CAST(c AS <contract type>) AS c, ...`` for ``columns`` of ``table`` (timestamps in microseconds)."""
+    kinds = {**SCHEMAS[table].required, **SCHEMAS[table].optional}
+    return ", ".join(f"CAST({c} AS {_SQL_TYPES[kinds[c]]}) AS {c}" for c in columns)
+
+
 class DuckDBEngine:
     """An in-process DuckDB database holding a data set as tables ``orders``, ``events``, ``users``.
 
@@ -457,19 +501,15 @@ class DuckDBEngine:
     :data:`FEATURE_INPUT_COLUMNS`; strings converted once, timestamps at microsecond resolution), so
     that many cutoffs (training sets) are queried without converting the frames again. With
     ``copy=False`` the tables are typed views over the frames: no second copy of the data in memory,
-    the frames are scanned by each query (best for one cutoff). Use as a context manager or call
+    the frames are scanned by each query (best for one cutoff). :meth:`from_parquet` makes the tables
+    typed views over Parquet files instead (no pandas frames at all). Use as a context manager or call
     :meth:`close`.
     """
 
     def __init__(self, dataset: Dataset, threads: int | None = None, *, copy: bool = True) -> None:
-        import duckdb
-
-        self.dataset = dataset
+        self.dataset: Dataset | None = dataset
         self.copy = copy
-        self.con: duckdb.DuckDBPyConnection = duckdb.connect(":memory:")
-        self.con.execute("SET TimeZone = 'UTC'")
-        if threads is not None:
-            self.con.execute(f"SET threads = {int(threads)}")
+        self._connect(threads)
         t0 = time.perf_counter()
         columns: dict[str, frozenset[str] | None] = {"orders": None, "events": None, "users": None}
         frames = {"orders": dataset.orders, "events": dataset.events if dataset.has_events else None,
@@ -482,13 +522,83 @@ class DuckDBEngine:
         self.has_duplicate_orders = self._has_duplicate_orders()
         log.debug("registered tables with DuckDB in %.2fs", time.perf_counter() - t0)
 
+    def _connect(self, threads: int | None) -> None:
+        import duckdb
+
+        self.con: duckdb.DuckDBPyConnection = duckdb.connect(":memory:")
+        self.con.execute("SET TimeZone = 'UTC'")
+        if threads is not None:
+            self.con.execute(f"SET threads = {int(threads)}")
+
+    @classmethod
+    def from_parquet(
+        cls,
+        orders: Path | str,
+        events: Path | str | None = None,
+        users: Path | str | None = None,
+        threads: int | None = None,
+        *,
+        orders_unique: bool = False,
+    ) -> DuckDBEngine:
+        """An engine whose tables are typed views over Parquet files, read by DuckDB at each query.
+
+        For typed Parquet such as :func:`features.demo_data.write_dataset` writes (or a validated data
+        set saved with :func:`features.io.write_table`): timestamps, ``amount`` and ``value`` numeric,
+        the contract's column names. Nothing is validated here (raw files go through
+        :func:`features.validation.load_dataset`); a value of the wrong type fails the query. Only
+        :data:`FEATURE_INPUT_COLUMNS` are read, the pandas frames never exist, and DuckDB scans the
+        files in parallel, so this is the lightest way to compute features of a large exported data set.
+        ``orders_unique=True`` says ``(user_id, order_id, status)`` is known to be unique (validated data
+        rejects duplicate order ids), which skips the duplicate check (one pass over the orders) and the
+        de-duplication step; otherwise both happen as for frames.
+
+        Raises
+        ------
+        InputFileError
+            If a file is missing or unreadable, or lacks a required column of its table.
+        """
+        import duckdb
+
+        from features.errors import InputFileError
+
+        engine = cls.__new__(cls)
+        engine.dataset = None
+        engine.copy = False
+        engine._connect(threads)
+        columns: dict[str, frozenset[str] | None] = {"orders": None, "events": None, "users": None}
+        for name, path in (("orders", orders), ("events", events), ("users", users)):
+            if path is None:
+                continue
+            path = Path(path)
+            if not path.is_file():
+                engine.close()
+                raise InputFileError(f"{path}: file not found (the {name} table)")
+            literal = "'" + str(path).replace("'", "''") + "'"
+            try:
+                present = {row[0] for row in engine.con.execute(f"DESCRIBE SELECT * FROM read_parquet({literal})").fetchall()}
+                n_rows = engine.con.execute(f"SELECT COUNT(*) FROM read_parquet({literal})").fetchone()
+            except duckdb.Error as err:
+                engine.close()
+                raise InputFileError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+            missing = [c for c in SCHEMAS[name].required if c not in present]
+            if missing:
+                engine.close()
+                raise InputFileError(f"{path}: missing required column(s) {', '.join(map(repr, missing))} of the {name} table")
+            if name != "orders" and not (n_rows and n_rows[0]):
+                continue  # an empty optional table is an absent one (as for Dataset.has_events)
+            cols = [c for c in FEATURE_INPUT_COLUMNS[name] if c in present]
+            engine.con.execute(f"CREATE VIEW {name} AS SELECT {_typed_columns(name, cols)} FROM read_parquet({literal})")
+            columns[name] = frozenset(cols)
+        engine.sources = SourceColumns(orders=columns["orders"] or frozenset(), events=columns["events"],
+                                     users=columns["users"])
+        engine.has_duplicate_orders = False if orders_unique else engine._has_duplicate_orders()
+        return engine
+
     def _load(self, name: str, frame: pd.DataFrame) -> frozenset[str]:
         """Copy the feature input columns of ``frame`` into table ``name`` (or, with ``copy=False``, make
         ``name`` a typed view over the frame); return the columns loaded."""
         cols = [c for c in FEATURE_INPUT_COLUMNS[name] if c in frame.columns]
-        kinds = {**SCHEMAS[name].required, **SCHEMAS[name].optional}
-        sql_type = {"string": "VARCHAR", "timestamp": "TIMESTAMPTZ", "float": "DOUBLE", "int": "BIGINT"}
-        typed = ", ".join(f"CAST({c} AS {sql_type[kinds[c]]}) AS {c}" for c in cols)
+        typed = _typed_columns(name, cols)
         source = f"input_{name}"
         index = frame.index
         if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
@@ -504,8 +614,18 @@ class DuckDBEngine:
         return frozenset(cols)
 
     def _has_duplicate_orders(self) -> bool:
-        """Whether any ``(user_id, order_id, status)`` occurs twice (checked once per data set)."""
+        """Whether any ``(user_id, order_id, status)`` occurs twice (checked once per data set).
+
+        Unique ``order_id`` values (the usual case, and always so after validation) are found by a
+        pass over that one column, about half the cost of grouping by the three columns.
+        """
         if "order_id" not in self.sources.orders:
+            return False
+        ids = self.con.execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE order_id IS NOT NULL "
+            "GROUP BY order_id HAVING COUNT(*) > 1) AS d"
+        ).fetchone()
+        if not (ids and ids[0]):
             return False
         status = "status" if "status" in self.sources.orders else "NULL"
         sql = (
@@ -519,13 +639,16 @@ class DuckDBEngine:
         """Run ``sql`` and return the result as a pandas frame."""
         return self.con.execute(sql).df()
 
-    def features(self, as_of: pd.Timestamp, config: StrataConfig) -> pd.DataFrame:
-        """The feature table as of ``as_of`` (see :func:`build_features`)."""
+    def features(
+        self, as_of: pd.Timestamp, config: StrataConfig, families: Iterable[str] | None = None
+    ) -> pd.DataFrame:
+        """The feature table as of ``as_of`` (see :func:`build_features`); ``families`` as in
+        :func:`feature_queries` (None: all)."""
         as_of = parse_as_of(as_of)
         t0 = time.perf_counter()
-        sql = _compose(config, as_of, self.sources, dedupe_orders=self.has_duplicate_orders)
+        sql = _compose(config, as_of, self.sources, dedupe_orders=self.has_duplicate_orders, families=families)
         raw = self.query(sql)
-        out = finalize_features(raw, as_of, config)
+        out = finalize_features(raw, as_of, config, families)
         log.info("features as of %s: %d users x %d features in %.2fs", as_of.isoformat(), len(out),
                  out.shape[1] - 2, time.perf_counter() - t0)
         return out
