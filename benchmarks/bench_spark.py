@@ -1,20 +1,23 @@
 """Benchmark of the Spark path against the embedded path on the same data and machine, in the same run.
 
-One synthetic data set (``--users`` users, CSV files) and one model bundle (trained with the production
-code on ``--train-users`` users, or loaded with ``--bundle``) are prepared once. Then every
-configuration runs in a fresh subprocess (so each Spark start-up is a cold JVM start, and thread
-limits apply from the start), timing the same three stages:
+One synthetic data set (``--users`` users, written as CSV or Parquet with ``--input-format``) and one
+model bundle (trained with the production code on ``--train-users`` users, or loaded with
+``--bundle``) are prepared once. Then every configuration runs in a fresh subprocess (so each Spark
+start-up is a cold JVM start, and thread limits apply from the start), timing the same three stages:
 
-* ``validation``: reading and validating the CSV files (pandas ``load_dataset`` / ``load_dataset_spark``);
+* ``validation``: reading and validating the input files (pandas ``load_dataset`` / ``load_dataset_spark``);
 * ``features``: the feature table as of ``--as-of`` (DuckDB / the same SQL on Spark, materialised);
 * ``scoring``: ``Scorer.score_features`` on every user (in process / per partition with ``mapInPandas``).
 
 Configurations: embedded with 1 and 2 threads (DuckDB ``threads``, ``OMP_NUM_THREADS`` for LightGBM),
 and Spark ``local[1]`` and ``local[2]`` (plus any ``--masters``). Spark start-up (session creation and a
-first trivial job) is reported separately. Throughput is per core: rows per second divided by the
-cores the configuration may use. Usage::
+first trivial job) is reported separately. Every stage reports wall seconds and CPU seconds of the
+whole process tree (the JVM and the Python workers included, read from ``/proc``), so figures stay
+comparable when other jobs share the machine: rows per second per core (wall) and rows per CPU
+second. The speed-up of 2 over 1 thread is printed for each engine. Usage::
 
-    python benchmarks/bench_spark.py --users 20000
+    python benchmarks/bench_spark.py --users 50000 --skip-scoring
+    python benchmarks/bench_spark.py --users 50000 --skip-scoring --input-format parquet
 """
 
 from __future__ import annotations
@@ -43,6 +46,56 @@ def _cores(kind: str, arg: str) -> int:
     return (os.cpu_count() or 1) if inside == "*" else int(inside)
 
 
+def _tree_cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (default: this one) and its descendants.
+
+    Living descendants are read from ``/proc``; finished ones are counted through their parents'
+    ``cutime``/``cstime`` once reaped. Returns NaN where ``/proc`` is unavailable.
+    """
+    pid = os.getpid() if pid is None else pid
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    try:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = fields
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    except OSError:
+        return float("nan")
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        f = stats.get(p)
+        if f is None:
+            continue
+        # fields after the command: state ppid ... utime(11) stime(12) cutime(13) cstime(14)
+        total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+        todo.extend(children.get(p, []))
+    return total / tick
+
+
+class _Stage:
+    """Wall and CPU seconds of one stage, stored into ``out[name]`` and ``out[name + '_cpu']``."""
+
+    def __init__(self, out: dict[str, Any], name: str) -> None:
+        self.out, self.name = out, name
+
+    def __enter__(self) -> _Stage:
+        self.t, self.c = time.perf_counter(), _tree_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.out[self.name] = time.perf_counter() - self.t
+        self.out[self.name + "_cpu"] = _tree_cpu_seconds() - self.c
+
+
 def run_embedded(data_dir: Path, bundle_dir: Path | None, as_of: pd.Timestamp, threads: int) -> dict[str, Any]:
     """Stage timings (seconds) of the embedded path with ``threads`` threads."""
     from features.config import StrataConfig
@@ -51,23 +104,19 @@ def run_embedded(data_dir: Path, bundle_dir: Path | None, as_of: pd.Timestamp, t
 
     config = StrataConfig()
     out: dict[str, Any] = {}
-    t = time.perf_counter()
-    dataset, report = load_dataset(data_dir, config=config, now=NOW)
-    out["validation"] = time.perf_counter() - t
+    with _Stage(out, "validation"):
+        dataset, report = load_dataset(data_dir, config=config, now=NOW)
     out["rows_in"] = report.rows_in
-    t = time.perf_counter()
-    with DuckDBEngine(dataset, threads=threads) as engine:
+    with _Stage(out, "features"), DuckDBEngine(dataset, threads=threads) as engine:
         features = engine.features(as_of, config)
-    out["features"] = time.perf_counter() - t
     out["users"] = len(features)
     if bundle_dir is not None:
         from serving.scorer import Scorer
         from training.bundle import ModelBundle
 
         scorer = Scorer(ModelBundle.load(bundle_dir), config, model_name="bench", model_version="1")
-        t = time.perf_counter()
-        scores = scorer.score_features(features)
-        out["scoring"] = time.perf_counter() - t
+        with _Stage(out, "scoring"):
+            scores = scorer.score_features(features)
         assert len(scores) == len(features)
     return out
 
@@ -76,33 +125,30 @@ def run_spark(data_dir: Path, bundle_dir: Path | None, as_of: pd.Timestamp, mast
     """Stage timings (seconds) of the Spark path on ``master``, start-up included separately."""
     from pyspark import StorageLevel
 
-    from features.config import SparkConfig, StrataConfig
+    from features.config import StrataConfig
     from features.spark_engine import build_features_spark, load_dataset_spark, spark_session
 
-    config = StrataConfig()
+    config = StrataConfig()  # the default [spark] conf: shuffle partitions follow the local cores
     out: dict[str, Any] = {}
-    t = time.perf_counter()
-    spark = spark_session(SparkConfig(master=master, conf={"spark.sql.shuffle.partitions": str(2 * _cores("spark", master)),
-                                                           "spark.ui.enabled": "false"}), app_name="strata-bench")
-    spark.range(1).count()
-    out["start-up"] = time.perf_counter() - t
-    t = time.perf_counter()
-    dataset, report = load_dataset_spark(spark, data_dir, config=config, now=NOW)  # counts are eager
-    out["validation"] = time.perf_counter() - t
+    with _Stage(out, "start-up"):
+        spark = spark_session(config.spark, master=master, app_name="strata-bench")
+        spark.range(1).count()
+    out["shuffle_partitions"] = spark.conf.get("spark.sql.shuffle.partitions")
+    with _Stage(out, "validation"):
+        dataset, report = load_dataset_spark(spark, data_dir, config=config, now=NOW)  # counts are eager
     out["rows_in"] = report.rows_in
-    t = time.perf_counter()
-    features = build_features_spark(spark, dataset, as_of, config).persist(StorageLevel.MEMORY_AND_DISK)
-    out["users"] = features.count()
-    out["features"] = time.perf_counter() - t
+    out["input_partitions"] = {name: frame.rdd.getNumPartitions() for name, frame in dataset.tables().items()}
+    with _Stage(out, "features"):
+        features = build_features_spark(spark, dataset, as_of, config).persist(StorageLevel.MEMORY_AND_DISK)
+        out["users"] = features.count()
     if bundle_dir is not None:
         from serving.scorer import Scorer
         from serving.spark_scoring import score_features_spark
         from training.bundle import ModelBundle
 
         scorer = Scorer(ModelBundle.load(bundle_dir), config, model_name="bench", model_version="1")
-        t = time.perf_counter()
-        score_features_spark(features, scorer).write.format("noop").mode("overwrite").save()
-        out["scoring"] = time.perf_counter() - t
+        with _Stage(out, "scoring"):
+            score_features_spark(features, scorer).write.format("noop").mode("overwrite").save()
     spark.stop()
     return out
 
@@ -124,8 +170,8 @@ def _prepare(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path | None]:
 
     t = time.perf_counter()
     data_dir = tmp / "data"
-    write_dataset(generate_dataset(args.users, END, seed=args.seed), data_dir, "csv")
-    print(f"data: {args.users:,} users written as CSV in {time.perf_counter() - t:.1f}s", flush=True)
+    write_dataset(generate_dataset(args.users, END, seed=args.seed), data_dir, args.input_format)
+    print(f"data: {args.users:,} users written as {args.input_format} in {time.perf_counter() - t:.1f}s", flush=True)
     if args.skip_scoring:
         return data_dir, None
     if args.bundle is not None:
@@ -156,6 +202,8 @@ def main() -> None:
     parser.add_argument("--masters", default="local[1],local[2]", help="Comma-separated Spark masters to time.")
     parser.add_argument("--threads", default="1,2", help="Comma-separated embedded thread counts to time.")
     parser.add_argument("--skip-scoring", action="store_true", help="Time validation and features only.")
+    parser.add_argument("--input-format", choices=("csv", "parquet"), default="csv",
+                        help="Format of the input files (Parquet is the usual format on a cluster).")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--bundle-dir", help=argparse.SUPPRESS)
@@ -165,6 +213,7 @@ def main() -> None:
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="strata-bench-spark-"))
+    load_start = os.getloadavg()
     try:
         data_dir, bundle_dir = _prepare(args, tmp)
         configs = [("embedded", t) for t in args.threads.split(",")] + [("spark", m) for m in args.masters.split(",")]
@@ -187,38 +236,57 @@ def main() -> None:
             results[label]["cores"] = _cores(kind, arg)
             results[label]["process"] = time.perf_counter() - t
             print(f"{label}: done in {results[label]['process']:.1f}s", flush=True)
-        _print_table(results)
+        _print_table(results, args.input_format, load_start)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _print_table(results: dict[str, dict[str, Any]]) -> None:
+def _print_table(results: dict[str, dict[str, Any]], input_format: str, load_start: tuple[float, float, float]) -> None:
     if not results:
         return
     labels = list(results)
     first = next(iter(results.values()))
     rows_in, users = first["rows_in"], first["users"]
-    print(f"\n{rows_in:,} input rows, {users:,} users; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    load_end = os.getloadavg()
+    print(f"\n{rows_in:,} input rows ({input_format}), {users:,} users on {os.cpu_count()} cores; load average "
+          f"(1 min) {load_start[0]:.1f} at start, {load_end[0]:.1f} at end: wall times include other jobs' "
+          f"contention, CPU seconds much less so")
     width = max(18, *(len(label) + 2 for label in labels))
-    print(f"{'':<28}" + "".join(f"{label:>{width}}" for label in labels))
+    print(f"{'':<30}" + "".join(f"{label:>{width}}" for label in labels))
 
     def line(name: str, values: list[str]) -> None:
-        print(f"{name:<28}" + "".join(f"{v:>{width}}" for v in values))
+        print(f"{name:<30}" + "".join(f"{v:>{width}}" for v in values))
 
     def seconds(key: str) -> list[str]:
         return [f"{r[key]:.2f}" if key in r else "-" for r in results.values()]
 
     line("Spark start-up (s)", seconds("start-up"))
-    for stage, unit, n in (("validation", "rows", rows_in), ("features", "rows", rows_in), ("scoring", "users", users)):
-        if not any(stage in r for r in results.values()):
-            continue
+    line("  CPU s", seconds("start-up_cpu"))
+    stages = [s for s in ("validation", "features", "scoring") if any(s in r for r in results.values())]
+    for stage in stages:
+        unit, n = ("users", users) if stage == "scoring" else ("rows", rows_in)
         line(f"{stage} (s)", seconds(stage))
+        line("  CPU s", seconds(f"{stage}_cpu"))
         line(f"  {unit}/s per core", [_fmt_rate(n, r.get(stage), r["cores"]) for r in results.values()])
-    totals = [sum(r.get(k, 0.0) for k in ("validation", "features", "scoring")) for r in results.values()]
+        line(f"  {unit} per CPU s", [_fmt_rate(n, r.get(f"{stage}_cpu"), 1) for r in results.values()])
+    totals = [sum(r.get(k, 0.0) for k in stages) for r in results.values()]
+    cpus = [sum(r.get(f"{k}_cpu", 0.0) for k in stages) for r in results.values()]
     line("total without start-up (s)", [f"{t:.2f}" for t in totals])
+    line("  CPU s", [f"{c:.2f}" for c in cpus])
     line("  input rows/s per core", [_fmt_rate(rows_in, t, r["cores"]) for t, r in zip(totals, results.values(), strict=True)])
+    line("  input rows per CPU s", [_fmt_rate(rows_in, c, 1) for c in cpus])
     base = totals[0]
     line(f"  time vs {labels[0]}", [f"{t / base:.2f}x" for t in totals])
+    # Scaling: each engine's 1-core time over its 2-core time (2.00x is perfect scaling).
+    for kind in ("embedded", "spark"):
+        by_cores = {r["cores"]: t for (label, r), t in zip(results.items(), totals, strict=True) if label.startswith(kind)}
+        if 1 in by_cores and 2 in by_cores:
+            print(f"{kind}: 1 -> 2 cores speed-up {by_cores[1] / by_cores[2]:.2f}x (wall, validation + features"
+                  + (" + scoring" if "scoring" in stages else "") + ")")
+    for label, r in results.items():
+        if "input_partitions" in r:
+            parts = ", ".join(f"{k} {v}" for k, v in r["input_partitions"].items())
+            print(f"{label}: input partitions {parts}; spark.sql.shuffle.partitions {r['shuffle_partitions']}")
 
 
 if __name__ == "__main__":

@@ -215,6 +215,10 @@ class ServingConfig(_Section):
 
 class ScoringConfig(_Section):
     chunk_users: int = 200_000
+    reason_method: Literal["path", "shap"] = "path"
+    """How reason codes are computed: ``path`` (Saabas path credits from one LightGBM leaf pass, cheap)
+    or ``shap`` (LightGBM TreeSHAP, exact Shapley values, about 35x the cost of prediction). Both add
+    up exactly to the raw score; path credits favour features split near the root of the trees."""
 
 
 class MonitoringConfig(_Section):
@@ -252,11 +256,16 @@ class MonitoringConfig(_Section):
 
 
 class SparkConfig(_Section):
+    """``--engine spark``: the master URL and Spark settings (docs/cluster.md lists the ones that matter).
+
+    Unless ``conf`` sets ``spark.sql.shuffle.partitions``, a ``local[N]`` master gets ``2 * N`` (Spark's
+    default of 200 is meant for clusters); other masters keep Spark's default or the launcher's.
+    """
+
     master: str = "local[*]"
     conf: dict[str, str] = Field(
         default_factory=lambda: {
             "spark.sql.session.timeZone": "UTC",
-            "spark.sql.shuffle.partitions": "8",
             "spark.ui.enabled": "false",
         }
     )

@@ -1,17 +1,20 @@
 """The Apache Spark engine: the same validation and the same feature SQL, on data beyond one machine.
 
-Nothing here re-implements a feature or a validation rule:
+Nothing here re-implements a feature, and the SQL fast path of validation only ever accepts rows
+(rejections come from the embedded validator or the global steps named below):
 
 * **Features**: the Spark DataFrames are registered as temp views named ``orders``, ``events`` and
   ``users`` and the query of :func:`features.pipeline.feature_queries` (written once, DuckDB dialect)
   runs on them after SQLGlot transpiles it (:func:`transpile_for_spark`). Collected results go through
   :func:`features.pipeline.finalize_features`, exactly like the DuckDB path.
-* **Validation**: every partition of a raw table (all strings, as :func:`features.io.read_table` gives)
-  is validated by the very same :func:`features.validation.validate_table` inside ``mapInPandas``. The
+* **Validation**: the rules are :func:`features.validation.validate_table`'s. Rows whose every cell is
+  in a plain form both engines provably read alike, and that pass every rule, are typed by Spark SQL
+  (:func:`_fast_path`, no Python); every other row (all bad rows, and valid rows in unusual forms) is
+  validated by ``validate_table`` itself inside ``mapInPandas``, so reasons are always its own. The
   rules that need every row at once run as global Spark steps: duplicate ``order_id`` / ``user_id``
   (the first in file order is kept, as in pandas) and events/orders of users missing from ``users``.
   Every row is accounted for: ``rows_in == accepted + rejected``, with the same reasons as the
-  embedded path.
+  embedded path, and :meth:`SparkValidationReport.write_rejects` writes the embedded path's files.
 
 Spark timestamps are UTC: the session time zone is forced to ``UTC`` (``MONTH()`` and day numbers
 depend on it), and collected timestamps are tz-aware UTC.
@@ -35,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from features.config import SparkConfig, StrataConfig
-from features.contract import ENTITY_KEY, EVENTS, ORDERS, SCHEMAS, USERS, TableSchema
+from features.contract import ENTITY_KEY, EVENTS, ORDER_STATUSES, ORDERS, SCHEMAS, USERS, TableSchema
 from features.cutoffs import parse_as_of
 from features.dataset import Dataset
 from features.errors import InputFileError, StrataError
@@ -82,6 +85,16 @@ def _is_local(master: str) -> bool:
     return master == "local" or master.startswith("local[") or master.startswith("local-cluster")
 
 
+def local_cores(master: str) -> int | None:
+    """Worker threads of a ``local``/``local[N]``/``local[*]``/``local[N,F]`` master; None for other masters."""
+    m = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master.strip())
+    if m is None:
+        return None
+    if m.group(1) in (None, ""):
+        return 1
+    return (os.cpu_count() or 1) if m.group(1) == "*" else int(m.group(1))
+
+
 def spark_session(
     config: SparkConfig | StrataConfig,
     *,
@@ -123,9 +136,14 @@ def spark_session(
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
+    defaults = dict(DEFAULT_CONF)
+    cores = local_cores(effective_master) if effective_master is not None else None
+    if cores is not None:
+        # Two shuffle partitions per local core keeps every core busy without hundreds of tiny tasks.
+        defaults["spark.sql.shuffle.partitions"] = str(2 * cores)
     if effective_master is not None:
         builder = builder.master(effective_master)
-    for key, value in {**DEFAULT_CONF, **spark_cfg.conf, **REQUIRED_CONF}.items():
+    for key, value in {**defaults, **spark_cfg.conf, **REQUIRED_CONF}.items():
         builder = builder.config(key, value)
     t0 = time.perf_counter()
     try:
@@ -620,6 +638,9 @@ class SparkTableResult:
     reasons: dict[str, int]
     warnings: list[str] = field(default_factory=list)
     warning_counts: dict[str, int] = field(default_factory=dict)
+    header: list[str] = field(default_factory=list)
+    """The input's column names (contract and extra columns), as in the file header."""
+    _cached: list[DataFrame] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary with the same keys as ``TableResult.to_dict``."""
@@ -634,6 +655,30 @@ class SparkTableResult:
             "warning_counts": dict(self.warning_counts),
         }
 
+    def rejected_table(self, *, with_file: bool | None = None) -> DataFrame:
+        """Rejected rows laid out as the embedded ``<table>_rejected.csv``: ``row``, ``reason``, the
+        original values (one string column per header column), and ``line`` if some row had the wrong
+        number of fields; sorted by file and row.
+
+        ``with_file`` adds the input ``file`` as the first column (default: only when the table was read
+        from several files, where row numbers restart in each file).
+        """
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        from features.validation import MALFORMED
+
+        columns = list(self.header) + (["line"] if self.reasons.get(MALFORMED) else [])
+        if with_file is None:
+            with_file = self.n_rejected > 0 and self.rejected.select("file").distinct().limit(2).count() > 1
+        struct = T.StructType([T.StructField(c, T.StringType(), True) for c in columns])
+        parsed = self.rejected.withColumn("_v", F.from_json(F.col("values"), struct))
+        lead = [F.col("file")] if with_file else []
+        # One partition, sorted: written as one file in file/row order (rejected rows are the few).
+        return parsed.repartition(1).sortWithinPartitions("file", "row").select(
+            *lead, F.col("row"), F.col("reason"), *[F.col("_v").getField(c).alias(c) for c in columns]
+        )
+
     def rejected_pandas(self, limit: int | None = None) -> pd.DataFrame:
         """Rejected rows as pandas: ``file``, ``row``, ``reason`` and one column per original value."""
         rows = self.rejected.orderBy("file", "row")
@@ -642,6 +687,11 @@ class SparkTableResult:
         pdf = rows.toPandas()
         values = pd.DataFrame([json.loads(v) if v else {} for v in pdf["values"]], index=pdf.index)
         return pd.concat([pdf.drop(columns="values"), values], axis=1)
+
+    def unpersist(self) -> None:
+        """Release the cached frames."""
+        for frame in self._cached:
+            frame.unpersist()
 
 
 @dataclass
@@ -655,23 +705,160 @@ class SparkValidationReport(ValidationTotals):
     tables: dict[str, SparkTableResult]
     now: pd.Timestamp
 
-    def write_rejects(self, out_dir: str) -> dict[str, str]:
-        """Write ``<table>_rejected`` (CSV part files: file, row, reason, values JSON) under ``out_dir``."""
-        paths = {}
+    def write_rejects(self, out_dir: str | Path) -> dict[str, str]:
+        """Write ``<table>_rejected.csv`` per validated table into ``out_dir`` (any Hadoop file system).
+
+        The same file names and columns as the embedded ``ValidationReport.write_rejects`` (``row``,
+        ``reason``, the original values, ``line`` for rows with the wrong number of fields; header only
+        if nothing was rejected), plus a leading ``file`` column when a table was read from several files.
+        Each file is written by one Spark task and moved into place.
+
+        Returns
+        -------
+        Mapping table name -> written path.
+        """
+        target_dir = hadoop_path(out_dir).rstrip("/")
+        paths: dict[str, str] = {}
         for name, res in self.tables.items():
-            target = f"{str(out_dir).rstrip('/')}/{name}_rejected"
-            res.rejected.orderBy("file", "row").write.mode("overwrite").option("header", True).csv(target)
-            paths[name] = target
+            frame = res.rejected_table()
+            spark = frame.sparkSession
+            staging = f"{target_dir}/_{name}_rejected.tmp"
+            (frame.write.mode("overwrite").option("header", True).option("escape", '"').option("emptyValue", "")
+             .option("ignoreLeadingWhiteSpace", False).option("ignoreTrailingWhiteSpace", False).csv(staging))
+            fs, hstage = _hadoop_fs(spark, staging)
+            parts = [st.getPath() for st in fs.listStatus(hstage) if str(st.getPath().getName()).startswith("part-")]
+            final = f"{target_dir}/{name}_rejected.csv"
+            _, hfinal = _hadoop_fs(spark, final)
+            if fs.exists(hfinal):
+                fs.delete(hfinal, False)
+            if not parts or not fs.rename(parts[0], hfinal):
+                raise SparkEngineError(f"{final}: could not move the rejected rows into place (from {staging})")
+            fs.delete(hstage, True)
+            _drop_local_checksum(fs, hfinal)
+            paths[name] = final
         return paths
 
     def unpersist(self) -> None:
         """Release the cached frames."""
         for res in self.tables.values():
-            res.accepted.unpersist()
-            res.rejected.unpersist()
+            res.unpersist()
 
 
-def _validation_schema(schema: TableSchema, header: list[str]) -> Any:
+def _drop_local_checksum(fs: Any, hpath: Any) -> None:
+    """Remove the ``.<name>.crc`` side file Hadoop's local file system keeps next to a written file."""
+    if str(fs.getScheme()) != "file":
+        return
+    try:
+        checksum = fs.getChecksumFile(hpath)
+        raw_fs = fs.getRawFileSystem()
+        if raw_fs.exists(checksum):
+            raw_fs.delete(checksum, False)
+    except Exception:  # noqa: BLE001 - a leftover .crc file is harmless
+        log.debug("could not remove the checksum file of %s", hpath)
+
+
+#: Characters that may be stripped as whitespace at the edges of a cell (a superset of what Python's
+#: ``str.strip`` and Arrow's ``utf8_trim_whitespace`` remove): cells starting or ending with one never
+#: take the SQL fast path.
+_EDGE_SPACE = r"\x00-\x20\x7f-\xa0\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f\u3000\ufeff"
+_PLAIN_RE = f"^[^{_EDGE_SPACE}](.*[^{_EDGE_SPACE}])?$"  # anchored: far cheaper than searching for an edge
+#: ISO-8601 forms on which Spark's timestamp cast and pandas' ISO-8601 parser agree to the microsecond
+#: (naive = UTC). Other forms (and impossible dates, which the cast turns into NULL) go to validate_table.
+_TS_RE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?)?$"
+#: Plain decimals of at most 15 characters: every parser rounds them correctly (pandas' ``to_numeric`` is not
+#: correctly rounded for 16-17 digits, so those take the pandas path, as on the embedded engine).
+_DEC_RE = r"^\d+(\.\d+)?$"
+_SIGNED_DEC_RE = r"^-?\d+(\.\d+)?$"
+_MAX_DIGITS = 15
+_INT_RE = r"^\d{1,9}$"
+_WORD_RE = r"^[A-Za-z0-9_]+$"
+_DEL = "\x7f"
+_FAST = "_fast"
+_NO_STATUS = "_no_status"
+_STATUS_MISSING = "status missing, taken as paid"
+
+
+def _fast_path(
+    schema: TableSchema, header: list[str], config: StrataConfig, now: pd.Timestamp
+) -> tuple[Column, dict[str, Column], Column | None]:
+    """The SQL fast path of :func:`features.validation.validate_table`, for rows it surely accepts.
+
+    A row takes the fast path only if every contract cell is in a plain form on which Spark SQL and
+    pandas provably agree (no edge whitespace, canonical ISO-8601 timestamps, decimals of at most 15
+    digits, ASCII event types and statuses) and passes every rule (required, ranges, known event
+    type). Anything else (every bad row, and valid rows in unusual forms) is left to
+    ``validate_table`` itself, so reasons are always its own.
+
+    Returns
+    -------
+    (condition, typed value per contract column in ``header`` (meaningful where the condition
+    holds), "status was missing" flag or None).
+    """
+    from pyspark.sql import functions as F
+
+    from features.validation import NULL_TOKENS
+
+    rules = config.data
+    ts_max = now + pd.Timedelta(hours=rules.future_tolerance_hours)
+    ts_min = parse_as_of(rules.min_timestamp)
+    # Whole microseconds inside [ts_min, ts_max]: exact integer comparisons, no rounding.
+    us_max = (ts_max.value // 1000)
+    us_min = -((-ts_min.value) // 1000)
+    event_types = {t.lower(): t for t in rules.event_types}
+    ascii_types = {k: v for k, v in event_types.items() if re.fullmatch(_WORD_RE, k)}
+    nulls = sorted(NULL_TOKENS)
+
+    ok = F.lit(True)
+    values: dict[str, Column] = {}
+    no_status: Column | None = None
+    for col in schema.columns:
+        if col not in header:
+            continue
+        kind = schema.required.get(col) or schema.optional[col]
+        required = col in schema.required
+        raw = F.col(f"`{col}`")
+        null = raw.isin(nulls)
+        ascii_only = F.length(raw) == F.octet_length(raw)  # cheap; lets most checks skip regular expressions
+        if kind == "timestamp":
+            ts = raw.try_cast("timestamp")
+            micros = F.unix_micros(ts)
+            good = raw.rlike(_TS_RE) & ts.isNotNull() & (micros >= F.lit(us_min)) & (micros <= F.lit(us_max))
+            value = ts
+        elif kind == "float":
+            pattern = _DEC_RE if col == "amount" else _SIGNED_DEC_RE
+            num = raw.try_cast("double")
+            good = (F.length(raw) <= _MAX_DIGITS) & raw.rlike(pattern)
+            if col == "amount":
+                good = good & (num <= F.lit(float(rules.max_amount)))
+            value = F.when(~null, num)
+        elif kind == "int":
+            num = raw.try_cast("long")
+            good = raw.rlike(_INT_RE) & (num >= 1) & (num <= F.lit(int(rules.max_quantity)))
+            value = F.when(~null, num)
+        elif col == "event_type":
+            canon = F.create_map(*[F.lit(x) for kv in ascii_types.items() for x in kv]) if ascii_types else None
+            mapped = F.element_at(canon, F.lower(raw)) if canon is not None else F.lit(None).cast("string")
+            # An ASCII cell whose lower case is a (word-character) key is itself a word.
+            good = ascii_only & mapped.isNotNull()
+            value = F.when(~null, mapped)
+        elif col == "status":
+            lowered = F.lower(raw)
+            good = ascii_only & lowered.isin(list(ORDER_STATUSES))
+            value = F.when(null, F.lit("paid")).otherwise(lowered)
+            no_status = null
+        else:
+            first, last = F.substring(raw, 1, 1), F.substring(raw, -1, 1)
+            ascii_plain = ascii_only & (first > " ") & (first < _DEL) & (last > " ") & (last < _DEL)
+            good = ~null & (ascii_plain | (~ascii_only & raw.rlike(_PLAIN_RE)))
+            value = F.when(~null, raw)
+        # The anchored patterns above admit no edge whitespace, and null tokens have none.
+        cell_ok = (good & ~null) if required else (good | null)
+        ok = ok & cell_ok
+        values[col] = value.cast(_spark_type(kind))
+    return ok, values, no_status
+
+
+def _slow_schema(schema: TableSchema, header: list[str]) -> Any:
     from pyspark.sql import types as T
 
     fields = [
@@ -680,6 +867,7 @@ def _validation_schema(schema: TableSchema, header: list[str]) -> Any:
         T.StructField(_MID, T.LongType(), True),
         T.StructField(_REASON, T.StringType(), True),
         T.StructField(_RAW, T.StringType(), True),
+        T.StructField(_NO_STATUS, T.BooleanType(), True),
     ]
     return T.StructType(fields + list(_contract_schema(schema, header).fields))
 
@@ -689,11 +877,11 @@ def _partition_validator(
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The ``mapInPandas`` function: :func:`features.validation.validate_table` on each Arrow batch.
 
-    Emits accepted rows (typed), rejected rows (``_reason`` and ``_raw`` JSON) and one ``stats`` row
-    per batch carrying the batch's warning counts (summed on the driver).
+    Runs on the rows the SQL fast path left (bad rows and unusual forms). Emits accepted rows (typed,
+    with ``_no_status``) and rejected rows (``_reason`` and the original strings as ``_raw`` JSON).
     """
     typed_cols = [c for c in schema.columns if c in header]
-    from features.validation import MALFORMED  # resolved on the driver; shipped by value
+    from features.validation import NULL_TOKENS  # resolved on the driver; shipped by value
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import numpy as np
@@ -701,20 +889,13 @@ def _partition_validator(
         from features.validation import validate_table
 
         for batch in batches:
-            corrupt = batch[_CORRUPT].notna().to_numpy()
-            parts = []
-            if corrupt.any():
-                bad = batch.loc[corrupt]
-                parts.append(pd.DataFrame({
-                    _KIND: "rejected", _FILE: bad[_FILE].to_numpy(), _MID: bad[_MID].to_numpy(dtype="int64"),
-                    _REASON: MALFORMED,
-                    _RAW: [json.dumps({"line": t}, ensure_ascii=False) for t in bad[_CORRUPT]],
-                }))
-            good = batch.loc[~corrupt]
-            raw = good[header].copy()
-            raw.index = pd.Index(good[_MID].to_numpy(dtype="int64"), name="row")  # file order
-            files = pd.Series(good[_FILE].to_numpy(), index=raw.index)
+            if not len(batch):
+                continue
+            raw = batch[header].copy()
+            raw.index = pd.Index(batch[_MID].to_numpy(dtype="int64"), name="row")  # file order
+            files = pd.Series(batch[_FILE].to_numpy(), index=raw.index)
             res = validate_table(raw, schema, config, now, known_users=None)
+            parts = []
             rej_rows = res.rejected["row"].to_numpy(dtype="int64") if len(res.rejected) else np.empty(0, "int64")
             if len(rej_rows):
                 values = res.rejected[header].to_dict(orient="records")
@@ -728,16 +909,18 @@ def _partition_validator(
             if len(acc):
                 frame = pd.DataFrame({_KIND: "accepted", _FILE: files.loc[acc_rows].to_numpy(), _MID: acc_rows,
                                       _REASON: None, _RAW: None})
+                if "status" in header:
+                    frame[_NO_STATUS] = raw.loc[acc_rows, "status"].astype(str).str.strip().isin(NULL_TOKENS).to_numpy()
                 for c in typed_cols:
                     frame[c] = acc[c].to_numpy() if c != "quantity" else acc[c].array
                 parts.append(frame)
-            parts.append(pd.DataFrame({_KIND: ["stats"], _FILE: [None], _MID: [None], _REASON: [None],
-                                       _RAW: [json.dumps(res.warning_counts)]}))
+            if not parts:
+                continue
             out = pd.concat(parts, ignore_index=True)
-            for c in typed_cols:
+            for c in (_NO_STATUS, *typed_cols):
                 if c not in out.columns:
                     out[c] = None
-            yield out[[_KIND, _FILE, _MID, _REASON, _RAW, *typed_cols]]
+            yield out[[_KIND, _FILE, _MID, _REASON, _RAW, _NO_STATUS, *typed_cols]]
 
     return run
 
@@ -751,6 +934,11 @@ def validate_table_spark(
     known_users: DataFrame | None = None,
 ) -> SparkTableResult:
     """Read and validate one table on Spark with the rules of :func:`features.validation.validate_table`.
+
+    Rows in plain, valid form are typed by Spark SQL (:func:`_fast_path`, no Python); the others go
+    through ``validate_table`` itself in ``mapInPandas``; duplicate keys (the first in file order is
+    kept) and users missing from ``users`` are global steps. Row numbers are computed only when
+    some row is rejected.
 
     Parameters
     ----------
@@ -767,7 +955,7 @@ def validate_table_spark(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from features.validation import UNKNOWN_USER_WARNING
+    from features.validation import MALFORMED, UNKNOWN_USER_WARNING
 
     now = parse_as_of(now)
     raw, header = read_raw_table(spark, path, schema)
@@ -776,24 +964,39 @@ def validate_table_spark(
     if extra:
         warnings.append(f"ignored columns not in the {schema.name} contract: {', '.join(extra)}")
     typed_cols = [c for c in schema.columns if c in header]
-    validated = raw.mapInPandas(_partition_validator(schema, header, config, now), _validation_schema(schema, header))
-    validated = validated.persist(StorageLevel.MEMORY_AND_DISK)
+    fast_ok, fast_values, no_status = _fast_path(schema, header, config, now)
+    # The condition is evaluated once per row (a projection of its own: Spark does not inline an
+    # expensive expression into the next projection), then typed values for fast rows and the
+    # original strings only for the others.
+    flagged = raw.select("*", (F.col(_CORRUPT).isNull() & fast_ok).alias(_FAST))
+    fast = F.col(_FAST)
+    checked = flagged.select(
+        F.col(_FILE), F.col(_MID), F.col(_CORRUPT), fast,
+        *[F.when(fast, v).alias(c) for c, v in fast_values.items()],
+        (F.when(fast, no_status) if no_status is not None else F.lit(False)).alias(_NO_STATUS),
+        *[F.when(~fast, F.col(f"`{c}`")).alias(f"_raw_{i}") for i, c in enumerate(header)],
+    ).persist(StorageLevel.MEMORY_AND_DISK)
 
-    stats_rows = validated.where(F.col(_KIND) == "stats").select(_RAW).collect()
-    warning_counts: dict[str, int] = {}
-    for r in stats_rows:
-        for k, v in json.loads(r[_RAW]).items():
-            warning_counts[k] = warning_counts.get(k, 0) + int(v)
-    warning_counts.pop(UNKNOWN_USER_WARNING, None)  # computed globally below
-
-    offsets = _row_offsets(validated.where(F.col(_KIND) != "stats"))
-    accepted = validated.where(F.col(_KIND) == "accepted")
-    rejected = validated.where(F.col(_KIND) == "rejected").select(
-        _FILE, _MID, F.col(_REASON).alias("reason"), F.col(_RAW).alias("values")
+    slow_in = checked.where(~F.col(_FAST) & F.col(_CORRUPT).isNull()).select(
+        F.col(_FILE), F.col(_MID), *[F.col(f"_raw_{i}").alias(c) for i, c in enumerate(header)]
     )
+    if slow_in.limit(1).count():
+        slow = slow_in.mapInPandas(_partition_validator(schema, header, config, now), _slow_schema(schema, header))
+    else:  # clean input: no Python worker is started at all
+        slow = spark.createDataFrame([], _slow_schema(schema, header))
+    slow = slow.persist(StorageLevel.MEMORY_AND_DISK)
+    accepted = checked.where(F.col(_FAST)).select(_FILE, _MID, _NO_STATUS, *typed_cols).unionByName(
+        slow.where(F.col(_KIND) == "accepted").select(_FILE, _MID, _NO_STATUS, *typed_cols)
+    )
+    malformed = checked.where(F.col(_CORRUPT).isNotNull()).select(
+        _FILE, _MID, F.lit(MALFORMED).alias("reason"), F.to_json(F.struct(F.col(_CORRUPT).alias("line"))).alias("values")
+    )
+    rejected = slow.where(F.col(_KIND) == "rejected").select(
+        _FILE, _MID, F.col(_REASON).alias("reason"), F.col(_RAW).alias("values")
+    ).unionByName(malformed)
     key = {"orders": "order_id", "users": "user_id"}.get(schema.name)
     if key is not None and key in typed_cols:
-        # Global step: a duplicate key whose first occurrence is in another batch (first in file order wins).
+        # Global step: a later row repeating an accepted key is rejected (first in file order wins).
         rank = F.row_number().over(Window.partitionBy(key).orderBy(F.col(_FILE), F.col(_MID)))
         ranked = accepted.withColumn("_dup_rank", rank)
         dups = ranked.where(F.col("_dup_rank") > 1).select(_FILE, _MID)
@@ -803,30 +1006,47 @@ def validate_table_spark(
         )
         rejected = rejected.unionByName(dup_rows)
         accepted = ranked.where(F.col("_dup_rank") == 1).drop("_dup_rank")
-    accepted = accepted.select(*typed_cols).persist(StorageLevel.MEMORY_AND_DISK)
-    rejected = _attach_rows(rejected, offsets).select(
-        F.col(_FILE).alias("file"), F.col(_ROW).alias("row"), "reason", "values"
-    ).persist(StorageLevel.MEMORY_AND_DISK)
-    n_accepted = accepted.count()
+    accepted = accepted.select(*typed_cols, _NO_STATUS).persist(StorageLevel.MEMORY_AND_DISK)
+    rejected = rejected.persist(StorageLevel.MEMORY_AND_DISK)
+    agg = [F.count(F.lit(1)).alias("n")]
+    if "status" in typed_cols:
+        agg.append(F.sum(F.col(_NO_STATUS).cast("long")).alias("no_status"))
+    stats = accepted.agg(*agg).collect()[0]
+    n_accepted = int(stats["n"])
     reason_counts = {r["reason"]: int(r["count"]) for r in rejected.groupBy("reason").count().collect()}
     n_rejected = sum(reason_counts.values())
-    validated.unpersist()
+    if n_rejected:
+        rejected_rows = _attach_rows(rejected, _row_offsets(checked)).select(
+            F.col(_FILE).alias("file"), F.col(_ROW).alias("row"), "reason", "values"
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        rejected_rows.count()
+    else:
+        rejected_rows = rejected.select(F.col(_FILE).alias("file"), F.col(_MID).alias("row"), "reason", "values")
+    rejected.unpersist()
+    slow.unpersist()
+    checked.unpersist()
+    accepted_typed = accepted.select(*typed_cols)
 
-    if "status" in typed_cols and warning_counts.get("status missing, taken as paid"):
-        n = warning_counts["status missing, taken as paid"]
-        warnings.append(f"{n:,} orders without a status were taken as paid")
+    warning_counts: dict[str, int] = {}
+    n_no_status = int(stats["no_status"] or 0) if "status" in typed_cols else 0
+    if n_no_status:
+        warnings.append(f"{n_no_status:,} orders without a status were taken as paid")
+        warning_counts[_STATUS_MISSING] = n_no_status
     if known_users is not None and schema.name != "users" and "user_id" in typed_cols:
-        unknown = accepted.join(known_users.select("user_id").distinct(), on="user_id", how="left_anti")
-        stats = unknown.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("user_id").alias("u")).collect()[0]
-        if int(stats["n"]):
-            warnings.append(f"{int(stats['n']):,} {schema.name} rows of {int(stats['u']):,} users not in the users table (kept)")
-            warning_counts[UNKNOWN_USER_WARNING] = int(stats["n"])
+        unknown = accepted_typed.join(known_users.select("user_id").distinct(), on="user_id", how="left_anti")
+        ustats = unknown.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("user_id").alias("u")).collect()[0]
+        if int(ustats["n"]):
+            n_users = int(ustats["u"])
+            plural = "user" if n_users == 1 else "users"
+            warnings.append(f"{int(ustats['n']):,} {schema.name} rows of {n_users:,} {plural} not in the users table (kept)")
+            warning_counts[UNKNOWN_USER_WARNING] = int(ustats["n"])
     rows_in = n_accepted + n_rejected
     if rows_in == 0:
         warnings.append(f"the {schema.name} table has no data rows")
     return SparkTableResult(
         table=schema.name, path=path, rows_in=rows_in, n_accepted=n_accepted, n_rejected=n_rejected,
-        accepted=accepted, rejected=rejected, reasons=reason_counts, warnings=warnings, warning_counts=warning_counts,
+        accepted=accepted_typed, rejected=rejected_rows, reasons=reason_counts, warnings=warnings,
+        warning_counts=warning_counts, header=header, _cached=[accepted, rejected_rows],
     )
 
 
@@ -900,7 +1120,7 @@ def sample_users_spark(
     from pyspark.sql import functions as F
 
     if not 0.0 < fraction <= 1.0:
-        raise StrataError(f"--sample: must be a fraction in (0, 1], got {fraction}")
+        raise StrataError(f"--fraction: the share of users to sample must be in (0, 1], got {fraction}")
     buckets = 1_000_000
     threshold = int(round(fraction * buckets))
 
@@ -1028,4 +1248,106 @@ def run_features_spark(
         out=target, as_of=as_of_ts.isoformat(), n_users=int(counts["n"]), n_prospects=int(counts["p"] or 0),
         n_features=len(written.columns) - 2, validation=report, master=str(spark.sparkContext.master),
         seconds_start=t_start, seconds_total=time.perf_counter() - t0,
+    )
+
+
+@dataclass
+class SparkSampleRun:
+    """What :func:`run_sample_spark` did: the sample drawn, its sizes and where it was written."""
+
+    out: str
+    fraction: float
+    seed: int
+    n_users_total: int
+    n_users: int
+    rows: dict[str, int]
+    validation: SparkValidationReport
+    master: str
+    seconds_total: float
+
+    def summary_line(self) -> str:
+        """One line for the CLI: users sampled out of how many, rows per table, where."""
+        rows = ", ".join(f"{n:,} {name}" for name, n in self.rows.items())
+        return (
+            f"wrote {self.out}: {self.n_users:,} of {self.n_users_total:,} users (fraction {self.fraction:.6g}, "
+            f"seed {self.seed}) with every row of theirs ({rows}) on Spark {self.master} in {self.seconds_total:.1f}s"
+        )
+
+
+def count_users_spark(dataset: SparkDataset) -> int:
+    """Distinct ``user_id`` over all present tables of ``dataset`` (users, buyers and prospects alike)."""
+    from pyspark.sql import functions as F
+
+    ids = None
+    for frame in dataset.tables().values():
+        part = frame.select(ENTITY_KEY)
+        ids = part if ids is None else ids.unionByName(part)
+    assert ids is not None
+    return int(ids.where(F.col(ENTITY_KEY).isNotNull()).distinct().count())
+
+
+def run_sample_spark(
+    *,
+    data_dir: str | Path | None,
+    orders: str | Path | None,
+    events: str | Path | None,
+    users: str | Path | None,
+    out: str | Path,
+    config: StrataConfig,
+    fraction: float | None = None,
+    n_users: int | None = None,
+    seed: int | None = None,
+    fmt: str = "parquet",
+    master: str | None = None,
+    now: str | pd.Timestamp | None = None,
+    rejects_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SparkSampleRun:
+    """``strata sample``: validate on Spark, keep whole users (:func:`sample_users_spark`), write a data directory.
+
+    Parameters
+    ----------
+    out : local directory that gets ``orders``, ``events``, ``users`` (``.parquet`` or ``.csv``) of the
+        sampled users, ready for ``strata train --data <out>``.
+    fraction : share of users to keep, in (0, 1]; or
+    n_users : about this many users (the fraction is ``n_users`` over the distinct users of all tables).
+    seed : hash seed (default ``config.training.seed``): the same seed and fraction give the same users,
+        and a smaller fraction gives a subset of a larger one.
+    rejects_dir : if given, rejected input rows are written there as ``<table>_rejected.csv``.
+
+    Returns
+    -------
+    SparkSampleRun with the fraction used, users sampled of the total, and rows per table.
+    """
+    from features.demo_data import write_dataset
+
+    if (fraction is None) == (n_users is None):
+        raise StrataError("sample: give exactly one of --fraction F or --users N")
+    if n_users is not None and n_users < 1:
+        raise StrataError(f"--users: must be at least 1, got {n_users}")
+    if fmt not in ("parquet", "csv"):
+        raise StrataError(f"--format: expected parquet or csv, got {fmt!r}")
+    step = progress or (lambda _msg: None)
+    t0 = time.perf_counter()
+    step("starting Spark")
+    spark = spark_session(config, master=master, app_name="strata-sample")
+    dataset, report = load_dataset_spark(spark, data_dir, orders=orders, events=events, users=users, config=config,
+                                         now=now, progress=lambda name: step(f"validating {name}"))
+    if rejects_dir is not None:
+        report.write_rejects(rejects_dir)
+    step("counting users")
+    total = count_users_spark(dataset)
+    if fraction is None:
+        assert n_users is not None
+        fraction = min(1.0, n_users / total) if total else 1.0
+    seed = config.training.seed if seed is None else int(seed)
+    step(f"sampling {fraction:.6g} of {total:,} users")
+    sample = collect_dataset(sample_users_spark(dataset, fraction, seed=seed))
+    written = write_dataset(sample, out, fmt)  # type: ignore[arg-type]
+    chosen = pd.concat([f[ENTITY_KEY] for f in (sample.orders, sample.events, sample.users) if f is not None])
+    rows = {name: len(getattr(sample, name)) for name in written}
+    report.unpersist()
+    return SparkSampleRun(
+        out=str(out), fraction=fraction, seed=seed, n_users_total=total, n_users=int(chosen.nunique()), rows=rows,
+        validation=report, master=str(spark.sparkContext.master), seconds_total=time.perf_counter() - t0,
     )

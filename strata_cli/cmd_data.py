@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -84,6 +84,14 @@ def validate(
         typer.Option("--now", help="Validation time for rejecting future timestamps (ISO, UTC); default: the current time."),
     ] = None,
     config: ConfigOpt = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="duckdb (in-process pandas validation) or spark (the same rules on Spark; "
+                          "inputs and --rejects may be on any Hadoop file system).")
+    ] = "duckdb",
+    spark_master: Annotated[
+        str | None, typer.Option("--spark-master", help="With --engine spark: Spark master URL (e.g. local[4], "
+                                 "spark://host:7077, yarn, k8s://...); default: spark.master in the configuration, or spark-submit's.")
+    ] = None,
 ) -> None:
     """Check input files row by row: rows in, accepted, rejected per reason, and warnings.
 
@@ -98,12 +106,23 @@ def validate(
     from features.validation import load_dataset
 
     cfg = load_config(config)
+    if engine not in ("duckdb", "spark"):
+        raise StrataError(f"--engine: expected duckdb or spark, got {engine!r}")
+    report: Any  # ValidationReport or SparkValidationReport: the same tables, totals, JSON and reject files
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
                   transient=True) as bar:
         task = bar.add_task("validating", total=None)
-        _, report = load_dataset(data, orders=orders, events=events, users=users, config=cfg, now=now,
-                                 progress=lambda name: bar.update(task, description=f"validating {name}"))
-    written = report.write_rejects(rejects) if rejects is not None else {}
+        if engine == "spark":  # Spark glue lives in features.spark_engine
+            from features.spark_engine import load_dataset_spark, spark_session
+
+            bar.update(task, description="starting Spark")
+            spark = spark_session(cfg, master=spark_master, app_name="strata-validate")
+            _, report = load_dataset_spark(spark, data, orders=orders, events=events, users=users, config=cfg,
+                                           now=now, progress=lambda name: bar.update(task, description=f"validating {name}"))
+        else:
+            _, report = load_dataset(data, orders=orders, events=events, users=users, config=cfg, now=now,
+                                     progress=lambda name: bar.update(task, description=f"validating {name}"))
+        written = report.write_rejects(rejects) if rejects is not None else {}
     if as_json:
         payload = report.to_dict()
         if written:

@@ -101,6 +101,11 @@ def score(
         run = run_score_spark(data_dir=data, orders=orders, events=events, users=users, as_of=cutoff, out=out,
                               config=config, alias=model_alias, master=spark_master, budget=budget,
                               overwrite=overwrite, progress=lambda msg: console.print(f"[dim]{msg}...[/]"))
+        if run.report["rows_rejected"]:  # the embedded run's line, word for word
+            console.print(
+                f"[yellow]validation rejected {run.report['rows_rejected']:,} of {run.report['rows_in']:,} input rows; "
+                "run `strata validate` for details[/]"
+            )
         for line in run.summary_lines():
             console.print(line, markup=False, highlight=False, soft_wrap=True)
         if online_store:

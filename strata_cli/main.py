@@ -8,6 +8,7 @@ from strata_cli import (  # noqa: F401  (imported for their command registration
     cmd_features,
     cmd_layers,
     cmd_monitor,
+    cmd_sample,
     cmd_score,
     cmd_serve,
     cmd_train,

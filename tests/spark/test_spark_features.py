@@ -179,3 +179,23 @@ def test_hadoop_path_survives_pathlib(given: str, expected: str) -> None:
     from features.spark_engine import hadoop_path
 
     assert hadoop_path(Path(given)) == expected
+
+
+@pytest.mark.parametrize(("master", "cores"), [
+    ("local", 1), ("local[1]", 1), ("local[3]", 3), ("local[4,2]", 4), ("yarn", None), ("spark://h:7077", None),
+    ("local-cluster[2,1,1024]", None),
+])
+def test_local_cores_of_master(master: str, cores: int | None) -> None:
+    """Local masters get 2 shuffle partitions per core by default; cluster masters are left alone."""
+    from features.spark_engine import local_cores
+
+    assert local_cores(master) == cores
+
+
+def test_local_star_uses_every_core() -> None:
+    import os
+
+    from features.spark_engine import local_cores
+
+    assert local_cores("local[*]") == (os.cpu_count() or 1)
+    assert "spark.sql.shuffle.partitions" not in SparkConfig().conf  # left to the master (see spark_session)

@@ -144,3 +144,90 @@ def test_missing_required_column_names_file_and_column(spark: Any, tmp_path: Pat
     empty.mkdir()
     with pytest.raises(InputFileError, match="no orders file"):
         load_dataset_spark(spark, empty, config=StrataConfig(), now=NOW)
+
+
+ODD_ORDERS = [
+    # (user_id, order_id, ordered_at, amount, status, quantity): valid rows in plain and unusual forms, and bad rows
+    ("u1", "o1", "2024-03-05T12:34:56Z", "10.5", "paid", "1"),
+    ("u1", "o2", "2024-03-05", "007.50", "PAID", "007"),
+    ("u2", "o3", "2024-03-05 12:34:56", "1e3", "Paid ", "1.0"),
+    ("u2", "o4", "2024-03-05T12:34:56+08:00", "1234567890123456", "refunded", ""),
+    ("u3", "o5", "2024-03-05T12:34:56-03:30", "0.30000000000000004", "", "2"),
+    ("u3", "o6", "2024-03-05T12:34:56.5Z", "-0", "NULL", "0"),
+    ("u4", "o7", "2024-03-05T12:34:56.123456Z", " 5", "unknownx", "10001"),
+    ("u4", "o8", "2024-03-05T12:34:56.123456000Z", "5 ", "paid", "3"),
+    ("u5", "o9", "2024-03-05T12:34:56.1234567Z", "Infinity", "paid", "1"),
+    ("u5", "o10", "2024-02-30T00:00:00Z", "12", "paid", "1"),
+    ("u6", "o11", "2024-3-5", "12", "paid", "1"),
+    ("u6", "o12", " 2024-03-05T12:34:56Z", "nan", "paid", "1"),
+    (" u7", "o13", "2024-03-05 12:34:56Z", "1,5", "paid", "1"),
+    ("u7\u00a0", "o14", "2030-01-01T00:00:00Z", "3", "paid", "1"),
+    ("NA", "o15", "1980-01-01T00:00:00Z", "3", "paid", "1"),
+    ("u8", "o1", "2024-03-05T12:34:56Z", "4", "paid", "1"),  # duplicate of a plain row
+    ("u8", "o16", "2024-03-05 00:00:00", "4", "paid", "1"),
+    ("u8", "o16", "2024-03-05T00:00:00Z", "4", "paid", "1"),  # duplicate of an unusual-form row
+    ("u9", "o17", "2024-03-05T00:00:00Z", "2000000", "paid", "1"),
+    ("u9", "o18", "2024-03-05T00:00:00Z", "999999.99", "\u0130", "1"),
+]
+ODD_EVENTS = [
+    ("u1", "2024-03-05T12:34:56Z", "Add_WeCom", "-1.5"),
+    ("u1", "2024-03-05T12:34:56Z", "ADD_WECOM ", "1e-3"),
+    ("u2", "2024-03-05T12:34:56Z", "unknown_type", ""),
+    ("u2", "2024-03-05T12:34:56Z", "review", "0.8"),
+    ("u3", "2024-03-05T12:34:56Z", "NA", "1"),
+    ("u3", "", "review", "1"),
+]
+
+
+def test_unusual_forms_same_as_embedded(spark: Any, tmp_path: Path, frames_match: Any) -> None:
+    """Cells the SQL fast path must leave to validate_table: same accepted values, rejected rows and reasons."""
+    import csv
+
+    from features.spark_engine import collect_dataset, load_dataset_spark
+    from features.validation import load_dataset
+
+    with (tmp_path / "orders.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["user_id", "order_id", "ordered_at", "amount", "status", "quantity"])
+        writer.writerows(ODD_ORDERS * 3)  # repeats: duplicates of plain and of unusual rows, far apart
+    with (tmp_path / "events.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["user_id", "occurred_at", "event_type", "value"])
+        writer.writerows(ODD_EVENTS)
+    config = StrataConfig()
+    expected_ds, expected = load_dataset(tmp_path, config=config, now=NOW)
+    actual_ds, actual = load_dataset_spark(spark, tmp_path, config=config, now=NOW)
+
+    assert _without_paths(actual.to_dict()) == _without_paths(expected.to_dict())
+    for name, res in actual.tables.items():
+        exp = expected.tables[name].rejected
+        got = res.rejected_pandas()
+        assert list(zip(got["row"], got["reason"], strict=True)) == list(zip(exp["row"], exp["reason"], strict=True))
+    got_ds = collect_dataset(actual_ds)
+    for name in ("orders", "events"):
+        frames_match(_sorted(getattr(expected_ds, name)), _sorted(getattr(got_ds, name)), rtol=0, atol=0)
+    # Both paths were used: rows accepted in plain form (SQL) and in unusual forms only pandas reads (o2, o3, o11).
+    assert sorted(got_ds.orders["order_id"]) == ["o1", "o11", "o16", "o2", "o3", "o5", "o8"]
+    assert actual.tables["orders"].rows_in == 3 * len(ODD_ORDERS)
+    actual.unpersist()
+
+
+def test_write_rejects_same_files_as_embedded(spark: Any, tmp_path: Path) -> None:
+    """``<table>_rejected.csv``: the embedded file names, columns and bytes; one file per table, no side files."""
+    from features.demo_data import generate_dataset, write_dataset_with_report
+    from features.spark_engine import load_dataset_spark
+    from features.validation import load_dataset
+
+    data = generate_dataset(120, pd.Timestamp("2024-12-31", tz="UTC"), seed=5)
+    write_dataset_with_report(data, tmp_path / "in", "csv", bad_rows=0.05, seed=2)  # type: ignore[arg-type]
+    (tmp_path / "in" / "orders.csv").write_text(
+        (tmp_path / "in" / "orders.csv").read_text(encoding="utf-8") + "u1,o1,2024-01-02T10:00:00Z\n", encoding="utf-8")
+    _, expected = load_dataset(tmp_path / "in", config=StrataConfig(), now=NOW)
+    _, actual = load_dataset_spark(spark, tmp_path / "in", config=StrataConfig(), now=NOW)
+    exp_paths = expected.write_rejects(tmp_path / "embedded")
+    got_paths = actual.write_rejects(tmp_path / "spark")
+    assert sorted(p.name for p in (tmp_path / "spark").iterdir()) == sorted(p.name for p in exp_paths.values())
+    for name, path in exp_paths.items():
+        assert Path(got_paths[name]).read_bytes() == path.read_bytes(), name
+    assert "line" in pd.read_csv(exp_paths["orders"], dtype=str).columns  # the malformed row's text
+    actual.unpersist()

@@ -1,0 +1,75 @@
+"""``strata sample``: draw whole users on Spark into a data directory that ``strata train --data`` takes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from strata_cli.app import (
+    ConfigOpt,
+    DataOpt,
+    EventsOpt,
+    OrdersOpt,
+    UsersOpt,
+    app,
+    console,
+    err_console,
+    handle_errors,
+)
+
+
+@app.command("sample")
+@handle_errors
+def sample_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Local directory to write orders/events/users of the sampled "
+                                      "users into (then: strata train --data OUT).")],
+    data: DataOpt = None,
+    orders: OrdersOpt = None,
+    events: EventsOpt = None,
+    users: UsersOpt = None,
+    fraction: Annotated[
+        float | None, typer.Option("--fraction", help="Share of users to keep, in (0, 1]; every row of a kept user is kept.")
+    ] = None,
+    n_users: Annotated[
+        int | None, typer.Option("--n-users", help="Keep about this many users instead of --fraction.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Hash seed; the same seed draws the same users (default: training.seed).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Output file format: parquet or csv.")] = "parquet",
+    rejects: Annotated[
+        Path | None, typer.Option("--rejects", help="Directory to write <table>_rejected.csv files (row, reason, values).")
+    ] = None,
+    now: Annotated[
+        str | None,
+        typer.Option("--now", help="Validation time for rejecting future timestamps (ISO, UTC); default: the current time."),
+    ] = None,
+    spark_master: Annotated[
+        str | None, typer.Option("--spark-master", help="Spark master URL (e.g. local[4], spark://host:7077, yarn, "
+                                 "k8s://...); default: spark.master in the configuration, or spark-submit's.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Sample whole users on Spark (validated input, deterministic by user_id hash) for training on one machine."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from features.config import load_config
+    from features.errors import StrataError
+    from features.spark_engine import run_sample_spark
+    from strata_cli.cmd_features import validation_summary_line
+
+    cfg = load_config(config)
+    if data is None and orders is None:
+        raise StrataError("sample: give --data DIR or --orders FILE")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
+                  transient=True) as bar:
+        task = bar.add_task("starting Spark", total=None)
+        run = run_sample_spark(data_dir=data, orders=orders, events=events, users=users, out=out, config=cfg,
+                               fraction=fraction, n_users=n_users, seed=seed, fmt=fmt, master=spark_master, now=now,
+                               rejects_dir=rejects, progress=lambda msg: bar.update(task, description=msg))
+    console.print(validation_summary_line(run.validation), markup=False, highlight=False, soft_wrap=True)
+    if rejects is not None:
+        console.print(f"rejected rows written to {rejects}", markup=False, highlight=False, soft_wrap=True)
+    console.print(run.summary_line(), markup=False, highlight=False, soft_wrap=True)
