@@ -1,8 +1,10 @@
 """Reason codes: the few features that pushed a user's churn score up or down the most.
 
-Contributions come from LightGBM's ``pred_contrib`` (TreeSHAP on the raw log-odds scale): per user,
-the feature contributions plus the ``bias`` column add up to the raw churn score, so the reasons are an
-exact decomposition of the score, not a separate explanation model. Each reason is
+Contributions are on the raw log-odds scale, either path (Saabas) credits from LightGBM's leaf
+assignment (:mod:`training.tree_paths`, the default) or LightGBM's ``pred_contrib`` (TreeSHAP), as
+``scoring.reason_method`` says (docs/reasons.md): per user, the feature contributions plus the ``bias``
+column add up to the raw churn score, so the reasons are an exact decomposition of the score, not a
+separate explanation model. Each reason is
 ``{feature, label, value, contribution, direction, score}`` with ``direction`` ``"up"`` (raises churn
 risk) or ``"down"`` (lowers it); contributions are in log-odds. Prospects have no churn score: their
 reasons explain the conversion probability instead (``score`` = ``"conversion_prob"``, ``"up"`` then
@@ -64,16 +66,29 @@ def _round_significant(values: np.ndarray, digits: int) -> np.ndarray:
     v = np.asarray(values, dtype=float)
     out = v.copy()
     ok = np.isfinite(v) & (v != 0)
-    if ok.any():
-        exp = digits - 1 - np.floor(np.log10(np.abs(v[ok]))).astype(int)
-        pos = exp >= 0
-        r = np.empty(int(ok.sum()))
+    if not ok.any():
+        return out
+    exp = np.zeros(len(v), dtype=np.int64)
+    exp[ok] = digits - 1 - np.floor(np.log10(np.abs(v[ok]))).astype(np.int64)
+    # Scales beyond 1e290 (values below about 1e-280 or above 1e299) can overflow: those few values
+    # are rounded through their decimal text instead.
+    extreme = ok & (np.abs(exp) > 290)
+    fast = ok & ~extreme
+    if fast.any():
+        e = exp[fast]
+        pos = e >= 0
+        x = v[fast]
+        r = np.empty(len(x))
         # Dividing (or multiplying) an integer by an exact power of ten gives the double nearest to
         # the rounded decimal, whose shortest text is that decimal.
-        scale = 10.0 ** np.abs(exp)
-        r[pos] = np.round(v[ok][pos] * scale[pos]) / scale[pos]
-        r[~pos] = np.round(v[ok][~pos] / scale[~pos]) * scale[~pos]
-        out[ok] = r
+        scale = 10.0 ** np.abs(e)
+        r[pos] = np.round(x[pos] * scale[pos]) / scale[pos]
+        r[~pos] = np.round(x[~pos] / scale[~pos]) * scale[~pos]
+        out[fast] = r
+    for i in np.flatnonzero(extreme):
+        rounded = float(f"{v[i]:.{digits - 1}e}")
+        # Rounding up past the largest double keeps the value itself.
+        out[i] = rounded if np.isfinite(rounded) else v[i]
     return out
 
 
@@ -90,19 +105,11 @@ def _number_strings(values: np.ndarray, digits: int | None = None) -> Any:
 
 
 def _top_indices(matrix: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the ``k`` largest values per row, largest first (ties: lower column first)."""
-    n_cols = matrix.shape[1]
-    k = min(k, n_cols)
-    if k == 0:
-        return np.empty((matrix.shape[0], 0), dtype=np.int64)
-    if k < n_cols:
-        part = np.argpartition(-matrix, k - 1, axis=1)[:, :k]
-    else:
-        part = np.tile(np.arange(n_cols), (matrix.shape[0], 1))
-    vals = np.take_along_axis(matrix, part, axis=1)
-    # Sort the k candidates: by value descending, then column index ascending (deterministic ties).
-    order = np.lexsort((part, -vals), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+    """Column indices of the ``k`` largest values per row, largest first (ties: lower column first;
+    NaN counts as 0)."""
+    from serving.reason_text import extreme_columns
+
+    return extreme_columns(matrix, k)[0]
 
 
 def reason_codes(
@@ -137,75 +144,100 @@ def reason_codes(
         "down" ones (most negative first). Zero contributions are never reasons; a row whose
         contributions are all NaN (no churn score, e.g. a prospect) gets ``[]``.
     """
-    names = [c for c in contributions.columns if c != BIAS_COLUMN]
+    positions = [k for k, c in enumerate(contributions.columns) if c != BIAS_COLUMN]
+    names = [str(contributions.columns[k]) for k in positions]
     n = len(contributions)
     if n != len(features):
         raise ValueError(f"contributions ({n} rows) and features ({len(features)} rows) differ in length")
+    # A view when the frame is one float block (as the scorer builds it).
+    matrix = contributions.to_numpy(dtype=float)
+    return reason_texts(matrix, positions, names, features, None, top_n=top_n, labels=labels, score=score)
+
+
+def reason_texts(
+    matrix: np.ndarray,
+    positions: list[int],
+    names: list[str],
+    features: pd.DataFrame,
+    rows: np.ndarray | None,
+    *,
+    top_n: int = 3,
+    labels: dict[str, str] | None = None,
+    score: str = "churn_risk",
+) -> list[str]:
+    """:func:`reason_codes` on a contribution array: what the scorer calls, without building frames.
+
+    ``matrix[:, positions[j]]`` holds the contributions of feature ``names[j]`` (other columns, such as
+    the bias, are ignored); ``rows`` (a boolean mask of ``features``' rows, or None for all) says which
+    feature rows the matrix rows belong to.
+    """
+    from serving.reason_text import extreme_columns, join_reasons
+
+    n = matrix.shape[0]
     if n == 0:
         return []
     if labels is None:
         labels = feature_labels(names)
-    contrib = contributions[names].to_numpy(dtype=float, copy=True)
-    contrib = np.where(np.isnan(contrib), 0.0, contrib)
-    up_idx = _top_indices(contrib, top_n)
-    down_idx = _top_indices(-contrib, top_n)
+    columns = np.asarray(positions, dtype=np.int64)
+    # NaN contributions count as 0, so they are never reasons.
+    up_idx, down_idx = extreme_columns(matrix, top_n, columns)
+    width = up_idx.shape[1] + down_idx.shape[1]
+    if width == 0:
+        return ["[]"] * n
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    prefixes = pa.array(
-        [
-            '{"feature": ' + json.dumps(name) + ', "label": '
-            + json.dumps(labels.get(name, name), ensure_ascii=False) + ', "value": '
-            for name in names
-        ]
-    )
+    slot_idx = np.concatenate([up_idx, down_idx], axis=1)  # (n, width): up slots, then down slots
+    row_of = np.repeat(np.arange(n), width)
+    flat_idx = slot_idx.ravel()
+    c = matrix[row_of, columns[flat_idx]]
+    c = np.where(np.isnan(c), 0.0, c).reshape(n, width)
+    sign = np.concatenate([np.ones(up_idx.shape[1]), -np.ones(down_idx.shape[1])])
+    keep = (c * sign) > 0
     # Values shown next to the reasons: numbers as JSON numbers, categories as JSON strings.
-    numeric = np.full((n, len(names)), np.nan)
-    quoted: dict[int, np.ndarray] = {}
-    for j, name in enumerate(names):
+    used = np.unique(flat_idx[keep.ravel()])
+    numeric = np.full((n, len(names)), np.nan, order="F")
+    quoted: dict[int, Any] = {}
+    for j in used:
+        name = names[j]
         if name not in features.columns:
             continue
         col = features[name]
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            numeric[:, j] = col.to_numpy(dtype=float, na_value=np.nan)
+            values = col.to_numpy(dtype=float, na_value=np.nan)
+            numeric[:, j] = values if rows is None else values[rows]
         else:
-            text = col.astype(object).where(col.notna(), None)
-            quoted[j] = text.map(lambda v: "null" if v is None else json.dumps(str(v), ensure_ascii=False)).to_numpy(
-                dtype=object
-            )
-    rows = np.arange(n)
+            quoted[int(j)] = pa.array(_json_strings(col if rows is None else col[rows]), type=pa.string())
+    value_text = _number_strings(numeric[row_of, flat_idx], VALUE_DIGITS)
+    for j, text in quoted.items():
+        is_j = flat_idx == j
+        value_text = pc.if_else(pa.array(is_j), pc.take(text, pa.array(row_of)), value_text)
+    contribution_text = pc.cast(pa.array(c.ravel()), pa.string())
+    prefixes = [
+        '{"feature": ' + json.dumps(name) + ', "label": '
+        + json.dumps(labels.get(name, name), ensure_ascii=False) + ', "value": '
+        for name in names
+    ]
+    return join_reasons(
+        slot_idx,
+        keep,
+        prefixes,
+        value_text,
+        contribution_text,
+        ', "contribution": ',
+        ', "direction": "up", "score": "' + score + '"}',
+        ', "direction": "down", "score": "' + score + '"}',
+    )
 
-    def slot_strings(idx: np.ndarray, direction: str, sign: float) -> Any:
-        c = contrib[rows, idx]
-        keep = sign * c > 0
-        value_text = _number_strings(numeric[rows, idx], VALUE_DIGITS)
-        for j, text in quoted.items():
-            is_j = idx == j
-            if is_j.any():
-                shown = pa.array(np.where(is_j, text, np.array(None, dtype=object)), type=pa.string())
-                value_text = pc.if_else(pa.array(is_j), shown, value_text)
-        contribution_text = pc.cast(pa.array(c), pa.string())
-        item = pc.binary_join_element_wise(
-            pc.take(prefixes, pa.array(idx)),
-            value_text,
-            pa.scalar(', "contribution": '),
-            contribution_text,
-            pa.scalar(', "direction": "' + direction + '", "score": "' + score + '"}, '),
-            "",
-        )
-        # Empty string (not null) for no reason: pyarrow's null_handling="skip" drops all-null rows.
-        return pc.if_else(pa.array(keep), item, pa.scalar(""))
 
-    slots = [slot_strings(up_idx[:, k], "up", 1.0) for k in range(up_idx.shape[1])]
-    slots += [slot_strings(down_idx[:, k], "down", -1.0) for k in range(down_idx.shape[1])]
-    if not slots:
-        return ["[]"] * n
-    joined = pc.binary_join_element_wise(pa.scalar("["), *slots, "")
-    # Every item ends with "}, ": trimming trailing commas and spaces removes only the last separator.
-    joined = pc.binary_join_element_wise(pc.utf8_rtrim(joined, characters=", "), pa.scalar("]"), "")
-    out = joined.to_pylist()
-    if len(out) != n:
-        raise AssertionError(f"reason codes: built {len(out)} rows for {n}")
+def _json_strings(col: pd.Series) -> np.ndarray:
+    """JSON text of ``str(value)`` per row (``null`` where missing); each distinct value encoded once."""
+    present = col.notna().to_numpy()
+    out = np.full(len(col), "null", dtype=object)
+    if present.any():
+        codes, uniques = pd.factorize(col[present].astype(str))
+        texts = np.array([json.dumps(str(u), ensure_ascii=False) for u in uniques], dtype=object)
+        out[present] = texts[codes]
     return out
 
 

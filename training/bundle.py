@@ -37,6 +37,7 @@ from training.models import (
     CalibratedBoostedClassifier,
     FeatureMismatchError,
     FutureValueModel,
+    ReasonMethod,
     to_model_matrix,
 )
 
@@ -121,6 +122,26 @@ def reference_distributions(
 
 class BundleFormatError(StrataError):
     """A bundle directory is missing files or was written by an incompatible version."""
+
+
+@dataclass
+class ExplainedPrediction:
+    """Scores of a feature table and the contributions behind its churn and conversion scores.
+
+    Contributions are float64 arrays with columns ``feature_names + ["bias"]`` (log-odds of the
+    booster, before calibration), one row per True entry of the matching row mask, in input order;
+    None when no row has that score.
+    """
+
+    scores: pd.DataFrame
+    """As :meth:`ModelBundle.predict`."""
+    feature_names: list[str]
+    churn_rows: np.ndarray
+    """Boolean mask of the input rows scored by the churn model (buyers)."""
+    churn_contributions: np.ndarray | None
+    conversion_rows: np.ndarray
+    """Boolean mask of the input rows scored by the conversion model (prospects, if there is one)."""
+    conversion_contributions: np.ndarray | None
 
 
 @dataclass
@@ -226,6 +247,18 @@ class ModelBundle:
         a conversion model), ``predicted_value`` (expected net spend in the next H days, currency, for
         everyone), ``value_p10`` and ``value_p90`` (80% band of that spend). Rows in input order.
         """
+        return self._predict(features, None).scores
+
+    def predict_explained(self, features: pd.DataFrame, method: ReasonMethod = "path") -> ExplainedPrediction:
+        """:meth:`predict` plus the per-feature contributions behind the churn and conversion scores.
+
+        The churn (conversion) probability and its contributions come from the same LightGBM pass with
+        ``method="path"`` (see :meth:`CalibratedBoostedClassifier.raw_score_and_contributions`); the
+        scores are identical to :meth:`predict` with either method.
+        """
+        return self._predict(features, method)
+
+    def _predict(self, features: pd.DataFrame, method: ReasonMethod | None) -> ExplainedPrediction:
         if "user_id" not in features.columns:
             raise FeatureMismatchError("features: missing column user_id")
         X = self.model_matrix(features)
@@ -234,13 +267,23 @@ class ModelBundle:
         churn = np.full(n, np.nan)
         conv = np.full(n, np.nan)
         buyers = ~prospect
-        if buyers.any():
-            churn[buyers] = self.churn_model.predict_proba(X.loc[buyers])[:, 1]
-        if self.conversion_model is not None and prospect.any():
-            conv[prospect] = self.conversion_model.predict_proba(X.loc[prospect])[:, 1]
+        has_conv = prospect & (self.conversion_model is not None)
+        contrib: dict[str, np.ndarray | None] = {"churn": None, "conversion": None}
+        for key, model, mask, out in (
+            ("churn", self.churn_model, buyers, churn),
+            ("conversion", self.conversion_model, has_conv, conv),
+        ):
+            if model is None or not mask.any():
+                continue
+            Xm = X if mask.all() else X.loc[mask]
+            if method is None:
+                out[mask] = model.predict_proba(Xm)[:, 1]
+            else:
+                raw, contrib[key] = model.raw_score_and_contributions(Xm, method)
+                out[mask] = model.proba_from_raw(raw)
         value = self.value_model.predict(X) if n else np.zeros(0)
         p10, p90 = self.value_model.predict_interval(X) if n else (np.zeros(0), np.zeros(0))
-        return pd.DataFrame(
+        scores = pd.DataFrame(
             {
                 "user_id": features["user_id"].astype(str).to_numpy(),
                 "churn_risk": churn,
@@ -250,18 +293,27 @@ class ModelBundle:
                 "value_p90": p90,
             }
         )
+        return ExplainedPrediction(
+            scores=scores,
+            feature_names=list(self.feature_names),
+            churn_rows=buyers if contrib["churn"] is not None else np.zeros(n, dtype=bool),
+            churn_contributions=contrib["churn"],
+            conversion_rows=has_conv if contrib["conversion"] is not None else np.zeros(n, dtype=bool),
+            conversion_contributions=contrib["conversion"],
+        )
 
     def raw_churn_score(self, features: pd.DataFrame) -> np.ndarray:
         """Uncalibrated churn score (log-odds of the booster) per row, for every row given."""
         return self.churn_model.raw_score(self.model_matrix(features))
 
-    def churn_contributions(self, features: pd.DataFrame) -> pd.DataFrame:
+    def churn_contributions(self, features: pd.DataFrame, method: ReasonMethod = "path") -> pd.DataFrame:
         """Per-feature contributions to the raw churn score (log-odds), columns ``feature_names + ['bias']``.
 
-        Each row sums to :meth:`raw_churn_score` of that row (LightGBM ``pred_contrib``, i.e. TreeSHAP);
-        positive values push churn risk up. The index is that of ``features``.
+        Each row sums to :meth:`raw_churn_score` of that row up to float rounding; positive values push
+        churn risk up. ``method``: ``"path"`` (Saabas path credits) or ``"shap"`` (LightGBM TreeSHAP);
+        see :meth:`CalibratedBoostedClassifier.raw_score_and_contributions`. The index is that of ``features``.
         """
-        return self.churn_model.contributions(self.model_matrix(features))
+        return self.churn_model.contributions(self.model_matrix(features), method)
 
     # -- persistence
 

@@ -22,7 +22,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -32,12 +32,18 @@ from sklearn.utils.validation import check_is_fitted
 from features.errors import InsufficientDataError, StrataError
 from training.calibration import CalibrationMethod, ScoreCalibrator
 
+if TYPE_CHECKING:
+    from training.tree_paths import PathTables
+
 log = logging.getLogger(__name__)
 
 UNKNOWN_LEVEL = "unknown"
 LABEL_COLUMNS: tuple[str, ...] = ("label_churn", "label_value", "label_convert")
 KEY_COLUMNS: tuple[str, ...] = ("user_id", "as_of", "cutoff")
 PROSPECT_COLUMN = "is_prospect"
+#: How reason-code contributions are computed (``scoring.reason_method``): Saabas path credits or TreeSHAP.
+ReasonMethod = Literal["path", "shap"]
+REASON_METHODS: tuple[str, ...] = ("path", "shap")
 
 #: Monetary features (shop currency): more past spend, all else equal, must not lower predicted value.
 _MONETARY_PREFIXES: tuple[str, ...] = ("spend_", "avg_order_value", "max_order_value", "first_order_value")
@@ -378,7 +384,8 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
 
     Used for churn risk (buyers), prospect conversion and the "will buy" part of the value hurdle.
     ``predict_proba`` returns calibrated probabilities; ``raw_score`` and ``contributions`` are in the
-    booster's log-odds space (before calibration).
+    booster's log-odds space (before calibration). ``raw_score_and_contributions`` gives both from one
+    LightGBM pass (path method), which is what scoring with reason codes uses.
     """
 
     def __init__(
@@ -437,11 +444,71 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
         """Class (0/1) at calibrated probability 0.5."""
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
-    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Per-feature contributions (SHAP values of the trees, log-odds) plus ``bias``; rows sum to :meth:`raw_score`."""
+    def proba_from_raw(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated P(positive) per row from :meth:`raw_score` values (log-odds)."""
+        check_is_fitted(self, "calibrator_")
+        return np.asarray(self.calibrator_.predict(np.asarray(raw, dtype=float)), dtype=float)
+
+    def path_tables(self) -> PathTables:
+        """Per-leaf credit tables of the booster (:mod:`training.tree_paths`), built once and cached here.
+
+        Cached on this instance (keyed on the booster object), never written by :meth:`to_state`: they are
+        rebuilt from the booster in a few hundredths of a second.
+        """
+        check_is_fitted(self, "booster_")
+        cached = getattr(self, "_path_tables_cache", None)
+        if cached is not None and cached[0] is self.booster_:
+            return cached[1]
+        from training.tree_paths import path_tables  # numba: imported only when reasons are computed
+
+        tables = path_tables(self.booster_)
+        self._path_tables_cache = (self.booster_, tables)
+        return tables
+
+    def raw_score_and_contributions(
+        self, X: pd.DataFrame, method: ReasonMethod = "path"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw score (log-odds) per row and per-feature contributions, in as few passes as the method allows.
+
+        Parameters
+        ----------
+        X
+            Model matrix (:func:`to_model_matrix`).
+        method
+            ``"path"``: Saabas path credits (:mod:`training.tree_paths`) from one LightGBM ``pred_leaf``
+            pass, which also gives the raw score (equal to :meth:`raw_score`: the same leaf values
+            summed in the same order). ``"shap"``: LightGBM's exact TreeSHAP (``pred_contrib``), much
+            slower, plus a plain prediction pass for the raw score.
+
+        Returns
+        -------
+        raw : float64 ``(n,)``
+            As :meth:`raw_score`.
+        contrib : float64 ``(n, n_features + 1)``
+            Columns ``feature_names_in_ + ["bias"]``; each row sums to ``raw`` up to float rounding.
+        """
         check_is_fitted(self, "booster_")
         _check_matrix(self, X)
-        contrib = np.asarray(self.booster_.predict(X, pred_contrib=True, num_threads=_threads(len(X))), dtype=float)
+        threads = _threads(len(X))
+        if method == "path":
+            from training.tree_paths import contributions_from_leaves
+
+            leaves = self.booster_.predict(X, pred_leaf=True, num_threads=threads)
+            return contributions_from_leaves(self.path_tables(), np.asarray(leaves).reshape(len(X), -1))
+        if method == "shap":
+            contrib = np.asarray(self.booster_.predict(X, pred_contrib=True, num_threads=threads), dtype=float)
+            raw = np.asarray(self.booster_.predict(X, raw_score=True, num_threads=threads), dtype=float)
+            return raw, contrib.reshape(len(X), -1)
+        raise ValueError(f"reason method must be one of {', '.join(REASON_METHODS)} (got {method!r})")
+
+    def contributions(self, X: pd.DataFrame, method: ReasonMethod = "path") -> pd.DataFrame:
+        """Per-feature contributions (log-odds) plus ``bias``; rows sum to :meth:`raw_score`.
+
+        ``method``: ``"path"`` (Saabas path credits, the default and what batch scoring uses unless
+        ``scoring.reason_method`` says otherwise) or ``"shap"`` (LightGBM TreeSHAP); see
+        :meth:`raw_score_and_contributions`.
+        """
+        _, contrib = self.raw_score_and_contributions(X, method)
         return pd.DataFrame(contrib, columns=[*self.feature_names_in_, "bias"], index=X.index)
 
     def to_state(self, directory: Path, name: str) -> dict[str, Any]:
