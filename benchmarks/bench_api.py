@@ -1,16 +1,19 @@
 """Load test of the online API (single-user ``POST /predict``) next to a FastAPI + LightGBM baseline.
 
-What it does, all under a temporary directory, bounded in time (about 3 minutes with the defaults):
+What it does, all under a temporary directory, bounded in time (about 5 minutes with the defaults):
 
 1. generates a synthetic customer base, trains a small model (``train_model``), promotes it and
-   batch-scores the base into the online store (the real pipeline, as in production);
-2. starts ``strata serve`` and sends single-user ``/predict`` requests for random stored users at 16 and
-   64 concurrent connections: once with the answer cache warm (every user asked once before), once with
-   the cache disabled (``serving.prediction_cache_users = 0``: every request reads the online store and
-   scores; concurrent requests are coalesced into batches);
+   batch-scores the base into the online store (the real pipeline, as in production); then fills the
+   store up to ``--store-users`` rows (200,000 by default) with copies of those feature rows under new
+   ids, so that lookups hit a store of realistic size;
+2. starts two ``strata serve`` processes: one with the answer cache disabled
+   (``serving.prediction_cache_users = 0``: every request reads the online store and scores the row,
+   the headline figure), one with the cache on and warmed with the users asked (the second line);
 3. starts ``benchmarks/fastapi_baseline.py`` (uvicorn, the raw churn booster, one ``predict`` per
-   request) and sends it the same load with feature vectors of the same users;
-4. prints requests/s and p50/p99 latency per run and the ratio to the baseline.
+   request), the floor, and sends it the same load with feature vectors of the same users;
+4. sends single-user ``/predict`` requests for random stored users (``--sample`` distinct ids) at 16 and
+   64 concurrent connections, alternating the three servers round by round, and prints requests/s,
+   p50/p99 latency, errors and server CPU per request, the ratio to the floor and the load average.
 
 The load generator is ``wrk`` when installed (``apt-get install -y wrk``), else an asyncio + httpx
 client in this process (slower: on a small machine it competes with the server for CPU, so its figures
@@ -93,15 +96,18 @@ prediction_cache_users = {cache_users}
     return path
 
 
-def prepare(root: Path, n_users: int) -> tuple[list[str], list[list[float | None]], Path]:
-    """Train, promote and batch-score a synthetic base; returns user ids, their churn-model vectors and
-    the saved churn booster (for the baseline)."""
+def prepare(root: Path, n_users: int, store_users: int = 0) -> tuple[list[str], list[list[float | None]], Path]:
+    """Train, promote and batch-score a synthetic base, then fill the store to ``store_users`` rows.
+
+    Returns every stored user id, the churn-model vector of each (copies share their original's) and
+    the saved churn booster (for the baseline).
+    """
     import pandas as pd
 
     from features.config import load_config
     from features.demo_data import generate_dataset
     from features.pipeline import build_features
-    from serving.batch import run_batch
+    from serving.batch import read_scores, run_batch
     from serving.online_store import OnlineStore
     from serving.scorer import Scorer
     from training.pyfunc import load_bundle
@@ -130,7 +136,26 @@ def prepare(root: Path, n_users: int) -> tuple[list[str], list[list[float | None
     bundle.churn_model.booster_.save_model(str(booster_file))
     print(f"setup: {n_users} users, model v{version} trained, promoted and batch-scored "
           f"in {time.perf_counter() - t0:.0f} s")
-    return features["user_id"].astype(str).tolist(), vectors, booster_file
+    ids = features["user_id"].astype(str).tolist()
+    all_ids, all_vectors = list(ids), list(vectors)
+    store = OnlineStore(config.serving.online_store)
+    scores = read_scores(root / "batch").set_index("user_id").loc[ids].reset_index()
+    copy = 0
+    t1 = time.perf_counter()
+    while len(all_ids) < store_users:
+        copy += 1
+        take = min(len(ids), store_users - len(all_ids))
+        part = features.iloc[:take].copy()
+        part["user_id"] = [f"{u}~{copy}" for u in ids[:take]]
+        part_scores = scores.iloc[:take].copy()
+        part_scores["user_id"] = part["user_id"].to_numpy()
+        store.write(part, part_scores)
+        all_ids += part["user_id"].tolist()
+        all_vectors += vectors[:take]
+    store.close()
+    if copy:
+        print(f"setup: online store filled to {len(all_ids):,} users in {time.perf_counter() - t1:.0f} s")
+    return all_ids, all_vectors, booster_file
 
 
 class Server:
@@ -322,21 +347,35 @@ def print_table(results: list[LoadResult]) -> None:
               f"{r.errors:7d} {r.cpu_us:10.0f}  {r.tool}")
 
 
+UNCACHED = "strata /predict (uncached)"
+CACHED = "strata /predict (cached)"
+FLOOR = "fastapi baseline (raw LightGBM)"
+
+
 def summarize(results: list[LoadResult]) -> None:
-    by = {(r.target.split(" ")[0] + (" cached" if "cached" in r.target else ""), r.connections): r for r in results}
-    print("\ntargets: >= 1000 req/s and p99 < 50 ms at 16 connections; >= 0.7x the FastAPI baseline")
+    by = {(r.target, r.connections): r for r in results}
+    print("\ntargets (uncached): >= 1000 req/s and p99 < 50 ms at 16 connections; >= 0.7x the FastAPI floor; "
+          "zero errors")
     for c in sorted({r.connections for r in results}):
-        strata = by.get(("strata cached", c))
-        base = by.get(("fastapi", c))
-        if strata is None:
-            continue
-        line = f"  {c:3d} connections: strata (cached) {strata.requests_per_s:.0f} req/s, p99 {strata.p99_ms:.1f} ms"
-        if base is not None and base.requests_per_s > 0:
-            line += (f"; {strata.requests_per_s / base.requests_per_s:.2f}x the baseline's throughput "
-                     f"({base.requests_per_s:.0f} req/s), {base.cpu_us / strata.cpu_us:.2f}x its CPU efficiency "
-                     f"({strata.cpu_us:.0f} vs {base.cpu_us:.0f} CPU us per request)")
-        print(line)
+        base = by.get((FLOOR, c))
+        for target, what in ((UNCACHED, "uncached, headline"), (CACHED, "cached answers")):
+            strata = by.get((target, c))
+            if strata is None:
+                continue
+            line = (f"  {c:3d} connections, strata ({what}): {strata.requests_per_s:.0f} req/s, "
+                    f"p99 {strata.p99_ms:.1f} ms, {strata.errors} errors")
+            if base is not None and base.requests_per_s > 0:
+                line += (f"; {strata.requests_per_s / base.requests_per_s:.2f}x the floor's throughput "
+                         f"({base.requests_per_s:.0f} req/s), {strata.cpu_us:.0f} vs {base.cpu_us:.0f} "
+                         "server CPU us per request")
+            print(line)
     print("  (throughput depends on what else the machine runs; CPU per request does not, or much less)")
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages (``uptime``), for the record."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 def _median_result(runs: list[LoadResult]) -> LoadResult:
@@ -350,56 +389,56 @@ def _median_result(runs: list[LoadResult]) -> LoadResult:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=2000, help="synthetic users in the base")
+    parser.add_argument("--users", type=int, default=2000, help="synthetic users trained on and batch-scored")
+    parser.add_argument("--store-users", type=int, default=200_000,
+                        help="users in the online store (copies of the scored rows under new ids)")
+    parser.add_argument("--sample", type=int, default=20_000, help="distinct stored users the requests ask for")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per run")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating strata/baseline runs per connection count (the median is reported)")
+                        help="alternating uncached/cached/floor runs per connection count (the median is reported)")
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64], help="concurrent connections")
-    parser.add_argument("--workers", type=int, default=1, help="server worker processes (both servers)")
-    parser.add_argument("--skip-uncached", action="store_true", help="skip the runs with the cache disabled")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (all servers)")
+    parser.add_argument("--skip-cached", action="store_true", help="skip the runs with the answer cache on")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         print("wrk not found: using the Python load generator (install wrk for better figures: "
               "apt-get install -y wrk)")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    print(f"start: {load_average()}")
     results: list[LoadResult] = []
     with tempfile.TemporaryDirectory(prefix="strata-bench-") as tmp:
         root = Path(tmp)
-        user_ids, vectors, booster_file = prepare(root, args.users)
+        user_ids, vectors, booster_file = prepare(root, args.users, args.store_users)
         rng = random.Random(7)
-        sample = rng.sample(range(len(user_ids)), min(1000, len(user_ids)))
+        sample = rng.sample(range(len(user_ids)), min(args.sample, len(user_ids)))
         predict_bodies = [json.dumps({"user_ids": [user_ids[i]]}) for i in sample]
         vector_bodies = [json.dumps({"features": vectors[i]}) for i in sample]
         headers = {"Content-Type": "application/json", "X-API-Key": API_KEY}
         json_only = {"Content-Type": "application/json"}
 
-        # Both servers up at once and runs alternated, so that a change in the machine's background
-        # load hits both sides alike.
-        strata = start_strata(root, max(1, args.users), args.workers)
-        baseline = start_baseline(root, booster_file, args.workers)
+        # All servers up at once and runs alternated, so that a change in the machine's background
+        # load hits every side alike.
+        servers: list[tuple[str, Server, list[str], dict[str, str]]] = []
         try:
-            print(f"cache warm-up: {len(user_ids)} users in {warm_cache(strata.url + '/predict', user_ids):.1f} s")
+            servers.append((UNCACHED, start_strata(root, 0, args.workers), predict_bodies, headers))
+            if not args.skip_cached:
+                cached = start_strata(root, len(sample), args.workers)
+                servers.append((CACHED, cached, predict_bodies, headers))
+                warm = warm_cache(cached.url + "/predict", [user_ids[i] for i in sample])
+                print(f"cache warm-up: {len(sample)} users in {warm:.1f} s")
+            servers.append((FLOOR, start_baseline(root, booster_file, args.workers), vector_bodies, json_only))
             for c in args.connections:
-                ours, theirs = [], []
+                runs: dict[str, list[LoadResult]] = {target: [] for target, *_ in servers}
                 for _ in range(args.rounds):
-                    ours.append(load(strata, predict_bodies, headers, c, args.duration,
-                                     "strata /predict (cached)", root))
-                    theirs.append(load(baseline, vector_bodies, json_only, c, args.duration,
-                                       "fastapi baseline (raw LightGBM)", root))
-                results += [_median_result(ours), _median_result(theirs)]
+                    for target, server, bodies, hdrs in servers:
+                        runs[target].append(load(server, bodies, hdrs, c, args.duration, target, root))
+                results += [_median_result(r) for r in runs.values()]
         finally:
-            strata.stop()
-            baseline.stop()
-        if not args.skip_uncached:
-            server = start_strata(root, 0, args.workers)
-            try:
-                for c in args.connections:
-                    results.append(load(server, predict_bodies, headers, c, args.duration,
-                                        "strata /predict (no cache)", root))
-            finally:
+            for _, server, _, _ in servers:
                 server.stop()
     print_table(results)
     summarize(results)
+    print(f"end: {load_average()}")
     return 0
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from features.config import StrataConfig
     from features.dataset import Dataset
+    from serving.fast_scorer import FeatureRows
 
 #: A user id as the data contract defines it: a non-empty string.
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -277,21 +278,15 @@ def _float_or_none(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _finite(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    return obj
-
-
 def _str_or_none(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return str(value)
+
+
+def _finite_float(text: str) -> float | None:
+    f = float(text)
+    return f if math.isfinite(f) else None
 
 
 def _json_list(value: Any) -> list[Any] | None:
@@ -299,29 +294,37 @@ def _json_list(value: Any) -> list[Any] | None:
         return None
     if isinstance(value, list):
         return value
-    parsed = _finite(json.loads(value))
+    # Non-finite numbers (NaN/Infinity tokens, overflowing literals) become None while parsing: JSON
+    # has no NaN, and one pass is cheaper than walking the parsed value again.
+    parsed = json.loads(value, parse_constant=lambda _token: None, parse_float=_finite_float)
     return parsed if isinstance(parsed, list) else None
 
 
-def results_from_scores(scores: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Scorer output rows as API result dicts (JSON-ready), keyed by user id.
+def result_from_record(rec: dict[Any, Any]) -> dict[str, Any]:
+    """One scorer output row (a ``to_dict("records")`` item) as an API result dict (JSON-ready).
 
-    Floats pass through unchanged (NaN and infinities become null); ``reasons`` and ``interventions`` JSON strings are
-    parsed into lists; ``as_of`` is an ISO 8601 string in UTC.
+    Floats pass through unchanged (NaN and infinities become null); ``reasons`` and ``interventions``
+    JSON strings are parsed into lists; ``as_of`` (a timestamp, or already its ISO text) is ISO 8601.
     """
+    as_of = rec.get("as_of")
+    row: dict[str, Any] = {**_EMPTY_RESULT, "user_id": str(rec["user_id"]), "status": "ok"}
+    for name in _FLOAT_FIELDS:
+        row[name] = _float_or_none(rec.get(name))
+    for name in _STR_FIELDS:
+        row[name] = _str_or_none(rec.get(name))
+    row["reasons"] = _json_list(rec.get("reasons"))
+    row["interventions"] = _json_list(rec.get("interventions"))
+    control = rec.get("control")
+    row["control"] = None if control is None else bool(control)
+    row["as_of"] = None if as_of is None else (as_of if isinstance(as_of, str) else as_of.isoformat())
+    return row
+
+
+def results_from_scores(scores: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Scorer output rows as API result dicts (:func:`result_from_record`), keyed by user id."""
     out: dict[str, dict[str, Any]] = {}
     for rec in scores.to_dict("records"):
-        as_of = rec.get("as_of")
-        row: dict[str, Any] = {**_EMPTY_RESULT, "user_id": str(rec["user_id"]), "status": "ok"}
-        for name in _FLOAT_FIELDS:
-            row[name] = _float_or_none(rec.get(name))
-        for name in _STR_FIELDS:
-            row[name] = _str_or_none(rec.get(name))
-        row["reasons"] = _json_list(rec.get("reasons"))
-        row["interventions"] = _json_list(rec.get("interventions"))
-        control = rec.get("control")
-        row["control"] = None if control is None else bool(control)
-        row["as_of"] = None if as_of is None else as_of.isoformat()
+        row = result_from_record(rec)
         out[row["user_id"]] = row
     return out
 
@@ -482,10 +485,8 @@ def feature_schema_for(config: StrataConfig, model_features: Sequence[str], cate
     return FeatureSchema(numeric=tuple(numeric), categorical=tuple(cats))
 
 
-def feature_frame(rows: list[dict[str, Any]], schema: FeatureSchema) -> pd.DataFrame:
-    """A feature table (``build_features`` layout and dtypes) from JSON rows; 422 naming every problem."""
-    import pandas as pd
-
+def _checked_as_ofs(rows: list[dict[str, Any]], schema: FeatureSchema) -> list[pd.Timestamp | None]:
+    """The ``as_of`` of every JSON feature row (UTC), after checking the rows; 422 naming every problem."""
     problems: list[tuple[str | None, str]] = []
     expected = set(schema.columns)
     numeric = set(schema.numeric)
@@ -521,6 +522,14 @@ def feature_frame(rows: list[dict[str, Any]], schema: FeatureSchema) -> pd.DataF
     if problems:
         first_field, first_msg = problems[0]
         raise APIError(422, f"{first_field}: {first_msg}", field=first_field, details=problems)
+    return as_ofs
+
+
+def feature_frame(rows: list[dict[str, Any]], schema: FeatureSchema) -> pd.DataFrame:
+    """A feature table (``build_features`` layout and dtypes) from JSON rows; 422 naming every problem."""
+    import pandas as pd
+
+    as_ofs = _checked_as_ofs(rows, schema)
     data: dict[str, Any] = {
         "user_id": pd.Series([r["user_id"] for r in rows], dtype=object),
         "as_of": pd.Series(as_ofs, dtype="datetime64[ns, UTC]"),
@@ -530,6 +539,24 @@ def feature_frame(rows: list[dict[str, Any]], schema: FeatureSchema) -> pd.DataF
     for name in schema.categorical:
         data[name] = pd.Series([r[name] for r in rows], dtype=object)
     return pd.DataFrame(data)[schema.columns]
+
+
+def feature_rows(rows: list[dict[str, Any]], schema: FeatureSchema) -> FeatureRows:
+    """The same rows as :func:`feature_frame`, as arrays for :class:`serving.fast_scorer.FastScorer`."""
+    import numpy as np
+
+    from serving.fast_scorer import FeatureRows
+
+    as_ofs = _checked_as_ofs(rows, schema)
+    numeric = np.array([[math.nan if r[name] is None else r[name] for name in schema.numeric] for r in rows],
+                       dtype=np.float64).reshape(len(rows), len(schema.numeric))
+    return FeatureRows(
+        user_ids=[r["user_id"] for r in rows],
+        as_of=["" if ts is None else ts.as_unit("ns").isoformat() for ts in as_ofs],  # None: refused above
+        numeric_names=list(schema.numeric),
+        numeric=numeric,
+        strings={name: [r[name] for r in rows] for name in schema.categorical},
+    )
 
 
 def _short(value: Any) -> str:

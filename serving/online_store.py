@@ -19,11 +19,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from features.errors import StrataError
+
+if TYPE_CHECKING:
+    from serving.fast_scorer import FeatureRows
 
 SCHEMA_VERSION = 1
 
@@ -73,6 +77,7 @@ class OnlineStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
+        self._layout_cache: tuple[str, _FeatureLayout] | None = None
 
     # -- connections -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -157,7 +162,14 @@ class OnlineStore:
     # -- reading ------------------------------------------------------------------------------------
     def _layout(self, conn: sqlite3.Connection) -> _FeatureLayout | None:
         raw = self._meta(conn, "feature_layout")
-        return None if raw is None else _FeatureLayout.from_json(raw)
+        if raw is None:
+            return None
+        cached = self._layout_cache
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        layout = _FeatureLayout.from_json(raw)
+        self._layout_cache = (raw, layout)
+        return layout
 
     def get_features(self, user_ids: Sequence[str]) -> pd.DataFrame:
         """Stored feature rows of the users found (in request order; unknown ids are left out).
@@ -170,6 +182,26 @@ class OnlineStore:
             return pd.DataFrame({"user_id": pd.Series(dtype=object)})
         rows = _select_by_ids(conn, "SELECT user_id, as_of, numeric, strings FROM features", user_ids)
         return layout.decode(rows)
+
+    def get_feature_rows(self, user_ids: Sequence[str]) -> FeatureRows:
+        """Stored feature rows of the users found (request order) as plain arrays, without pandas.
+
+        The same values as :meth:`get_features` (numeric features bit for bit, string features as
+        stored, ``as_of`` as the ISO text the scorer writes), for :class:`serving.fast_scorer.FastScorer`.
+        """
+        from serving.fast_scorer import FeatureRows
+
+        conn = self._connect()
+        layout = self._layout(conn)
+        if layout is None:
+            return FeatureRows([], [], [], np.empty((0, 0)), {})
+        rows = _select_by_ids(conn, "SELECT user_id, as_of, numeric, strings FROM features", user_ids)
+        return layout.decode_rows(rows)
+
+    def sample_user_ids(self, n: int) -> list[str]:
+        """Up to ``n`` stored user ids (the first by key order), e.g. to check a model on real rows."""
+        cur = self._connect().execute("SELECT user_id FROM features ORDER BY user_id LIMIT ?", (int(n),))
+        return [str(r[0]) for r in cur]
 
     def get_scores(self, user_ids: Sequence[str]) -> pd.DataFrame:
         """Stored score rows of the users found (request order), with the scorer's output columns."""
@@ -283,6 +315,42 @@ class _FeatureLayout:
                     self.dtypes[c]  # type: ignore[call-overload]
                 )
         return pd.DataFrame({c: data[c] for c in self.columns})
+
+    def decode_rows(self, rows: list[tuple]) -> FeatureRows:
+        """Like :meth:`decode`, as :class:`serving.fast_scorer.FeatureRows` (no pandas)."""
+        from serving.fast_scorer import FeatureRows
+
+        n = len(rows)
+        k = len(self.numeric)
+        num = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float64).reshape(n, k) if n else np.empty((0, k))
+        strings: dict[str, list[object]] = {c: [] for c in self.strings}
+        if self.strings:
+            for r in rows:
+                values = json.loads(r[3])
+                for j, c in enumerate(self.strings):
+                    strings[c].append(values[j])
+        return FeatureRows(
+            user_ids=[str(r[0]) for r in rows],
+            as_of=[_iso_utc(r[1]) for r in rows],
+            numeric_names=list(self.numeric),
+            numeric=num,
+            strings=strings,
+        )
+
+
+_ISO_UTC: dict[str, str] = {}
+
+
+def _iso_utc(text: str) -> str:
+    """``Timestamp.isoformat()`` in UTC of a stored ``as_of`` text (memoised: a store holds few cutoffs)."""
+    out = _ISO_UTC.get(text)
+    if out is None:
+        ts = pd.Timestamp(text)
+        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        out = ts.as_unit("ns").isoformat()
+        if len(_ISO_UTC) < 10_000:
+            _ISO_UTC[text] = out
+    return out
 
 
 def _encode_scores(scores: pd.DataFrame) -> list[tuple]:

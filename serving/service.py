@@ -11,11 +11,15 @@ file comes from ``STRATA_CONFIG`` (set by ``strata serve --config``). Endpoints 
 - ``GET /livez``, ``GET /readyz`` (ready only once a model is loaded and a warm-up prediction passed),
   ``GET /metrics`` (Prometheus), ``GET /docs.json`` (this API's OpenAPI document).
 
-Every answer is computed by :meth:`serving.scorer.Scorer.score_features` with ``budget=None``, the same
-call batch scoring makes per chunk, so a user gets the batch numbers for the same features.
+Every answer is the answer of :meth:`serving.scorer.Scorer.score_features` with ``budget=None``, the
+same call batch scoring makes per chunk, so a user gets the batch numbers for the same features.
 
 Speed: scoring a few rows with pandas costs tens of milliseconds, most of it fixed overhead. So
 
+- a few rows are scored by :class:`serving.fast_scorer.FastScorer` (NumPy, no pandas: under a
+  millisecond for one row), which gives the batch scorer's answer bit for bit; at every model load it is
+  checked against the batch scorer on probe rows and stored users, and left unused (the batch scorer
+  answers) if any answer differs or the bundle has a shape it does not handle;
 - concurrent by-id lookups that miss the cache are coalesced into one store read and one scoring call
   (micro-batching, no timer: requests that arrive while a batch is scored form the next batch);
 - answers are kept, already JSON-encoded, in a per-version cache (``serving.prediction_cache_users``
@@ -57,7 +61,9 @@ from serving.api_models import (
     encode_result,
     encode_results,
     feature_frame,
+    feature_rows,
     feature_schema_for,
+    result_from_record,
     results_from_scores,
     unknown_user,
 )
@@ -65,6 +71,7 @@ from serving.security import GuardSettings, RequestGuard, guard_settings
 
 if TYPE_CHECKING:
     from features.config import StrataConfig
+    from serving.fast_scorer import FastScorer, FeatureRows
     from serving.model_watcher import LiveModel, ModelWatcher
     from serving.online_store import OnlineStore
     from serving.scorer import Scorer
@@ -76,6 +83,10 @@ CONFIG_ENV = "STRATA_CONFIG"
 API_VERSION = "1"
 CHAMPION = "champion"
 _WARMUP_USER = "__strata_warmup__"
+#: Stored users the fast path is checked on at model load (next to synthetic probe rows).
+_FAST_CHECK_USERS = 256
+#: Largest coalesced batch the fast path scores on the event loop (about 5 ms); larger ones go to a thread.
+_INLINE_MAX_USERS = 64
 _MISSING = object()
 
 
@@ -143,6 +154,8 @@ class VersionState:
 
     schema: FeatureSchema
     cache: PredictionCache
+    fast: FastScorer | None = None
+    """The small-n fast path, None when it is not used for this version (the batch scorer answers)."""
 
 
 class StoreVersion:
@@ -184,6 +197,26 @@ class StoreVersion:
         self._inode = None
 
 
+def _has_fast_path(live: LiveModel[Scorer]) -> bool:
+    state: VersionState = live.extra
+    return state.fast is not None
+
+
+def _scored_rows_counter() -> Any:
+    """Prometheus counter ``strata_scored_rows_total{path="fast"|"batch"}``: rows scored per path.
+
+    Says whether cache misses go through the fast path; None if the metric cannot be registered.
+    """
+    try:
+        return bentoml.metrics.Counter(
+            name="strata_scored_rows", documentation="Rows scored by the API, by scoring path (fast or batch)",
+            labelnames=["path"],
+        )
+    except Exception:  # noqa: BLE001  (already registered in this process, or no metrics backend)
+        logger.warning("metric strata_scored_rows not registered", exc_info=True)
+        return None
+
+
 def _settle_heap(_live: object) -> None:
     """Collect once, then freeze the surviving objects out of the cyclic garbage collector.
 
@@ -213,12 +246,16 @@ class _Pending:
 class StoredScoring:
     """Coalesces concurrent by-id lookups: one store read and one scoring call per batch and version.
 
-    While a batch is scored in the worker thread, new requests queue; when it finishes, all queued
-    requests (of the same model version) form the next batch. No request waits for a timer.
+    While a batch is scored, new requests queue; when it finishes, all queued requests (of the same
+    model version) form the next batch. No request waits for a timer. Batches of a version with a fast
+    path (``inline``) are scored on the event loop, others in a worker thread.
     """
 
     score: Any
-    """``score(live, user_ids) -> {user_id: encoded answer}`` run in a worker thread."""
+    """``score(live, user_ids) -> {user_id: encoded answer}``."""
+    inline: Any = None
+    """``inline(live) -> bool``: score this version's batches on the event loop (a fast path that takes
+    about a millisecond: cheaper than the hop to a worker thread); else in a worker thread."""
     max_batch_users: int = 2048
     _queue: list[_Pending] = field(default_factory=list)
     _running: bool = False
@@ -250,8 +287,12 @@ class StoredScoring:
             while self._queue:
                 batch = self._next_batch()
                 ids = list(dict.fromkeys(u for p in batch for u in p.user_ids))
+                live = batch[0].live
                 try:
-                    found = await asyncio.to_thread(self.score, batch[0].live, ids)
+                    if self.inline is not None and self.inline(live) and len(ids) <= _INLINE_MAX_USERS:
+                        found = self.score(live, ids)
+                    else:
+                        found = await asyncio.to_thread(self.score, live, ids)
                 except Exception as err:  # noqa: BLE001  (delivered to every waiting request)
                     for p in batch:
                         if not p.future.done():
@@ -322,7 +363,8 @@ class StrataService:
             poll_seconds=self.config.serving.model_poll_seconds,
             after_swap=_settle_heap,
         )
-        self.stored_scoring = StoredScoring(self._score_stored)
+        self.stored_scoring = StoredScoring(self._score_stored, inline=_has_fast_path)
+        self.scored_rows = _scored_rows_counter()
         self.watcher.start()
 
     # -- model lifecycle ------------------------------------------------------------------------
@@ -365,7 +407,31 @@ class StrataService:
         self.store.count()
         bundle = scorer.bundle
         schema = feature_schema_for(self.config, bundle.feature_names, list(bundle.categorical_levels))
-        return VersionState(schema=schema, cache=PredictionCache(self.config.serving.prediction_cache_users))
+        return VersionState(schema=schema, cache=PredictionCache(self.config.serving.prediction_cache_users),
+                            fast=self._checked_fast_scorer(scorer))
+
+    def _checked_fast_scorer(self, scorer: Scorer) -> FastScorer | None:
+        """The fast path of ``scorer`` if it gives the batch answer on probe rows and stored users, else None."""
+        from serving.fast_scorer import FastPathUnsupported, FastScorer, mismatches, probe_rows
+
+        try:
+            fast = FastScorer(scorer)
+            bad = mismatches(fast, probe_rows(fast))
+            stored = self.store.get_feature_rows(self.store.sample_user_ids(_FAST_CHECK_USERS))
+            if len(stored):
+                bad += mismatches(fast, stored)
+        except FastPathUnsupported as err:
+            logger.warning("model version %s: fast scoring path not used (%s)", scorer.model_version, err)
+            return None
+        except Exception:  # noqa: BLE001  (the batch scorer still answers; say why the fast path is off)
+            logger.exception("model version %s: fast scoring path failed its check", scorer.model_version)
+            return None
+        if bad:
+            logger.warning("model version %s: fast scoring path not used: it differs from the batch scorer for "
+                           "%d checked row(s), e.g. %s", scorer.model_version, len(bad), bad[0])
+            return None
+        logger.info("model version %s: fast scoring path checked and in use", scorer.model_version)
+        return fast
 
     def feature_schema(self, live: LiveModel[Scorer]) -> FeatureSchema:
         """The feature-row schema of the served version."""
@@ -388,34 +454,79 @@ class StrataService:
 
     # -- scoring (worker thread) ----------------------------------------------------------------
 
+    def _count(self, path: str, n: int) -> None:
+        if self.scored_rows is not None and n:
+            self.scored_rows.labels(path=path).inc(n)
+
+    def _fast_answers(self, live: LiveModel[Scorer], rows: FeatureRows) -> dict[str, bytes] | None:
+        """Encoded answers of ``rows`` by the fast path, or None where the batch scorer must answer."""
+        from serving.fast_scorer import FastPathUnsupported
+
+        state: VersionState = live.extra
+        if state.fast is None:
+            return None
+        try:
+            records = state.fast.score_records(rows)
+        except FastPathUnsupported:
+            return None
+        self._count("fast", len(records))
+        return {r["user_id"]: encode_result(result_from_record(r)) for r in records}
+
     def _score_stored(self, live: LiveModel[Scorer], user_ids: list[str]) -> dict[str, bytes]:
         """Encoded answers of the users found in the online store, scored by ``live``."""
+        state: VersionState = live.extra
+        if state.fast is not None:
+            rows = self.store.get_feature_rows(user_ids)
+            if len(rows) == 0:
+                return {}
+            fast = self._fast_answers(live, rows)
+            if fast is not None:
+                return fast
         features = self.store.get_features(user_ids)
         if len(features) == 0:
             return {}
         found = results_from_scores(live.scorer.score_features(features))
+        self._count("batch", len(found))
         return {u: encode_result(r) for u, r in found.items()}
 
     def _score_raw(self, live: LiveModel[Scorer], request: PredictRequest) -> dict[str, bytes]:
         from features.errors import StrataError
+        from features.pipeline import build_features
+        from serving.fast_scorer import FastPathUnsupported, FeatureRows
 
         dataset, as_of = dataset_from_request(request, self.config)
+        wanted = set(request.user_ids)
         try:
-            scores = live.scorer.score_raw(dataset, as_of)
+            features = build_features(dataset, as_of, self.config)
+            features = features[features["user_id"].astype(str).isin(wanted)].reset_index(drop=True)
+            try:
+                fast = self._fast_answers(live, FeatureRows.from_frame(features))
+            except FastPathUnsupported:
+                fast = None
+            if fast is not None:
+                return fast
+            scores = live.scorer.score_features(features)
         except StrataError as err:  # the caller's rows are unusable: say why (messages name the data)
             raise APIError(422, f"rows: {err}", field="rows") from None
-        scores = scores[scores["user_id"].astype(str).isin(set(request.user_ids))]
+        self._count("batch", len(scores))
         return {u: encode_result(r) for u, r in results_from_scores(scores).items()}
 
     def _score_feature_rows(self, live: LiveModel[Scorer], rows: list[dict[str, Any]]) -> list[bytes]:
         from features.errors import StrataError
 
-        frame = feature_frame(rows, self.feature_schema(live))
+        schema = self.feature_schema(live)
+        state: VersionState = live.extra
+        if state.fast is not None:
+            fast = self._fast_answers(live, feature_rows(rows, schema))
+            if fast is not None:
+                return [fast[r["user_id"]] for r in rows]
+        frame = feature_frame(rows, schema)
         try:
             scores = live.scorer.score_features(frame)
         except StrataError as err:
             raise APIError(422, f"rows: {err}", field="rows") from None
         found = results_from_scores(scores)
+        self._count("batch", len(found))
         return [encode_result(found[str(u)]) for u in frame["user_id"]]
 
     async def _stored_answers(self, live: LiveModel[Scorer], user_ids: list[str]) -> dict[str, bytes | None]:

@@ -1,0 +1,638 @@
+"""The small-n fast path of the online API: a few feature rows scored with NumPy, no pandas.
+
+:class:`serving.scorer.Scorer` is built for tables: scoring one row through it costs 30-60 ms of pandas
+overhead (frame construction, LightGBM's pandas conversion, per-column Series operations), almost none
+of it arithmetic. :class:`FastScorer` computes the same answer for the few rows an API call brings:
+
+- the model matrix is a float64 NumPy array in the bundle's feature order, categorical features as
+  their level codes (exactly what LightGBM makes of the bundle's pandas categoricals), and the same
+  LightGBM boosters, calibrators, value-model composition and p10/p90 band are applied to it;
+- rule layers, refinement, reason codes and interventions follow :mod:`features.lifecycle`,
+  :mod:`features.rfm_segments`, :mod:`features.tiers`, :mod:`serving.refinement`,
+  :mod:`serving.reasons` and :mod:`serving.interventions` on NumPy arrays and Python strings, reusing
+  their functions where they take arrays (RFM threshold comparisons, expected incremental value,
+  control flags, top-k and number formatting of the reasons);
+- churn and conversion scores and the contributions behind the reason codes are computed as
+  ``ModelBundle.predict_explained`` computes them (``model.raw_score_and_contributions`` with
+  ``scoring.reason_method``); the same LightGBM calls on the NumPy matrix are used instead once they
+  gave bit-identical numbers on probe rows for the model, else the batch method itself is called on a
+  pandas matrix (checked once per model, see :meth:`FastScorer._raw_and_contributions`).
+
+What it does not do: budgets and contact-history frequency caps (cross-user or history inputs the
+online API never passes; :meth:`Scorer.score_features` handles them). Rows it cannot represent
+(a model feature that is neither a float column nor a known categorical, missing layer columns)
+raise :class:`FastPathUnsupported` so the caller falls back to the batch scorer, which then either
+scores them or raises the error batch scoring raises.
+
+Equality with the batch scorer is a tested property (tests/serving/test_fast_scorer.py): every user of
+a demo store gets the same JSON, bytes for bytes; :func:`mismatches` compares the two paths on any
+rows, and the service runs it at every model load before it trusts the fast path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from features.lifecycle import FREQUENCY_WINDOW_DAYS
+from features.rfm_segments import SEGMENT_BY_RFM
+from features.tiers import VALUE_WINDOW_DAYS
+from serving.interventions import Playbook, _blake64, _mix64, expected_incremental_value
+from serving.reasons import VALUE_DIGITS, _number_strings, _top_indices, feature_labels
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from serving.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_LEVEL = "unknown"
+_AT_RISK_FROM = ("mature", "growth", "new")
+_LAYER_INPUTS = (
+    "orders_total",
+    f"orders_{FREQUENCY_WINDOW_DAYS}d",
+    "avg_order_value",
+    "days_since_last_order",
+    "days_since_last_interaction",
+    "gap_mean_days",
+    "trend_orders_ratio",
+    "trend_spend_ratio",
+    "spend_total",
+    f"spend_{VALUE_WINDOW_DAYS}d",
+    "active_days_30d",
+)
+_REASONS_TOP_N = 3
+
+
+class FastPathUnsupported(Exception):
+    """These rows (or this bundle) need the batch scorer; not an error of the caller."""
+
+
+@dataclass
+class FeatureRows:
+    """Feature rows as plain arrays: what the fast path scores.
+
+    Attributes
+    ----------
+    user_ids : one id per row.
+    as_of : ISO 8601 text of each row's cutoff, in UTC (``Timestamp.isoformat()`` of the batch output).
+    numeric_names, numeric : float64 feature columns (``(n, len(numeric_names))``, NaN for missing).
+    strings : the other feature columns (categoricals), one list of values (str or None) per column.
+    """
+
+    user_ids: list[str]
+    as_of: list[str]
+    numeric_names: list[str]
+    numeric: np.ndarray
+    strings: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    @classmethod
+    def from_frame(cls, features: pd.DataFrame) -> FeatureRows:
+        """The rows of a feature table (``build_features`` layout); float64 and integer columns are numeric."""
+        import pandas as pd
+
+        for col in ("user_id", "as_of"):
+            if col not in features.columns:
+                raise FastPathUnsupported(f"features lack column {col}")
+        numeric_names: list[str] = []
+        strings: dict[str, list[Any]] = {}
+        for c in features.columns:
+            if c in ("user_id", "as_of"):
+                continue
+            dt = features[c].dtype
+            if pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt):
+                numeric_names.append(str(c))
+            else:
+                values = features[c].astype(object)
+                strings[str(c)] = values.where(values.notna(), None).tolist()
+        n = len(features)
+        numeric = (features[numeric_names].to_numpy(dtype=np.float64, na_value=np.nan) if numeric_names
+                   else np.empty((n, 0)))
+        as_of = pd.to_datetime(features["as_of"], utc=True).astype("datetime64[ns, UTC]")
+        return cls(
+            user_ids=features["user_id"].astype(str).tolist(),
+            as_of=[t.isoformat() for t in as_of],
+            numeric_names=numeric_names,
+            numeric=np.ascontiguousarray(numeric, dtype=np.float64).reshape(n, len(numeric_names)),
+            strings=strings,
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """The same rows as a feature table (for the batch scorer)."""
+        import pandas as pd
+
+        data: dict[str, Any] = {
+            "user_id": pd.Series(self.user_ids, dtype=object),
+            "as_of": pd.to_datetime(pd.Series(self.as_of, dtype=object), utc=True).astype("datetime64[ns, UTC]"),
+        }
+        for j, c in enumerate(self.numeric_names):
+            data[c] = pd.Series(self.numeric[:, j].copy(), dtype="float64")
+        for c, values in self.strings.items():
+            data[c] = pd.Series(values, dtype=object)
+        return pd.DataFrame(data)
+
+
+@dataclass(frozen=True)
+class _Classifier:
+    booster: Any
+    calibrator: Any
+
+    def proba(self, X: np.ndarray) -> np.ndarray:
+        raw = np.asarray(self.booster.predict(X, raw_score=True, num_threads=1), dtype=float)
+        return np.asarray(self.calibrator.predict(raw), dtype=float)
+
+
+def _boosted_classifier(model: Any) -> _Classifier:
+    return _Classifier(model.booster_, model.calibrator_)
+
+
+def _regress(model: Any, X: np.ndarray) -> np.ndarray:
+    return np.asarray(model.booster_.predict(X, num_threads=1), dtype=float)
+
+
+class FastScorer:
+    """Scores a few feature rows exactly as :meth:`Scorer.score_features` (``budget=None``) does.
+
+    Parameters
+    ----------
+    scorer
+        The batch scorer of the served version: its bundle, configuration, frozen thresholds and
+        identity are used as they are.
+
+    Raises
+    ------
+    FastPathUnsupported
+        When the bundle holds a model this path does not know how to apply (the caller keeps using
+        the batch scorer).
+    """
+
+    def __init__(self, scorer: Scorer) -> None:
+        bundle = scorer.bundle
+        self.scorer = scorer
+        self.config = scorer.config
+        self.feature_names: list[str] = list(bundle.feature_names)
+        self.levels: dict[str, list[str]] = {k: list(v) for k, v in bundle.categorical_levels.items()}
+        self._level_codes = {f: {lv: float(i) for i, lv in enumerate(levels)} for f, levels in self.levels.items()}
+        cats = [f for f in self.feature_names if f in self.levels]
+        value = bundle.value_model
+        boosters = [bundle.churn_model.booster_, value.q_low_.booster_, value.q_high_.booster_]
+        boosters += [p.booster_ for k, p in value.parts_.items() if k != "smearing"]
+        if bundle.conversion_model is not None:
+            boosters.append(bundle.conversion_model.booster_)
+        for b in boosters:
+            # LightGBM codes a pandas categorical by its position in the training categories: the
+            # NumPy codes below are those positions only if the booster saw the bundle's levels.
+            if list(getattr(b, "pandas_categorical", None) or []) != [self.levels[c] for c in cats]:
+                raise FastPathUnsupported("a booster's categorical levels differ from the bundle's")
+            if b.num_feature() != len(self.feature_names):
+                raise FastPathUnsupported("a booster's feature count differs from the bundle's")
+        if value.kind_ not in ("hurdle", "tweedie"):
+            raise FastPathUnsupported(f"value model kind {value.kind_!r}")
+        self.reason_method = self.config.scoring.reason_method
+        self.value = value
+        self.rfm = scorer.rfm_thresholds
+        self.high_value = float(scorer.high_value_threshold)
+        self.labels = feature_labels(self.feature_names, self.config)
+        self._reason_prefix = [
+            '{"feature": ' + json.dumps(name) + ', "label": '
+            + json.dumps(self.labels.get(name, name), ensure_ascii=False) + ', "value": '
+            for name in self.feature_names
+        ]
+        playbook = Playbook.from_config(self.config.interventions)
+        # Actions in id order: ties of expected value are broken by action id (as in batch).
+        self._actions = sorted(playbook.actions, key=lambda a: a.id)
+        self._action_prefix = {
+            a.id: '{"action_id": ' + json.dumps(a.id) + ', "name": ' + json.dumps(a.name, ensure_ascii=False)
+            + ', "channel": ' + json.dumps(a.channel) + ', "cost": ' + format(float(a.unit_cost), ".10g")
+            + ', "expected_incremental_value": '
+            for a in playbook.actions
+        }
+        # Control groups: the pair hash is mix64(blake64(user) ^ mix64(blake64(action))) (as
+        # serving.interventions.control_flags); the action half is fixed, so it is hashed once here.
+        self._action_hash = _mix64(_blake64([a.id for a in self._actions]))
+        share = self.config.interventions.control_share
+        self._control_limit = np.uint64(min(int(share * 2.0**64), 2**64 - 1)) if share > 0 else None
+        self._contrib_numpy: dict[int, bool] = {}
+
+    # -- model matrix --------------------------------------------------------------------------------
+    def model_matrix(self, rows: FeatureRows) -> np.ndarray:
+        """The float64 model input ``(n, n_features)``: numeric features as they are, categoricals as codes."""
+        n = len(rows)
+        X = np.empty((n, len(self.feature_names)), dtype=np.float64)
+        col = {c: j for j, c in enumerate(rows.numeric_names)}
+        for k, f in enumerate(self.feature_names):
+            if f in self.levels:
+                codes = self._level_codes[f]
+                unknown = codes[UNKNOWN_LEVEL]
+                if f in rows.strings:
+                    values: Sequence[Any] = rows.strings[f]
+                    X[:, k] = [unknown if _missing(v) else codes.get(str(v), unknown) for v in values]
+                elif f in col:
+                    raise FastPathUnsupported(f"categorical feature {f} arrives as a number")
+                else:
+                    raise FastPathUnsupported(f"missing feature {f}")
+            elif f in col:
+                X[:, k] = rows.numeric[:, col[f]]
+            else:
+                raise FastPathUnsupported(f"feature {f} is missing or not numeric")
+        return X
+
+    def _column(self, rows: FeatureRows, name: str) -> np.ndarray:
+        try:
+            j = rows.numeric_names.index(name)
+        except ValueError:
+            raise FastPathUnsupported(f"layer input {name} is missing or not numeric") from None
+        return rows.numeric[:, j]
+
+    # -- scores ------------------------------------------------------------------------------------------
+    def predict(self, rows: FeatureRows, X: np.ndarray) -> tuple[dict[str, np.ndarray], list[tuple[np.ndarray, np.ndarray, str]]]:
+        """Scores per row as :meth:`training.bundle.ModelBundle.predict_explained` gives them.
+
+        Returns ``churn_risk``, ``conversion_prob``, ``predicted_value``, ``value_p10``, ``value_p90``
+        arrays, and for the churn and the conversion model the rows they scored, the contributions
+        behind those scores (columns ``feature_names + ["bias"]``) and the score's name.
+        """
+        n = len(rows)
+        from training.models import PROSPECT_COLUMN
+
+        flag = self._column(rows, PROSPECT_COLUMN)
+        prospect = np.where(np.isnan(flag), 0.0, flag) >= 0.5
+        buyers = ~prospect
+        bundle = self.scorer.bundle
+        has_conv = prospect & (bundle.conversion_model is not None)
+        churn = np.full(n, np.nan)
+        conv = np.full(n, np.nan)
+        explained: list[tuple[np.ndarray, np.ndarray, str]] = []
+        for model, mask, out, score in ((bundle.churn_model, buyers, churn, "churn_risk"),
+                                        (bundle.conversion_model, has_conv, conv, "conversion_prob")):
+            if model is None or not mask.any():
+                continue
+            raw, contrib = self._raw_and_contributions(model, X if mask.all() else X[mask])
+            out[mask] = model.proba_from_raw(raw)
+            explained.append((mask, contrib, score))
+        value_model = self.value
+        parts = value_model.parts_
+        if n == 0:
+            value = p10 = p90 = np.zeros(0)
+        else:
+            if value_model.kind_ == "hurdle":
+                p_buy = _boosted_classifier(parts["buy"]).proba(X)
+                spend_if_buy = np.maximum(np.exp(_regress(parts["spend"], X)) * parts["smearing"] - 1.0, 0.0)
+                value = p_buy * spend_if_buy
+            else:
+                value = np.maximum(_regress(parts["tweedie"], X), 0.0)
+            lo = np.maximum(_regress(value_model.q_low_, X), 0.0)
+            hi = np.maximum(_regress(value_model.q_high_, X), 0.0)
+            p10, p90 = np.minimum(lo, hi), np.maximum(lo, hi)
+        preds = {"churn_risk": churn, "conversion_prob": conv, "predicted_value": value,
+                 "value_p10": p10, "value_p90": p90}
+        return preds, explained
+
+    # -- rule layers -------------------------------------------------------------------------------------
+    def layers(self, rows: FeatureRows) -> dict[str, np.ndarray]:
+        """The four rule layers per row (``features.layers.assign_layers`` on arrays)."""
+        c = {name: self._column(rows, name) for name in _LAYER_INPUTS}
+        cfg = self.config.layers
+        lc = cfg.lifecycle
+        orders = np.where(np.isnan(c["orders_total"]), 0.0, c["orders_total"])
+        since_order = c["days_since_last_order"]
+        silent_raw = c["days_since_last_interaction"]
+        silent = np.where(np.isnan(silent_raw), since_order, silent_raw)
+        buyer = orders >= 1
+        repeat = orders >= 2
+        with np.errstate(invalid="ignore"):
+            churn_order_days = np.fmax(lc.churn_gap_multiplier * c["gap_mean_days"], float(lc.churn_min_days_since_order))
+            churned = buyer & (silent > lc.churn_no_interaction_days) & (since_order > churn_order_days)
+            ratio = lc.declining_trend_ratio
+            declining = repeat & ((c["trend_orders_ratio"] <= ratio) | (c["trend_spend_ratio"] <= ratio))
+            o365 = c[f"orders_{FREQUENCY_WINDOW_DAYS}d"]
+            per_30d = np.where(np.isnan(o365), 0.0, o365) * 30.0 / FREQUENCY_WINDOW_DAYS
+            mature = repeat & (
+                (per_30d >= lc.mature_orders_per_30d)
+                | (c["avg_order_value"] >= lc.mature_avg_order_value)
+                | (orders - 1 > lc.growth_max_repeat_orders)
+            )
+        lifecycle = _first_true([~buyer, churned, declining, mature, repeat],
+                                ["potential", "churned", "declining", "mature", "growth"], "new")
+
+        th = self.rfm
+        spend = np.where(np.isnan(c["spend_total"]), 0.0, c["spend_total"])
+        with np.errstate(invalid="ignore"):
+            # RfmThresholds compares Series or arrays alike.
+            r_high = buyer & np.asarray(th.recent(cast(Any, since_order)), dtype=np.bool_)
+            f_high = buyer & np.asarray(th.frequent(cast(Any, orders)), dtype=np.bool_)
+            m_high = buyer & np.asarray(th.high_spend(cast(Any, spend)), dtype=np.bool_)
+        rfm = np.array(
+            ["prospect" if not b else SEGMENT_BY_RFM[(bool(r), bool(f), bool(m))]
+             for b, r, f, m in zip(buyer, r_high, f_high, m_high, strict=True)],
+            dtype=object,
+        )
+
+        vt = cfg.value_tier
+        s365 = c[f"spend_{VALUE_WINDOW_DAYS}d"]
+        s365 = np.where(np.isnan(s365), 0.0, s365)
+        value_tier = _first_true([s365 > vt.high_annual_spend, s365 < vt.low_annual_spend],
+                                 ["high_value", "low_value"], "potential_value")
+
+        act = cfg.activity
+        days_active = np.where(np.isnan(c["active_days_30d"]), 0.0, c["active_days_30d"])
+        with np.errstate(invalid="ignore"):
+            sleeping = np.isnan(silent_raw) | (silent_raw >= act.sleeping_days)
+        activity = _first_true([sleeping, days_active >= act.core_active_days], ["sleeping", "core"], "active")
+        return {"lifecycle": lifecycle, "rfm_segment": rfm, "value_tier": value_tier, "activity_tier": activity}
+
+    def refine(self, lifecycle: np.ndarray, preds: dict[str, np.ndarray]) -> np.ndarray:
+        """Refined layer per row (``serving.refinement.refine_layers`` on arrays)."""
+        cfg = self.config.refinement
+        risk, conv, value = preds["churn_risk"], preds["conversion_prob"], preds["predicted_value"]
+        with np.errstate(invalid="ignore"):
+            at_risk = np.isin(lifecycle, _AT_RISK_FROM) & (risk >= cfg.at_risk_churn_risk)
+            high_potential = (lifecycle == "new") & (value >= self.high_value) & ~at_risk
+            recoverable = (lifecycle == "churned") & ((1.0 - risk) >= cfg.recoverable_return_prob)
+            hot = (lifecycle == "potential") & (conv >= cfg.hot_prospect_conversion_prob)
+        refined = lifecycle.copy()
+        for cond, name in reversed(list(zip([at_risk, high_potential, recoverable, hot],
+                                            ["at_risk", "high_potential_new", "recoverable", "hot_prospect"],
+                                            strict=True))):
+            refined[cond] = name
+        return refined
+
+    # -- reasons -----------------------------------------------------------------------------------------
+    def _raw_and_contributions(self, model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw score and contributions (with ``bias``) of ``model`` for ``X``: what batch scoring computes.
+
+        Batch calls ``model.raw_score_and_contributions(frame, config.scoring.reason_method)`` on a
+        pandas model matrix. The same LightGBM calls on the NumPy matrix skip LightGBM's pandas
+        conversion (about 1.5 ms a call); they are used once they gave bit-identical results on probe
+        rows for this model, else the batch method itself is called (checked once per model).
+        """
+        key = id(model)
+        use_numpy = self._contrib_numpy.get(key)
+        if use_numpy is None:
+            use_numpy = self._contrib_numpy[key] = self._numpy_route_matches(model, X)
+        if use_numpy:
+            return _numpy_raw_and_contributions(model, X, self.reason_method)
+        raw, contrib = model.raw_score_and_contributions(self._matrix_frame(X), self.reason_method)
+        return np.asarray(raw, dtype=float), np.asarray(contrib, dtype=float)
+
+    def _matrix_frame(self, X: np.ndarray) -> pd.DataFrame:
+        """``X`` as the pandas model matrix the batch scorer builds (categoricals with the bundle's levels)."""
+        import pandas as pd
+
+        data: dict[str, Any] = {}
+        for k, f in enumerate(self.feature_names):
+            if f in self.levels:
+                codes = np.where(np.isnan(X[:, k]), -1, X[:, k]).astype(np.int64)
+                data[f] = pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(self.levels[f]))
+            else:
+                data[f] = X[:, k].copy()
+        return pd.DataFrame(data)
+
+    def _numpy_route_matches(self, model: Any, X: np.ndarray) -> bool:
+        """Does the NumPy route give ``model.raw_score_and_contributions`` bit for bit?
+
+        Checked on ``X`` plus probe rows (every feature missing; each categorical level), once per
+        model: if batch computes reasons another way, the fast path calls the batch method.
+        """
+        probe = np.vstack([X, np.full((1, X.shape[1]), np.nan), self._level_probe(X[:1])])
+        try:
+            raw_b, contrib_b = model.raw_score_and_contributions(self._matrix_frame(probe), self.reason_method)
+            raw_m, contrib_m = _numpy_raw_and_contributions(model, probe, self.reason_method)
+        except Exception:  # noqa: BLE001  (any doubt: use the batch method)
+            log.exception("fast scorer: probing the NumPy route failed; using raw_score_and_contributions")
+            return False
+        same = bool(np.array_equal(np.asarray(raw_b, dtype=float), raw_m, equal_nan=True)
+                    and np.array_equal(np.asarray(contrib_b, dtype=float), contrib_m, equal_nan=True))
+        log.info("fast scorer: %s contributions via %s", self.reason_method,
+                 "LightGBM on NumPy" if same else "the batch method on pandas")
+        return same
+
+    def _level_probe(self, base: np.ndarray) -> np.ndarray:
+        rows = []
+        for k, f in enumerate(self.feature_names):
+            for code in range(len(self.levels.get(f, []))):
+                r = base.copy()
+                r[0, k] = code
+                rows.append(r)
+        return np.vstack(rows) if rows else np.empty((0, base.shape[1]))
+
+    def reasons(self, rows: FeatureRows, explained: list[tuple[np.ndarray, np.ndarray, str]]) -> list[str]:
+        """Reason JSON per row (``Scorer._reasons`` + ``serving.reasons.reason_codes``), ``[]`` if unexplained."""
+        out = ["[]"] * len(rows)
+        for mask, contrib, score in explained:
+            idx = np.flatnonzero(mask)
+            names = self.feature_names
+            if contrib.shape[1] != len(names) + 1:
+                raise FastPathUnsupported("contributions do not match the bundle's features")
+            for i, text in zip(idx, self._reason_texts(rows, idx, contrib[:, : len(names)], score), strict=True):
+                out[i] = text
+        return out
+
+    def _reason_texts(self, rows: FeatureRows, idx: np.ndarray, contrib: np.ndarray, score: str) -> list[str]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        names = self.feature_names
+        contrib = np.where(np.isnan(contrib), 0.0, contrib)
+        up = _top_indices(contrib, _REASONS_TOP_N)
+        down = _top_indices(-contrib, _REASONS_TOP_N)
+        col = {c: j for j, c in enumerate(rows.numeric_names)}
+        # Every (row, slot) shown: its feature index, direction; numbers formatted in one pyarrow call each.
+        picks: list[tuple[int, int, str]] = []  # (position in idx, feature index, direction)
+        for p in range(len(idx)):
+            for k in range(up.shape[1]):
+                j = int(up[p, k])
+                if contrib[p, j] > 0:
+                    picks.append((p, j, "up"))
+            for k in range(down.shape[1]):
+                j = int(down[p, k])
+                if -contrib[p, j] > 0:
+                    picks.append((p, j, "down"))
+        numbers = np.array([rows.numeric[idx[p], col[names[j]]] if names[j] in col else np.nan
+                            for p, j, _ in picks], dtype=float)
+        value_text = _number_strings(numbers, VALUE_DIGITS).to_pylist() if picks else []
+        c_values = np.array([contrib[p, j] for p, j, _ in picks], dtype=float)
+        contrib_text = pc.cast(pa.array(c_values, type=pa.float64()), pa.string()).to_pylist() if picks else []
+        tail = {d: ', "direction": "' + d + '", "score": "' + score + '"}' for d in ("up", "down")}
+        items: list[list[str]] = [[] for _ in range(len(idx))]
+        for t, (p, j, direction) in enumerate(picks):
+            name = names[j]
+            if name in col:
+                shown = value_text[t]
+            elif name in rows.strings:
+                v = rows.strings[name][idx[p]]
+                shown = "null" if _missing(v) else json.dumps(str(v), ensure_ascii=False)
+            else:
+                shown = value_text[t]  # not among the rows' columns: NaN, shown as null (as in batch)
+            items[p].append(self._reason_prefix[j] + shown + ', "contribution": ' + contrib_text[t] + tail[direction])
+        return ["[" + ", ".join(it) + "]" for it in items]
+
+    # -- interventions -----------------------------------------------------------------------------------
+    def interventions(self, user_ids: list[str], lifecycle: np.ndarray, refined: np.ndarray,
+                      preds: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+        """Action columns per row as in batch without a budget: best selected action and the JSON list."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        cfg = self.config.interventions
+        pos_l: list[int] = []
+        act_l: list[int] = []
+        for i in range(len(user_ids)):
+            for k, action in enumerate(self._actions):
+                if lifecycle[i] in action.layers or refined[i] in action.layers:
+                    pos_l.append(i)
+                    act_l.append(k)
+        pos = np.asarray(pos_l, dtype=np.int64)
+        act = np.asarray(act_l, dtype=np.int64)
+        uplift = np.array([float(self._actions[k].uplift_prior) for k in act_l], dtype=float)
+        cost = np.array([float(self._actions[k].unit_cost) for k in act_l], dtype=float)
+        eiv = expected_incremental_value(preds["churn_risk"][pos], preds["conversion_prob"][pos],
+                                         preds["predicted_value"][pos], uplift, cost)  # type: ignore[arg-type]
+        keep = ~np.isnan(eiv)
+        pos, act, eiv, cost = pos[keep], act[keep], eiv[keep], cost[keep]
+        order = np.lexsort((act, -eiv, pos))
+        pos, act, eiv, cost = pos[order], act[order], eiv[order], cost[order]
+        ids = [self._actions[k].id for k in act]
+        if self._control_limit is None or len(pos) == 0:
+            control = np.zeros(len(pos), dtype=bool)
+        else:
+            control = _mix64(_blake64(user_ids)[pos] ^ self._action_hash[act]) < self._control_limit
+        eiv_text = pc.cast(pc.round(pa.array(eiv, type=pa.float64()), 4), pa.string()).to_pylist() if len(eiv) else []
+        out: list[dict[str, Any]] = [
+            {"action_id": None, "action_name": None, "action_cost": math.nan, "expected_incremental_value": math.nan,
+             "control": False} for _ in user_ids
+        ]
+        items: list[list[str]] = [[] for _ in user_ids]
+        taken = [0] * len(user_ids)
+        limit = cfg.max_actions_per_user
+        for t in range(len(pos)):
+            i = int(pos[t])
+            rec = out[i]
+            selected = False
+            if eiv[t] > 0:
+                taken[i] += 1
+                selected = taken[i] <= limit
+            ctl = bool(control[t])
+            if selected and rec["action_id"] is None:
+                action = self._actions[int(act[t])]
+                rec.update(action_id=action.id, action_name=action.name, action_cost=float(cost[t]),
+                           expected_incremental_value=float(eiv[t]), control=ctl)
+            items[i].append(self._action_prefix[ids[t]] + eiv_text[t]
+                                + (', "selected": true' if selected else ', "selected": false')
+                                + (', "control": true}' if ctl else ', "control": false}'))
+        for rec, its in zip(out, items, strict=True):
+            rec["interventions"] = "[" + ", ".join(its) + "]"
+        return out
+
+    # -- everything --------------------------------------------------------------------------------------
+    def score_records(self, rows: FeatureRows) -> list[dict[str, Any]]:
+        """One record per row with the scorer's output columns (:data:`serving.scorer.OUTPUT_COLUMNS`),
+        ``as_of`` as ISO text: what ``Scorer.score_features(frame).to_dict("records")`` holds."""
+        if len(set(rows.user_ids)) != len(rows.user_ids):
+            raise FastPathUnsupported("duplicate user ids")
+        X = self.model_matrix(rows)
+        preds, explained = self.predict(rows, X)
+        layers = self.layers(rows)
+        refined = self.refine(layers["lifecycle"], preds)
+        reasons = self.reasons(rows, explained)
+        actions = self.interventions(rows.user_ids, layers["lifecycle"], refined, preds)
+        name, version = self.scorer.model_name, self.scorer.model_version
+        records = []
+        for i, uid in enumerate(rows.user_ids):
+            rec: dict[str, Any] = {"user_id": uid, "as_of": rows.as_of[i], "model_name": name, "model_version": version}
+            for k, v in preds.items():
+                rec[k] = float(v[i])
+            for k, v in layers.items():
+                rec[k] = v[i]
+            rec["refined_layer"] = refined[i]
+            rec["reasons"] = reasons[i]
+            rec.update(actions[i])
+            records.append(rec)
+        return records
+
+
+def _first_true(conditions: list[np.ndarray], choices: list[str], default: str) -> np.ndarray:
+    """``np.select(conditions, choices, default)`` as an object array (the first true condition wins),
+    without ``np.select``'s fixed cost on a few rows."""
+    out = np.full(len(conditions[0]), default, dtype=object)
+    for cond, choice in zip(reversed(conditions), reversed(choices), strict=True):
+        out[cond] = choice
+    return out
+
+
+def _numpy_raw_and_contributions(model: Any, X: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """``CalibratedBoostedClassifier.raw_score_and_contributions`` on a NumPy model matrix (one thread)."""
+    booster = model.booster_
+    if method == "path":
+        from training.tree_paths import contributions_from_leaves
+
+        leaves = booster.predict(X, pred_leaf=True, num_threads=1)
+        return contributions_from_leaves(model.path_tables(), np.asarray(leaves).reshape(len(X), -1))
+    if method == "shap":
+        contrib = np.asarray(booster.predict(X, pred_contrib=True, num_threads=1), dtype=float)
+        raw = np.asarray(booster.predict(X, raw_score=True, num_threads=1), dtype=float)
+        return raw, contrib.reshape(len(X), -1)
+    raise FastPathUnsupported(f"reason method {method!r}")
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def mismatches(fast: FastScorer, rows: FeatureRows) -> list[str]:
+    """Users whose fast-path API answer differs from the batch scorer's (encoded JSON compared).
+
+    Empty when the two paths agree on every row; used at model load and in the tests.
+    """
+    from serving.api_models import encode_result, result_from_record, results_from_scores
+
+    batch = results_from_scores(fast.scorer.score_features(rows.to_frame()))
+    out = []
+    for rec in fast.score_records(rows):
+        mine = encode_result(result_from_record(rec))
+        theirs = batch.get(rec["user_id"])
+        if theirs is None or encode_result(theirs) != mine:
+            out.append(rec["user_id"])
+    return out
+
+
+def probe_rows(fast: FastScorer, n: int = 64, seed: int = 0) -> FeatureRows:
+    """Synthetic feature rows for checking the fast path at load time, from the bundle's reference data.
+
+    Numeric features take random reference quantiles (some missing), categoricals random training
+    levels plus an unseen one and a missing one; ``is_prospect`` alternates. Layer inputs the bundle
+    does not carry get random non-negative values.
+    """
+    rng = np.random.default_rng(seed)
+    reference = fast.scorer.bundle.reference.get("features", {}) if isinstance(fast.scorer.bundle.reference, dict) else {}
+    numeric_names = [f for f in fast.feature_names if f not in fast.levels]
+    numeric_names += [f for f in _LAYER_INPUTS if f not in numeric_names]
+    from training.models import PROSPECT_COLUMN
+
+    if PROSPECT_COLUMN not in numeric_names:
+        numeric_names.append(PROSPECT_COLUMN)
+    M = np.empty((n, len(numeric_names)))
+    for j, f in enumerate(numeric_names):
+        qs = np.asarray((reference.get(f) or {}).get("quantiles") or [], dtype=float)
+        M[:, j] = rng.choice(qs, n) if len(qs) else rng.gamma(1.0, 30.0, n)
+        M[rng.random(n) < 0.1, j] = np.nan
+    M[:, numeric_names.index(PROSPECT_COLUMN)] = np.arange(n) % 2
+    strings: dict[str, list[Any]] = {}
+    for f, levels in fast.levels.items():
+        choices: list[Any] = [*levels, "__unseen_level__", None]
+        strings[f] = [choices[int(k)] for k in rng.integers(0, len(choices), n)]
+    return FeatureRows(user_ids=[f"__probe_{i}__" for i in range(n)], as_of=["2024-01-01T00:00:00+00:00"] * n,
+                       numeric_names=numeric_names, numeric=M, strings=strings)
+
+
+__all__ = ["FastPathUnsupported", "FastScorer", "FeatureRows", "mismatches", "probe_rows"]
