@@ -7,28 +7,38 @@ feature table of that data set, resampled with replacement to ``--users`` rows w
 same rows:
 
 * ``raw predict``: the bare LightGBM ``Booster.predict`` of every booster the bundle uses (churn on
-  buyers, conversion on prospects, every value-model booster on everyone), on the model matrix;
-* ``raw pred_contrib``: LightGBM ``pred_contrib`` (TreeSHAP) of the churn model on buyers and the
-  conversion model on prospects: the work the reason codes need and plain prediction does not do;
-* ``batch scoring``: :func:`serving.batch.run_batch` end to end (chunks of ``scoring.chunk_users``,
-  model matrix, calibration, layers, refinement, reason codes, interventions, control groups, budget
-  allocation, Parquet part files, manifest), without the online store;
-* ``online store``: upserting the same features and scores into the SQLite online store.
+  buyers, conversion on prospects, every value-model booster including the p10/p90 quantile models on
+  everyone), on the model matrix (built outside the timing): the baseline;
+* ``batch scoring``: :func:`serving.batch.run_batch` end to end, i.e. what ``strata score
+  --no-online-store`` does from precomputed features: reading the feature table from a Parquet file
+  (written before the timing; ``strata score`` has no ``--features FILE`` option yet, this is the work
+  one would do), the work copy of the feature table, chunks of ``scoring.chunk_users``, model matrix,
+  scores, calibration, layers, refinement, reason codes with ``scoring.reason_method = "path"``,
+  interventions, control groups, budget allocation, Parquet part files, manifest;
+* ``batch + online store``: the same run with the SQLite online store, as plain ``strata score`` does
+  by default (``--online-store``), timed again from scratch (skip with ``--skip-online-store``).
 
-Printed: wall times, users per second, and the ratios batch / raw predict and batch / (raw predict +
-raw pred_contrib). Usage::
+Then, on the first ``--shap-users`` rows (0: skip), the same raw predict baseline and the batch with
+``scoring.reason_method = "path"`` and ``"shap"`` (LightGBM TreeSHAP reasons), with a check that the
+two outputs are identical in every column but ``reasons``.
 
-    python benchmarks/bench_scoring.py --users 200000
+Printed: wall and CPU seconds (CPU: user + system of every thread of this process, the fairer figure
+on a shared machine), users per second, and the ratio batch / raw predict (target 1.5x). Usage::
+
+    python benchmarks/bench_scoring.py --users 1000000 --shap-users 100000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -90,24 +100,72 @@ def _boosters(bundle: ModelBundle) -> list[tuple[str, object, str]]:
     return out
 
 
-def raw_lightgbm(bundle: ModelBundle, features: pd.DataFrame, contrib: bool) -> tuple[Clock, dict[str, float]]:
-    """Bare LightGBM predict (or pred_contrib) on the model matrix (built outside the timing)."""
+def raw_lightgbm(bundle: ModelBundle, features: pd.DataFrame) -> tuple[Clock, dict[str, float]]:
+    """Bare LightGBM predict of every booster on the model matrix (built outside the timing)."""
     X = bundle.model_matrix(features)
     prospect = features["is_prospect"].to_numpy() >= 0.5
     rows = {"buyers": X.loc[~prospect], "prospects": X.loc[prospect], "all": X}
     times: dict[str, float] = {}
     with Clock() as total:
         for name, booster, which in _boosters(bundle):
-            if contrib and name not in ("churn", "conversion"):
-                continue
             t0 = time.perf_counter()
-            booster.predict(rows[which], pred_contrib=contrib)  # type: ignore[attr-defined]
+            booster.predict(rows[which])  # type: ignore[attr-defined]
             times[name] = time.perf_counter() - t0
     return total, times
 
 
+def batch(
+    scorer: Scorer, features: pd.DataFrame | Path, out: Path, budget: float | None, store: Path | None = None
+) -> tuple[Clock, Any]:
+    """``run_batch`` end to end from precomputed features (a frame, or a Parquet file read inside the
+    timing) into ``out``, with the online store at ``store`` (None: none)."""
+    build = (lambda: pd.read_parquet(features)) if isinstance(features, Path) else (lambda: features)
+    with Clock() as took:
+        summary = run_batch(scorer, build, out, run_args={"bench": str(features)[:40]}, budget=budget,
+                            online_store=None if store is None else OnlineStore(store))
+    return took, summary
+
+
+def load_line() -> str:
+    """The machine's load averages (1, 5, 15 minutes) and cores, as ``uptime`` shows them."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} cores"
+
+
 def _line(label: str, clock: Clock, n: int, extra: str = "") -> str:
     return (f"{label:<20}{clock.wall:9.2f}s wall {clock.cpu:9.2f}s cpu  ({n / clock.wall:,.0f} users/s)  {extra}")
+
+
+def compare_reason_methods(
+    bundle: ModelBundle, config: StrataConfig, features: pd.DataFrame, tmp: Path, budget: float | None
+) -> None:
+    """Raw predict, batch with path reasons and batch with TreeSHAP reasons on the same rows."""
+    from serving.batch import read_scores
+
+    n = len(features)
+    print(f"-- reason methods on the first {n:,} users")
+    raw, _ = raw_lightgbm(bundle, features)
+    print(_line("raw predict", raw, n))
+    outputs = {}
+    for method in ("path", "shap"):
+        cfg = config.model_copy(update={"scoring": config.scoring.model_copy(update={"reason_method": method})})
+        scorer = Scorer(bundle, cfg, model_name="bench", model_version="1")
+        took, _ = batch(scorer, features, tmp / f"out-{method}", budget)
+        print(_line(f"batch ({method})", took, n, f"cpu {took.cpu / raw.cpu:6.2f}x raw predict, "
+                    f"wall {took.wall / raw.wall:6.2f}x"))
+        outputs[method] = read_scores(tmp / f"out-{method}")
+    others = [c for c in outputs["path"].columns if c != "reasons"]
+    same = outputs["path"][others].equals(outputs["shap"][others])
+    differ = float((outputs["path"]["reasons"] != outputs["shap"]["reasons"]).mean())
+    top = {m: outputs[m]["reasons"].map(_top_features) for m in outputs}
+    same_top = float((top["path"] == top["shap"]).mean())
+    same_first = float((top["path"].map(lambda t: t[:1]) == top["shap"].map(lambda t: t[:1])).mean())
+    print(f"path vs shap: every column but reasons identical: {same}; reason text differs for {differ:.1%} of "
+          f"users; same features in the same order for {same_top:.1%}; same first feature for {same_first:.1%}")
+
+
+def _top_features(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple((r["direction"], r["feature"]) for r in json.loads(text))
 
 
 def main() -> None:
@@ -119,6 +177,8 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=None,
                         help="Load/save the trained bundle and its features here (skips retraining).")
     parser.add_argument("--skip-online-store", action="store_true", help="Do not time the online store.")
+    parser.add_argument("--shap-users", type=int, default=100_000,
+                        help="Also compare path and TreeSHAP reasons on this many users (0: skip).")
     args = parser.parse_args()
 
     config = StrataConfig()
@@ -138,34 +198,35 @@ def main() -> None:
     print(f"scoring {len(features):,} users ({n_prospects:,} prospects), {len(bundle.feature_names)} features, "
           f"chunks of {config.scoring.chunk_users:,}")
 
-    raw, raw_parts = raw_lightgbm(bundle, features, contrib=False)
-    print(_line("raw predict", raw, len(features), ", ".join(f"{k} {v:.2f}s" for k, v in raw_parts.items())))
-    shap, shap_parts = raw_lightgbm(bundle, features, contrib=True)
-    print(_line("raw pred_contrib", shap, len(features), ", ".join(f"{k} {v:.2f}s" for k, v in shap_parts.items())))
-
-    scorer = Scorer(bundle, config, model_name="bench", model_version="1")
     tmp = Path(tempfile.mkdtemp(prefix="strata-bench-"))
     try:
-        with Clock() as batch:
-            summary = run_batch(scorer, lambda: features, tmp / "out", run_args={"bench": args.users},
-                                budget=args.budget)
-        size = sum(f.stat().st_size for f in (tmp / "out").iterdir()) / 1e6
-        print(_line("batch scoring", batch, len(features), f"{summary.n_chunks} part(s), {size:,.0f} MB"))
-        for what in ("wall", "cpu"):
-            b, r, s_ = getattr(batch, what), getattr(raw, what), getattr(shap, what)
-            print(f"[{what}] batch / raw predict: {b / r:6.2f}x (target 1.5x); batch / (raw predict + "
-                  f"pred_contrib): {b / (r + s_):5.2f}x; batch time outside LightGBM: {b - r - s_:8.2f}s")
-        if not args.skip_online_store:
-            from serving.batch import read_scores
+        features_file = tmp / "features.parquet"
+        features.to_parquet(features_file, index=False)
+        print(f"[{load_line()}]")
+        raw, raw_parts = raw_lightgbm(bundle, features)
+        print(_line("raw predict", raw, len(features), ", ".join(f"{k} {v:.2f}s" for k, v in raw_parts.items())))
 
-            scores = read_scores(tmp / "out")
-            store = OnlineStore(tmp / "online.db")
-            chunk = config.scoring.chunk_users
-            with Clock() as took:
-                for start in range(0, len(features), chunk):
-                    store.write(features.iloc[start : start + chunk], scores.iloc[start : start + chunk])
-            print(_line("online store write", took, len(features),
-                        f"{(tmp / 'online.db').stat().st_size / 1e6:,.0f} MB"))
+        scorer = Scorer(bundle, config, model_name="bench", model_version="1")
+        took, summary = batch(scorer, features_file, tmp / "out", args.budget)
+        size = sum(f.stat().st_size for f in (tmp / "out").iterdir()) / 1e6
+        print(_line("batch scoring", took, len(features), f"{summary.n_chunks} part(s), {size:,.0f} MB, "
+                    f"reasons: {config.scoring.reason_method}; = strata score --no-online-store"))
+        print(f"[{load_line()}]")
+        for what in ("wall", "cpu"):
+            b, r = getattr(took, what), getattr(raw, what)
+            print(f"[{what}] batch / raw predict: {b / r:6.2f}x (target 1.5x); batch time beyond raw predict: "
+                  f"{b - r:8.2f}s")
+        if not args.skip_online_store:
+            with_store, _ = batch(scorer, features_file, tmp / "out-store", args.budget, store=tmp / "online.db")
+            print(_line("batch + online store", with_store, len(features),
+                        f"{(tmp / 'online.db').stat().st_size / 1e6:,.0f} MB store; = strata score (default)"))
+            print(f"[cpu] batch + online store / raw predict: {with_store.cpu / raw.cpu:6.2f}x; the online store "
+                  f"alone: {with_store.cpu - took.cpu:8.2f}s cpu")
+        else:
+            print("online store skipped (--skip-online-store): strata score writes it by default")
+        print(f"[{load_line()}]")
+        if args.shap_users > 0:
+            compare_reason_methods(bundle, config, features.head(args.shap_users), tmp, args.budget)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -110,11 +110,9 @@ class Playbook:
 def _blake64(values: Sequence[str]) -> np.ndarray:
     """64-bit blake2b digest of each string (uint64)."""
     blake = hashlib.blake2b
-    return np.fromiter(
-        (int.from_bytes(blake(str(v).encode(), digest_size=8).digest(), "big") for v in values),
-        dtype=np.uint64,
-        count=len(values),
-    )
+    # The digests side by side, read as big-endian 64-bit integers (no Python int per value).
+    digests = b"".join([blake(str(v).encode(), digest_size=8).digest() for v in values])
+    return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -155,8 +153,15 @@ def control_flags(user_ids: Sequence[str], action_ids: Sequence[str], control_sh
     n = len(user_ids)
     if control_share <= 0 or n == 0:
         return np.zeros(n, dtype=bool)
+    return _control_from_hash(_pair_hash(user_ids, action_ids), control_share)
+
+
+def _control_from_hash(pair_hash: np.ndarray, control_share: float) -> np.ndarray:
+    """Control flags from the pairs' fixed 64-bit numbers (see :func:`control_flags`)."""
+    if control_share <= 0:
+        return np.zeros(len(pair_hash), dtype=bool)
     limit = np.uint64(min(int(control_share * 2.0**64), 2**64 - 1))
-    return _pair_hash(user_ids, action_ids) < limit
+    return pair_hash < limit
 
 
 def expected_incremental_value(
@@ -218,11 +223,12 @@ def candidate_actions(
     value = pd.to_numeric(scores["predicted_value"], errors="coerce").to_numpy(dtype=float)
     life_codes, life_values = pd.factorize(life)
     refined_codes, refined_values = pd.factorize(refined)
+    n = len(users)
     # Actions in id order: ties of expected value are broken by action id.
     actions = sorted(playbook.actions, key=lambda a: a.id)
-    pos_parts: list[np.ndarray] = []
-    act_parts: list[np.ndarray] = []
-    eiv_parts: list[np.ndarray] = []
+    k_actions = len(actions)
+    # Expected incremental value of every (user, action) pair, NaN where the pair is not a candidate.
+    values = np.full((n, k_actions), np.nan)
     for k, action in enumerate(actions):
         layers = set(action.layers)
         life_ok = np.array([v in layers for v in life_values], dtype=bool)
@@ -231,39 +237,36 @@ def candidate_actions(
         idx = np.flatnonzero(mask)
         if len(idx) == 0:
             continue
-        eiv = expected_incremental_value(
+        values[idx, k] = expected_incremental_value(
             risk[idx], conv[idx], value[idx], float(action.uplift_prior), float(action.unit_cost)
         )
-        keep = ~np.isnan(eiv)
-        pos_parts.append(idx[keep])
-        act_parts.append(np.full(int(keep.sum()), k, dtype=np.int64))
-        eiv_parts.append(eiv[keep])
-    if not pos_parts:
+    ids_sorted = np.array([a.id for a in actions], dtype=object)
+    if last_contacted is not None and len(last_contacted) and n:
+        pos, act = np.nonzero(~np.isnan(values))
+        frame = pd.DataFrame({"_pos": pos, "user_id": users[pos], "action_id": ids_sorted[act], "_act": act})
+        kept = _apply_frequency_cap(frame, scores, last_contacted, playbook)
+        keep = np.zeros((n, k_actions), dtype=bool)
+        keep[kept["_pos"].to_numpy(dtype=np.int64), kept["_act"].to_numpy(dtype=np.int64)] = True
+        values[~keep] = np.nan
+    # Per user, best value first, ties by action id (a stable sort of the id-ordered columns); NaN last.
+    order = np.argsort(-values, axis=1, kind="stable")
+    ranked = np.take_along_axis(values, order, axis=1)
+    present = ~np.isnan(ranked)
+    pos, slot = np.nonzero(present)  # row-major: by user, then rank
+    if len(pos) == 0:
         return _empty_candidates()
-    pos = np.concatenate(pos_parts)
-    act = np.concatenate(act_parts)
-    eiv = np.concatenate(eiv_parts)
-    if last_contacted is not None and len(last_contacted) and len(pos):
-        ids = np.array([a.id for a in actions], dtype=object)
-        frame = pd.DataFrame({"_pos": pos, "user_id": users[pos], "action_id": ids[act], "_act": act, "_eiv": eiv})
-        frame = _apply_frequency_cap(frame, scores, last_contacted, playbook)
-        pos = frame["_pos"].to_numpy(dtype=np.int64)
-        act = frame["_act"].to_numpy(dtype=np.int64)
-        eiv = frame["_eiv"].to_numpy(dtype=float)
-    order = np.lexsort((act, -eiv, pos))
-    pos, act, eiv = pos[order], act[order], eiv[order]
-    starts = np.r_[True, pos[1:] != pos[:-1]] if len(pos) else np.zeros(0, dtype=bool)
-    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(pos)), 0)) if len(pos) else pos
-    ids = np.array([a.id for a in actions], dtype=object)[act]
+    act = order[pos, slot]
     user_col = users[pos]
+    action_hash = _mix64(_blake64(list(ids_sorted)))
+    pair_hash = _mix64(_blake64(list(users))[pos] ^ action_hash[act])
     return pd.DataFrame(
         {
             "user_id": user_col,
-            "action_id": ids,
-            "rank": np.arange(len(pos), dtype=np.int64) - group_start + 1,
+            "action_id": ids_sorted[act],
+            "rank": slot.astype(np.int64) + 1,
             "unit_cost": np.array([float(a.unit_cost) for a in actions])[act],
-            "expected_incremental_value": eiv,
-            "control": control_flags(user_col, ids, config.control_share),
+            "expected_incremental_value": ranked[pos, slot],
+            "control": _control_from_hash(pair_hash, config.control_share),
             "selected": np.zeros(len(pos), dtype=bool),
         }
     )
@@ -416,7 +419,11 @@ def action_columns(user_ids: pd.Series, candidates: pd.DataFrame, config: Interv
             raise ValueError("candidates reference users that are not being scored")
         pos = pos_f.astype(np.int64)
         rank = candidates["rank"].to_numpy()
-        order = np.lexsort((rank, pos))
+        # Candidates usually come sorted by user then rank (candidate_actions): skip the sort then.
+        in_order = len(pos) < 2 or bool(
+            np.all((pos[1:] > pos[:-1]) | ((pos[1:] == pos[:-1]) & (rank[1:] >= rank[:-1])))
+        )
+        order = np.arange(len(pos)) if in_order else np.lexsort((rank, pos))
         pos = pos[order]
         ids = candidates["action_id"].to_numpy(dtype=object)[order]
         sel = candidates["selected"].to_numpy(dtype=bool)[order]
@@ -429,7 +436,8 @@ def action_columns(user_ids: pd.Series, candidates: pd.DataFrame, config: Interv
             first = sel_rows[np.r_[True, pos[sel_rows][1:] != pos[sel_rows][:-1]]]
             p = pos[first]
             action_id[p] = ids[first]
-            action_name[p] = [playbook.names[a] for a in ids[first]]
+            names = playbook.names
+            action_name[p] = [names[a] for a in ids[first]]
             action_cost[p] = cost[first]
             eiv_out[p] = eiv[first]
             control_out[p] = ctl[first]
@@ -445,12 +453,13 @@ def action_columns(user_ids: pd.Series, candidates: pd.DataFrame, config: Interv
         codes = pd.Categorical(ids, categories=known).codes
         if (codes < 0).any():
             raise ValueError("candidates reference actions that are not in the playbook")
-        flag = {True: ', "selected": true', False: ', "selected": false'}
+        selected_text = pa.array([', "selected": false', ', "selected": true'])
+        control_text = pa.array([', "control": false}', ', "control": true}'])
         items = pc.binary_join_element_wise(
             pc.take(prefix, pa.array(codes.astype(np.int32))),
             pc.cast(pc.round(pa.array(eiv), 4), pa.string()),
-            pa.array(np.where(sel, flag[True], flag[False])),
-            pa.array(np.where(ctl, ', "control": true}', ', "control": false}')),
+            pc.take(selected_text, pa.array(sel.view(np.int8))),
+            pc.take(control_text, pa.array(ctl.view(np.int8))),
             "",
         )
         offsets = np.zeros(n + 1, dtype=np.int32)

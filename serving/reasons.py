@@ -195,20 +195,29 @@ def reason_texts(
     sign = np.concatenate([np.ones(up_idx.shape[1]), -np.ones(down_idx.shape[1])])
     keep = (c * sign) > 0
     # Values shown next to the reasons: numbers as JSON numbers, categories as JSON strings.
-    used = np.unique(flat_idx[keep.ravel()])
-    numeric = np.full((n, len(names)), np.nan, order="F")
+    used = np.flatnonzero(np.bincount(flat_idx[keep.ravel()], minlength=len(names)))
+    # Only the numeric features some reason shows, gathered straight into the reason slots.
+    numeric_cols: list[np.ndarray] = []
+    numeric_of = np.full(len(names), -1, dtype=np.int64)
     quoted: dict[int, Any] = {}
-    for j in used:
+    for j in used.tolist():
         name = names[j]
         if name not in features.columns:
             continue
         col = features[name]
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
             values = col.to_numpy(dtype=float, na_value=np.nan)
-            numeric[:, j] = values if rows is None else values[rows]
+            numeric_of[j] = len(numeric_cols)
+            numeric_cols.append(values if rows is None else values[rows])
         else:
             quoted[int(j)] = pa.array(_json_strings(col if rows is None else col[rows]), type=pa.string())
-    value_text = _number_strings(numeric[row_of, flat_idx], VALUE_DIGITS)
+    slot_values = np.full(n * width, np.nan)
+    if numeric_cols:
+        gathered = np.column_stack(numeric_cols)
+        slot_col = numeric_of[flat_idx]
+        has = slot_col >= 0
+        slot_values[has] = gathered[row_of[has], slot_col[has]]
+    value_text = _number_strings(slot_values, VALUE_DIGITS)
     for j, text in quoted.items():
         is_j = flat_idx == j
         value_text = pc.if_else(pa.array(is_j), pc.take(text, pa.array(row_of)), value_text)

@@ -27,12 +27,12 @@ from serving.interventions import (
     candidate_actions,
     select_without_budget,
 )
-from serving.reasons import feature_labels, reason_codes
+from serving.reasons import feature_labels, reason_texts
 from serving.refinement import refine_layers
 
 if TYPE_CHECKING:
     from features.dataset import Dataset
-    from training.bundle import ModelBundle
+    from training.bundle import ExplainedPrediction, ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,9 @@ class Scorer:
         """
         _check_input(features)
         index = features.index
-        preds = self.bundle.predict(features)
+        # One pass per classifier gives both its score and the contributions behind the reasons.
+        explained = self.bundle.predict_explained(features, self.config.scoring.reason_method)
+        preds = explained.scores
         if len(preds) != len(features) or not np.array_equal(
             preds["user_id"].to_numpy(dtype=object), features["user_id"].astype(str).to_numpy(dtype=object)
         ):
@@ -221,7 +223,7 @@ class Scorer:
         for col in ("lifecycle", "rfm_segment", "value_tier", "activity_tier"):
             out[col] = layers[col].to_numpy(dtype=object)
         out["refined_layer"] = refined.to_numpy(dtype=object)
-        out["reasons"] = self._reasons(features, preds)
+        out["reasons"] = self._reasons(features, explained)
         candidates = candidate_actions(out, self.config.interventions, last_contacted=last_contacted)
         return ScoredCore(scores=out[CORE_COLUMNS], candidates=candidates)
 
@@ -231,27 +233,21 @@ class Scorer:
         out = pd.concat([scores[CORE_COLUMNS], actions], axis=1)
         return out[OUTPUT_COLUMNS]
 
-    def _reasons(self, features: pd.DataFrame, preds: pd.DataFrame) -> list[str]:
-        """Reason JSON per row: churn-score reasons for buyers, conversion reasons for prospects."""
-        n = len(features)
-        reasons = ["[]"] * n
-        buyers = preds["churn_risk"].notna().to_numpy()
-        conversion_model = self.bundle.conversion_model
-        prospects = preds["conversion_prob"].notna().to_numpy() & ~buyers & (conversion_model is not None)
-        if not (buyers.any() or prospects.any()):
-            return reasons
-        X = self.bundle.model_matrix(features)
-        for mask, model, score in (
-            (buyers, self.bundle.churn_model, "churn_risk"),
-            (prospects, conversion_model, "conversion_prob"),
+    def _reasons(self, features: pd.DataFrame, explained: ExplainedPrediction) -> np.ndarray:
+        """Reason JSON per row: churn-score reasons for buyers, conversion reasons for prospects, else ``[]``."""
+        reasons = np.full(len(features), "[]", dtype=object)
+        names = explained.feature_names
+        positions = list(range(len(names)))  # the bias (last column) is never a reason
+        for rows, contrib, score in (
+            (explained.churn_rows, explained.churn_contributions, "churn_risk"),
+            (explained.conversion_rows, explained.conversion_contributions, "conversion_prob"),
         ):
-            if model is None or not mask.any():
+            if contrib is None or not rows.any():
                 continue
-            # Same as ModelBundle.churn_contributions, on a model matrix built once for both models.
-            contrib = model.contributions(X.loc[mask])
-            texts = reason_codes(contrib, features.loc[mask], labels=self._labels, score=score)
-            for i, text in zip(np.flatnonzero(mask), texts, strict=True):
-                reasons[i] = text
+            # As reason_codes on a contributions frame, without building the frame or copying features.
+            reasons[rows] = reason_texts(
+                contrib, positions, names, features, None if rows.all() else rows, labels=self._labels, score=score
+            )
         return reasons
 
 
