@@ -204,6 +204,9 @@ def main() -> None:
     parser.add_argument("--skip-scoring", action="store_true", help="Time validation and features only.")
     parser.add_argument("--input-format", choices=("csv", "parquet"), default="csv",
                         help="Format of the input files (Parquet is the usual format on a cluster).")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="Do not pin each configuration to as many CPUs as it has threads (taskset). Without "
+                             "pinning, a local[1] JVM still spreads JIT compilation and GC over every core.")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--bundle-dir", help=argparse.SUPPRESS)
@@ -226,6 +229,10 @@ def main() -> None:
                    "--as-of", args.as_of]
             if bundle_dir is not None:
                 cmd += ["--bundle-dir", str(bundle_dir)]
+            pinned = not args.no_pin and shutil.which("taskset") is not None
+            if pinned:
+                cores = min(_cores(kind, arg), os.cpu_count() or 1)
+                cmd = ["taskset", "-c", ",".join(str(i) for i in range(cores)), *cmd]
             t = time.perf_counter()
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -235,6 +242,7 @@ def main() -> None:
             results[label] = json.loads(lines[-1][len("RESULT "):])
             results[label]["cores"] = _cores(kind, arg)
             results[label]["process"] = time.perf_counter() - t
+            results[label]["pinned"] = pinned
             print(f"{label}: done in {results[label]['process']:.1f}s", flush=True)
         _print_table(results, args.input_format, load_start)
     finally:
@@ -283,6 +291,8 @@ def _print_table(results: dict[str, dict[str, Any]], input_format: str, load_sta
         if 1 in by_cores and 2 in by_cores:
             print(f"{kind}: 1 -> 2 cores speed-up {by_cores[1] / by_cores[2]:.2f}x (wall, validation + features"
                   + (" + scoring" if "scoring" in stages else "") + ")")
+    if any(r.get("pinned") for r in results.values()):
+        print("each configuration ran pinned (taskset) to as many CPUs as it has threads; --no-pin to let it spread")
     for label, r in results.items():
         if "input_partitions" in r:
             parts = ", ".join(f"{k} {v}" for k, v in r["input_partitions"].items())
