@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from features.lifecycle import FREQUENCY_WINDOW_DAYS
+from features.lifecycle import FREQUENCY_WINDOW_DAYS, LIFECYCLE_COLUMNS
 from features.rfm_segments import SEGMENT_BY_RFM
 from features.tiers import VALUE_WINDOW_DAYS
 from serving.interventions import Playbook, _blake64, _mix64, expected_incremental_value
@@ -55,19 +55,8 @@ log = logging.getLogger(__name__)
 
 UNKNOWN_LEVEL = "unknown"
 _AT_RISK_FROM = ("mature", "growth", "new")
-_LAYER_INPUTS = (
-    "orders_total",
-    f"orders_{FREQUENCY_WINDOW_DAYS}d",
-    "avg_order_value",
-    "days_since_last_order",
-    "days_since_last_interaction",
-    "gap_mean_days",
-    "trend_orders_ratio",
-    "trend_spend_ratio",
-    "spend_total",
-    f"spend_{VALUE_WINDOW_DAYS}d",
-    "active_days_30d",
-)
+# The rule layers' inputs: lifecycle's own list plus what the value and activity tiers read.
+_LAYER_INPUTS = (*LIFECYCLE_COLUMNS, "spend_total", f"spend_{VALUE_WINDOW_DAYS}d", "active_days_30d")
 _REASONS_TOP_N = 3
 
 
