@@ -30,6 +30,9 @@ BUNDLE_ARTIFACT = "bundle"
 MODEL_NAME_IN_RUN = "model"
 """``name`` of the logged model inside its run."""
 
+MODEL_CODE = Path(__file__).with_name("pyfunc_code.py")
+"""The file logged as the model's code (it calls ``mlflow.models.set_model``)."""
+
 _RUNTIME_PACKAGES = ("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "pyarrow", "pydantic")
 
 
@@ -69,7 +72,8 @@ def log_bundle_model(bundle: ModelBundle, example_features: pd.DataFrame) -> Any
         path = bundle.save(Path(tmp) / BUNDLE_ARTIFACT)
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
-            python_model=StrataPyfuncModel(),
+            # Models from code: MLflow stores this file and runs it on load, no pickled Python object.
+            python_model=str(MODEL_CODE),
             artifacts={BUNDLE_ARTIFACT: str(path)},
             signature=signature,
             input_example=example.head(2),
