@@ -293,7 +293,7 @@ class _FeatureLayout:
             strings = [json.dumps(r, ensure_ascii=False) for r in str_values.itertuples(index=False, name=None)]
         else:
             strings = ["[]"] * n
-        as_of = pd.to_datetime(features["as_of"], utc=True).map(pd.Timestamp.isoformat).tolist()
+        as_of = _isoformat_column(features["as_of"])
         ids = features["user_id"].astype(str).tolist()
         return list(zip(ids, as_of, blobs, strings, strict=True))
 
@@ -353,6 +353,14 @@ def _iso_utc(text: str) -> str:
     return out
 
 
+def _isoformat_column(values: pd.Series) -> list[str]:
+    """``Timestamp.isoformat()`` (UTC) of every value, formatted once per distinct value (a scored batch
+    usually has a single ``as_of``; formatting 200k timestamps one by one costs about 0.4 CPU-s)."""
+    codes, uniques = pd.factorize(pd.to_datetime(values, utc=True), use_na_sentinel=False)
+    text = np.array([u.isoformat() for u in uniques], dtype=object)
+    return text[codes].tolist()
+
+
 def _encode_scores(scores: pd.DataFrame) -> list[tuple]:
     frame = pd.DataFrame(index=scores.index)
     for c in SCORE_COLUMNS:
@@ -361,7 +369,7 @@ def _encode_scores(scores: pd.DataFrame) -> list[tuple]:
         else:
             frame[c] = None
     if "as_of" in scores.columns:
-        frame["as_of"] = pd.to_datetime(scores["as_of"], utc=True).map(pd.Timestamp.isoformat)
+        frame["as_of"] = pd.Series(_isoformat_column(scores["as_of"]), index=scores.index, dtype=object)
     frame["control"] = frame["control"].fillna(False).astype(bool).astype(int)
     frame["user_id"] = frame["user_id"].astype(str)
     for c in ("model_version",):
