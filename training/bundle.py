@@ -39,6 +39,7 @@ from training.models import (
     FutureValueModel,
     ReasonMethod,
     to_model_matrix,
+    to_numeric_model_matrix,
 )
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,46 @@ class ModelBundle:
         """The model input for a feature table (see :func:`training.models.to_model_matrix`)."""
         return to_model_matrix(features, self.feature_names, self.categorical_levels, source=source)
 
+    def numeric_model_matrix(self, features: pd.DataFrame, source: str = "features") -> np.ndarray | pd.DataFrame:
+        """The model input as the float64 matrix LightGBM predicts from, built once for every model.
+
+        :meth:`model_matrix` with its categoricals replaced by their level codes, built without the
+        pandas frame (:func:`training.models.to_numeric_model_matrix`): ``(n, len(feature_names))``,
+        C-contiguous; what :func:`training.compiled_trees.lightgbm_matrix` makes of :meth:`model_matrix`.
+        If a booster was trained on other categorical levels than the bundle's (a hand-assembled
+        bundle), the pandas matrix is returned instead and each model codes it for its booster.
+        """
+        if not self._boosters_share_levels():
+            return self.model_matrix(features, source=source)
+        return to_numeric_model_matrix(features, self.feature_names, self.categorical_levels, source=source)
+
+    def _bundle_categorical(self) -> list[list[str]]:
+        return [list(self.categorical_levels[f]) for f in self.feature_names if f in self.categorical_levels]
+
+    def boosters(self) -> list[Any]:
+        """Every LightGBM booster of the bundle (churn, conversion, value parts, p10/p90 models)."""
+        value = self.value_model
+        out = [self.churn_model.booster_, value.q_low_.booster_, value.q_high_.booster_]
+        out += [p.booster_ for k, p in value.parts_.items() if k != "smearing"]
+        if self.conversion_model is not None:
+            out.append(self.conversion_model.booster_)
+        return out
+
+    def _boosters_share_levels(self) -> bool:
+        """Do all boosters code categoricals by the bundle's levels? (checked once per set of boosters)"""
+        boosters = self.boosters()
+        cached = getattr(self, "_levels_check", None)
+        if cached is not None and len(cached[0]) == len(boosters) and all(
+            a is b for a, b in zip(cached[0], boosters, strict=True)
+        ):
+            return bool(cached[1])
+        want = self._bundle_categorical()
+        same = all(list(getattr(b, "pandas_categorical", None) or []) == want for b in boosters)
+        if not same:
+            log.info("a booster's categorical levels differ from the bundle's: each model codes its own input")
+        self._levels_check = (boosters, same)
+        return same
+
     @property
     def churn_calibrator(self) -> Any:
         return self.churn_model.calibrator_
@@ -261,7 +302,8 @@ class ModelBundle:
     def _predict(self, features: pd.DataFrame, method: ReasonMethod | None) -> ExplainedPrediction:
         if "user_id" not in features.columns:
             raise FeatureMismatchError("features: missing column user_id")
-        X = self.model_matrix(features)
+        # Built once: every model reads the same float64 matrix (compiled trees or LightGBM).
+        X = self.numeric_model_matrix(features)
         n = len(X)
         prospect = self._prospect_mask(features)
         churn = np.full(n, np.nan)
@@ -275,7 +317,7 @@ class ModelBundle:
         ):
             if model is None or not mask.any():
                 continue
-            Xm = X if mask.all() else X.loc[mask]
+            Xm = X if mask.all() else (X[mask] if isinstance(X, np.ndarray) else X.loc[mask])
             if method is None:
                 out[mask] = model.predict_proba(Xm)[:, 1]
             else:

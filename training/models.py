@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,7 +34,12 @@ from features.errors import InsufficientDataError, StrataError
 from training.calibration import CalibrationMethod, ScoreCalibrator
 
 if TYPE_CHECKING:
+    from training.compiled_trees import CompiledForest
     from training.tree_paths import PathTables
+
+#: A model matrix: the pandas frame of :func:`to_model_matrix`, or the float64 NumPy matrix LightGBM
+#: makes of it (:func:`training.compiled_trees.lightgbm_matrix`: categoricals as their level codes).
+ModelInput = pd.DataFrame | np.ndarray
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +136,44 @@ def to_model_matrix(
         When a feature column is missing or a numeric feature holds a non-numeric value (names the
         column, row and value).
     """
+    out = dict(_model_columns(features, feature_names, levels, source))
+    return pd.DataFrame(out, index=features.index)
+
+
+def to_numeric_model_matrix(
+    features: pd.DataFrame,
+    feature_names: list[str],
+    levels: dict[str, list[str]],
+    *,
+    source: str = "features",
+) -> np.ndarray:
+    """:func:`to_model_matrix` as the float64 matrix LightGBM makes of it, without the pandas frame.
+
+    ``(n, len(feature_names))``, C-contiguous: numeric features as they are, a categorical as the code
+    of its level in ``levels`` (what LightGBM uses for a pandas categorical whose training categories
+    are ``levels``; a missing code would be NaN). Same checks and unseen-level handling as
+    :func:`to_model_matrix`.
+    """
+    X = np.empty((len(features), len(feature_names)), dtype=np.float64)
+    for j, (_, values) in enumerate(_model_columns(features, feature_names, levels, source)):
+        if isinstance(values, pd.Categorical):
+            codes = values.codes.astype(np.float64)
+            codes[values.codes < 0] = np.nan
+            X[:, j] = codes
+        else:
+            X[:, j] = values
+    return X
+
+
+def _model_columns(
+    features: pd.DataFrame, feature_names: list[str], levels: dict[str, list[str]], source: str
+) -> Iterator[tuple[str, Any]]:
+    """(name, values) of every model feature: float64 arrays, or ``pd.Categorical`` with fixed levels."""
     missing = [f for f in feature_names if f not in features.columns]
     if missing:
         raise FeatureMismatchError(
             f"{source}: missing feature column(s) the model was trained on: {', '.join(missing)}"
         )
-    out: dict[str, Any] = {}
     for f in feature_names:
         col = features[f]
         if f in levels:
@@ -152,10 +190,10 @@ def to_model_matrix(
                     UNKNOWN_LEVEL,
                 )
                 values = values.where(~unseen, UNKNOWN_LEVEL)
-            out[f] = pd.Categorical(values, categories=lv)
+            yield f, pd.Categorical(values, categories=lv)
         else:
             if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-                out[f] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+                yield f, col.to_numpy(dtype=np.float64, na_value=np.nan)
             else:
                 num = pd.to_numeric(col, errors="coerce")
                 bad = num.isna() & col.notna()
@@ -164,8 +202,7 @@ def to_model_matrix(
                     raise FeatureMismatchError(
                         f"{source}: column {f}: row {i}: value {col.iloc[i]!r} is not a number"
                     )
-                out[f] = num.to_numpy(dtype=np.float64, na_value=np.nan)
-    return pd.DataFrame(out, index=features.index)
+                yield f, num.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 # ----------------------------------------------------------------------------- time split
@@ -337,7 +374,14 @@ def _train_booster(
     return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
 
 
-def _check_matrix(est: BaseEstimator, X: pd.DataFrame) -> None:
+def _check_matrix(est: BaseEstimator, X: ModelInput) -> None:
+    if isinstance(X, np.ndarray):
+        if X.ndim != 2 or X.shape[1] != len(est.feature_names_in_):
+            raise FeatureMismatchError(
+                f"model input matrix of shape {X.shape}; the model has {len(est.feature_names_in_)} features "
+                "(build the input with to_model_matrix)"
+            )
+        return
     cols = list(X.columns)
     if cols != est.feature_names_in_:
         missing = [c for c in est.feature_names_in_ if c not in cols]
@@ -360,7 +404,33 @@ def _load_booster(directory: Path, file: str) -> Any:
 
 
 class _BoostedBase(BaseEstimator):
-    """Shared hyper-parameters of every LightGBM estimator here."""
+    """Shared hyper-parameters of every LightGBM estimator here, and its compiled trees."""
+
+    def compiled_trees(self) -> CompiledForest | None:
+        """The booster's trees flattened for the numba kernels of :mod:`training.compiled_trees`, or None
+        when that module does not cover the model (LightGBM then predicts; the reason is logged once).
+
+        Built once and cached on this instance (keyed on the booster object), like :meth:`path_tables`;
+        never written by ``to_state``.
+        """
+        check_is_fitted(self, "booster_")
+        cached = getattr(self, "_compiled_cache", None)
+        if cached is not None and cached[0] is self.booster_:
+            return cached[1]
+        from training.compiled_trees import try_compile  # numba: imported only when predicting
+
+        forest = try_compile(self.booster_, type(self).__name__)
+        self._compiled_cache = (self.booster_, forest)
+        return forest
+
+    def _compiled_input(self, X: ModelInput) -> tuple[CompiledForest | None, np.ndarray | None]:
+        """(compiled trees, float64 matrix) for ``X``, or (None, None) when LightGBM must predict."""
+        forest = self.compiled_trees()
+        if forest is None:
+            return None, None
+        from training.compiled_trees import lightgbm_matrix
+
+        return forest, lightgbm_matrix(X, getattr(self.booster_, "pandas_categorical", None))
 
     def _params(self, objective: str, feature_names: list[str], **objective_params: Any) -> dict[str, Any]:
         return _lgb_params(
@@ -428,19 +498,24 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
         self.calibrator_ = ScoreCalibrator(self.calibration).fit(self.raw_score(X_holdout), y_holdout)
         return self
 
-    def raw_score(self, X: pd.DataFrame) -> np.ndarray:
-        """Uncalibrated booster score (log-odds) per row."""
+    def raw_score(self, X: ModelInput) -> np.ndarray:
+        """Uncalibrated booster score (log-odds) per row (compiled trees, or LightGBM if not covered)."""
         check_is_fitted(self, "booster_")
         _check_matrix(self, X)
+        forest, Xn = self._compiled_input(X)
+        if forest is not None and Xn is not None:
+            from training.compiled_trees import predict_raw
+
+            return predict_raw(forest, Xn)
         return np.asarray(self.booster_.predict(X, raw_score=True, num_threads=_threads(len(X))), dtype=float)
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, X: ModelInput) -> np.ndarray:
         """Calibrated probabilities, shape ``(n, 2)``: column 1 is P(positive)."""
         check_is_fitted(self, "calibrator_")
         p = self.calibrator_.predict(self.raw_score(X))
         return np.column_stack([1.0 - p, p])
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
+    def predict(self, X: ModelInput) -> np.ndarray:
         """Class (0/1) at calibrated probability 0.5."""
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
@@ -466,7 +541,7 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
         return tables
 
     def raw_score_and_contributions(
-        self, X: pd.DataFrame, method: ReasonMethod = "path"
+        self, X: ModelInput, method: ReasonMethod = "path"
     ) -> tuple[np.ndarray, np.ndarray]:
         """Raw score (log-odds) per row and per-feature contributions, in as few passes as the method allows.
 
@@ -475,10 +550,11 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
         X
             Model matrix (:func:`to_model_matrix`).
         method
-            ``"path"``: Saabas path credits (:mod:`training.tree_paths`) from one LightGBM ``pred_leaf``
-            pass, which also gives the raw score (equal to :meth:`raw_score`: the same leaf values
-            summed in the same order). ``"shap"``: LightGBM's exact TreeSHAP (``pred_contrib``), much
-            slower, plus a plain prediction pass for the raw score.
+            ``"path"``: Saabas path credits (:mod:`training.tree_paths`) from one walk of the compiled
+            trees (:func:`training.compiled_trees.raw_and_contributions`; one LightGBM ``pred_leaf``
+            pass for models it does not cover), which also gives the raw score (equal to
+            :meth:`raw_score`: the same leaf values summed in the same order). ``"shap"``: LightGBM's
+            exact TreeSHAP (``pred_contrib``), much slower, plus :meth:`raw_score`.
 
         Returns
         -------
@@ -491,17 +567,21 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
         _check_matrix(self, X)
         threads = _threads(len(X))
         if method == "path":
+            forest, Xn = self._compiled_input(X)
+            if forest is not None and Xn is not None:
+                from training.compiled_trees import raw_and_contributions
+
+                return raw_and_contributions(forest, self.path_tables(), Xn)
             from training.tree_paths import contributions_from_leaves
 
             leaves = self.booster_.predict(X, pred_leaf=True, num_threads=threads)
             return contributions_from_leaves(self.path_tables(), np.asarray(leaves).reshape(len(X), -1))
         if method == "shap":
             contrib = np.asarray(self.booster_.predict(X, pred_contrib=True, num_threads=threads), dtype=float)
-            raw = np.asarray(self.booster_.predict(X, raw_score=True, num_threads=threads), dtype=float)
-            return raw, contrib.reshape(len(X), -1)
+            return self.raw_score(X), contrib.reshape(len(X), -1)
         raise ValueError(f"reason method must be one of {', '.join(REASON_METHODS)} (got {method!r})")
 
-    def contributions(self, X: pd.DataFrame, method: ReasonMethod = "path") -> pd.DataFrame:
+    def contributions(self, X: ModelInput, method: ReasonMethod = "path") -> pd.DataFrame:
         """Per-feature contributions (log-odds) plus ``bias``; rows sum to :meth:`raw_score`.
 
         ``method``: ``"path"`` (Saabas path credits, the default and what batch scoring uses unless
@@ -509,7 +589,8 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
         :meth:`raw_score_and_contributions`.
         """
         _, contrib = self.raw_score_and_contributions(X, method)
-        return pd.DataFrame(contrib, columns=[*self.feature_names_in_, "bias"], index=X.index)
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(contrib, columns=[*self.feature_names_in_, "bias"], index=index)
 
     def to_state(self, directory: Path, name: str) -> dict[str, Any]:
         """Save the booster next to the bundle; return the JSON-serialisable rest."""
@@ -593,10 +674,15 @@ class BoostedRegressor(RegressorMixin, _BoostedBase):
         self.best_iteration_ = int(self.booster_.current_iteration())
         return self
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Prediction per row on the response scale."""
+    def predict(self, X: ModelInput) -> np.ndarray:
+        """Prediction per row on the response scale (compiled trees, or LightGBM if not covered)."""
         check_is_fitted(self, "booster_")
         _check_matrix(self, X)
+        forest, Xn = self._compiled_input(X)
+        if forest is not None and Xn is not None:
+            from training.compiled_trees import predict
+
+            return predict(forest, Xn)
         return np.asarray(self.booster_.predict(X, num_threads=_threads(len(X))), dtype=float)
 
     def to_state(self, directory: Path, name: str) -> dict[str, Any]:
@@ -728,12 +814,12 @@ class FutureValueModel(RegressorMixin, _BoostedBase):
         return {"buy": buy, "spend": spend, "smearing": smearing}
 
     @staticmethod
-    def _predict_hurdle(parts: dict[str, Any], X: pd.DataFrame) -> np.ndarray:
+    def _predict_hurdle(parts: dict[str, Any], X: ModelInput) -> np.ndarray:
         p_buy = parts["buy"].predict_proba(X)[:, 1]
         spend_if_buy = np.maximum(np.exp(parts["spend"].predict(X)) * parts["smearing"] - 1.0, 0.0)
         return p_buy * spend_if_buy
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
+    def predict(self, X: ModelInput) -> np.ndarray:
         """Expected net spend in the next H days per row (currency, >= 0)."""
         check_is_fitted(self, "kind_")
         _check_matrix(self, X)
@@ -741,7 +827,7 @@ class FutureValueModel(RegressorMixin, _BoostedBase):
             return self._predict_hurdle(self.parts_, X)
         return np.maximum(self.parts_["tweedie"].predict(X), 0.0)
 
-    def predict_interval(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def predict_interval(self, X: ModelInput) -> tuple[np.ndarray, np.ndarray]:
         """(p10, p90) of the spend in the next H days per row (currency, 0 <= p10 <= p90)."""
         check_is_fitted(self, "kind_")
         lo = np.maximum(self.q_low_.predict(X), 0.0)

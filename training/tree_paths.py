@@ -19,7 +19,10 @@ We never traverse trees here: ``Booster.predict(X, pred_leaf=True)`` (LightGBM, 
 gives each row's leaf in every tree, handling missing values, ``default_left`` and categorical splits
 exactly as prediction does. From ``Booster.dump_model()`` we only precompute, once per model, the
 sparse credit table of every leaf (at most ``depth`` entries: one per distinct split feature on its
-path) and the leaf values; a numba kernel then sums them per row.
+path) and the leaf values; a numba kernel then sums them per row. Scoring normally skips the
+``pred_leaf`` pass: :func:`training.compiled_trees.raw_and_contributions` walks the trees itself
+(LightGBM's decision rules, same leaves) and sums these same tables in the same walk;
+:func:`contributions_from_leaves` serves the models the compiled trees do not cover.
 """
 
 from __future__ import annotations
