@@ -11,7 +11,11 @@ How a run goes (``strata score``):
 3. With a budget, the allocation needs a global pass: every chunk's eligible (user, action, value,
    cost) candidates are kept in ``_work``, allocated greedily in one pass (small columns only), and the
    chunks are finished with the selection (again one atomic part file each).
-4. The latest features and scores are upserted into the online store (one transaction per chunk).
+4. With an online store, each finished chunk's features and scores (the frames in memory, not re-read)
+   also go into a new store file (:meth:`serving.online_store.OnlineStore.snapshot`, one transaction per
+   chunk, recorded in the manifest), which replaces the live store in one ``os.replace`` once every
+   chunk is in: the store then holds exactly this run's users, and the API never sees half a run.
+   A resumed run continues the same build file; chunks it lacks are read back from the part files.
 5. ``_manifest.json`` (the run's arguments and summary) is written, ``_work`` is removed and the
    temporary directory is renamed to ``<out>``: the output appears only when complete.
 
@@ -29,6 +33,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -268,7 +273,7 @@ class _Manifest:
                 raise BatchError(f"{path}: belongs to another run (key {state.get('key')} != {key}); remove it")
         else:
             state = {"key": key, "args": args, "n_users": None, "n_chunks": None, "stage": {}, "final": {},
-                     "allocation": None, "online_store": False}
+                     "allocation": None, "online_store": False, "stored": []}
         self.state: dict[str, Any] = state
 
     def save(self) -> None:
@@ -320,7 +325,7 @@ def run_batch(
     last_contacted
         Optional contact history for frequency caps (:func:`serving.outcomes.last_contacted`).
     online_store
-        Store to upsert the latest features and scores into (None: skip).
+        Store to replace with this run's features and scores (None: skip); see step 4 above.
     """
     import pyarrow.parquet as pq
 
@@ -357,7 +362,7 @@ def run_batch(
     )
     features_path = work / "features.parquet"
 
-    with _Progress(show_progress, console) as progress:
+    with _Progress(show_progress, console) as progress, ExitStack() as cleanup:
         # 1. features, once
         # ``table`` (the features just built) is scored from memory; a resumed run reads the work file.
         table = None
@@ -375,6 +380,7 @@ def run_batch(
             manifest.state["n_users"] = n_users
             manifest.state["n_chunks"] = pq.ParquetFile(features_path).num_row_groups if n_users else 0
             manifest.state["stage"], manifest.state["final"] = {}, {}
+            manifest.state["stored"] = []
             manifest.save()
             progress.advance(step)
         n_users = int(manifest.state["n_users"])
@@ -394,6 +400,25 @@ def run_batch(
         def part_path(i: int) -> Path:
             return tmp / f"part-{i:05d}.{ext}"
 
+        # The new online store file, filled as chunks finish (each write is one committed transaction).
+        snapshot = None
+        stored: set[int] = set()
+        if online_store is not None and not manifest.state["online_store"]:
+            snapshot = online_store.snapshot(key)
+            cleanup.callback(snapshot.close)  # also when a chunk fails: the build file stays resumable
+            if snapshot.resumed and manifest.state.get("stored"):
+                stored = {int(i) for i in manifest.state["stored"]}
+            else:
+                snapshot.discard()  # a build of an unrecorded attempt: start it again
+            manifest.state["stored"] = sorted(stored)
+
+        def store_chunk(i: int, features: pd.DataFrame, scores: pd.DataFrame) -> None:
+            # Recorded by the caller's next manifest save, after the chunk's transaction committed.
+            if snapshot is not None:
+                snapshot.write(features, scores)
+                stored.add(i)
+                manifest.state["stored"] = sorted(stored)
+
         # 2. score chunks
         if budget is None:
             resumed = sum(manifest.done("final", i, part_path(i)) for i in range(n_chunks))
@@ -407,6 +432,7 @@ def run_batch(
                 selected = select_without_budget(core.candidates, config.interventions.max_actions_per_user)
                 scores = scorer.finish(core.scores, selected)
                 _atomic_write_frame(scores, part_path(i), fmt)
+                store_chunk(i, features, scores)
                 manifest.mark(
                     "final", i, {"part": part_path(i).name, "rows": len(scores), "stats": chunk_stats(scores, selected)}
                 )
@@ -461,21 +487,26 @@ def run_batch(
                 cands["selected"] = keys.isin(sel_keys)
                 scores = scorer.finish(core_scores, cands)
                 _atomic_write_frame(scores, part_path(i), fmt)
+                if snapshot is not None:
+                    store_chunk(i, read_chunk(i), scores)
                 manifest.mark(
                     "final", i, {"part": part_path(i).name, "rows": len(scores), "stats": chunk_stats(scores, cands)}
                 )
                 progress.advance(task)
 
-        # 4. online store
-        if online_store is None or manifest.state["online_store"]:
-            table = None  # nothing reads the features again
-        if online_store is not None and not manifest.state["online_store"]:
-            task = progress.task("online store", total=n_chunks)
-            for i in range(n_chunks):
-                online_store.write(read_chunk(i), read_scores_part(part_path(i), fmt))
+        # 4. online store: chunks a resumed run lacks (from the part files), then the swap
+        if snapshot is not None:
+            missing = [i for i in range(n_chunks) if i not in stored]
+            task = progress.task("online store", total=len(missing) + 1)
+            for i in missing:
+                store_chunk(i, read_chunk(i), read_scores_part(part_path(i), fmt))
+                manifest.save()
                 progress.advance(task)
+            snapshot.publish()
             manifest.state["online_store"] = True
             manifest.save()
+            progress.advance(task)
+        table = None  # nothing reads the features again
 
     # 5. publish
     for i in range(n_chunks):

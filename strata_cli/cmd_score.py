@@ -56,8 +56,9 @@ def score(
     ] = None,
     online_store: Annotated[
         bool,
-        typer.Option("--online-store/--no-online-store", help="Also upsert features and scores into the online "
-                     "store (serving.online_store)."),
+        typer.Option("--online-store/--no-online-store", help="Also write this run's features and scores "
+                     "to the online store (serving.online_store): built beside the live file and swapped in "
+                     "when the run is complete, so the store then holds exactly this run's users."),
     ] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
     config_path: ConfigOpt = None,
