@@ -122,6 +122,35 @@ class PredictRequest(_Strict):
         return self.orders is not None or self.events is not None or self.users is not None
 
 
+_USER_IDS_ONLY = frozenset({"user_ids"})
+
+
+def simple_user_ids(body: bytes, limit: int) -> list[str] | None:
+    """The ids of a ``/predict`` body of the common shape ``{"user_ids": [...]}``, else None.
+
+    A cheap check (one ``json.loads``, no pydantic model) for the hot path. It accepts only what
+    :class:`PredictRequest` certainly accepts and the service answers with 200: an ASCII body whose one
+    key is ``user_ids``, a list of 1 to ``limit`` ASCII strings of 1 to 256 characters. Anything else
+    (raw rows, other keys, non-ASCII text, bad values, too many ids) gives None, and the caller takes the
+    full path, which validates with :class:`PredictRequest` and words any error.
+    """
+    if not body.isascii():
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if type(data) is not dict or data.keys() != _USER_IDS_ONLY:
+        return None
+    ids = data["user_ids"]
+    if type(ids) is not list or not 1 <= len(ids) <= min(limit, HARD_MAX_USER_IDS):
+        return None
+    for u in ids:
+        if type(u) is not str or not 1 <= len(u) <= 256 or not u.isascii():
+            return None
+    return ids
+
+
 class FeaturesRequest(_Strict):
     """Score precomputed feature rows (the columns of ``build_features``: user_id, as_of, features)."""
 

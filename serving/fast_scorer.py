@@ -133,20 +133,21 @@ class FeatureRows:
 
 @dataclass(frozen=True)
 class _Classifier:
-    booster: Any
-    calibrator: Any
+    model: Any
 
     def proba(self, X: np.ndarray) -> np.ndarray:
-        raw = np.asarray(self.booster.predict(X, raw_score=True, num_threads=1), dtype=float)
-        return np.asarray(self.calibrator.predict(raw), dtype=float)
+        # The model's own raw score on the NumPy matrix: its compiled trees (training.compiled_trees),
+        # or LightGBM on one thread for a model they do not cover, exactly as batch scoring computes it.
+        return np.asarray(self.model.proba_from_raw(self.model.raw_score(X)), dtype=float)
 
 
 def _boosted_classifier(model: Any) -> _Classifier:
-    return _Classifier(model.booster_, model.calibrator_)
+    return _Classifier(model)
 
 
 def _regress(model: Any, X: np.ndarray) -> np.ndarray:
-    return np.asarray(model.booster_.predict(X, num_threads=1), dtype=float)
+    """``BoostedRegressor.predict`` on the NumPy model matrix (compiled trees, as in batch)."""
+    return np.asarray(model.predict(X), dtype=float)
 
 
 class FastScorer:
@@ -416,55 +417,60 @@ class FastScorer:
         return np.vstack(rows) if rows else np.empty((0, base.shape[1]))
 
     def reasons(self, rows: FeatureRows, explained: list[tuple[np.ndarray, np.ndarray, str]]) -> list[str]:
-        """Reason JSON per row (``Scorer._reasons`` + ``serving.reasons.reason_codes``), ``[]`` if unexplained."""
-        out = ["[]"] * len(rows)
-        for mask, contrib, score in explained:
-            idx = np.flatnonzero(mask)
-            names = self.feature_names
-            if contrib.shape[1] != len(names) + 1:
-                raise FastPathUnsupported("contributions do not match the bundle's features")
-            for i, text in zip(idx, self._reason_texts(rows, idx, contrib[:, : len(names)], score), strict=True):
-                out[i] = text
-        return out
+        """Reason JSON per row (``Scorer._reasons`` + ``serving.reasons.reason_codes``), ``[]`` if unexplained.
 
-    def _reason_texts(self, rows: FeatureRows, idx: np.ndarray, contrib: np.ndarray, score: str) -> list[str]:
+        The shown values and contributions of every explained score (churn and conversion) are formatted
+        together, one pyarrow call each: the formatting is element-wise, and its fixed cost is most of
+        the cost of a few rows.
+        """
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        out = ["[]"] * len(rows)
         names = self.feature_names
-        contrib = np.where(np.isnan(contrib), 0.0, contrib)
-        up = _top_indices(contrib, _REASONS_TOP_N)
-        down = _top_indices(-contrib, _REASONS_TOP_N)
         col = {c: j for j, c in enumerate(rows.numeric_names)}
-        # Every (row, slot) shown: its feature index, direction; numbers formatted in one pyarrow call each.
-        picks: list[tuple[int, int, str]] = []  # (position in idx, feature index, direction)
-        for p in range(len(idx)):
-            for k in range(up.shape[1]):
-                j = int(up[p, k])
-                if contrib[p, j] > 0:
-                    picks.append((p, j, "up"))
-            for k in range(down.shape[1]):
-                j = int(down[p, k])
-                if -contrib[p, j] > 0:
-                    picks.append((p, j, "down"))
-        numbers = np.array([rows.numeric[idx[p], col[names[j]]] if names[j] in col else np.nan
-                            for p, j, _ in picks], dtype=float)
-        value_text = _number_strings(numbers, VALUE_DIGITS).to_pylist() if picks else []
-        c_values = np.array([contrib[p, j] for p, j, _ in picks], dtype=float)
-        contrib_text = pc.cast(pa.array(c_values, type=pa.float64()), pa.string()).to_pylist() if picks else []
-        tail = {d: ', "direction": "' + d + '", "score": "' + score + '"}' for d in ("up", "down")}
-        items: list[list[str]] = [[] for _ in range(len(idx))]
-        for t, (p, j, direction) in enumerate(picks):
+        # Every (row, slot) shown: row, feature index, direction, score name, contribution.
+        picks: list[tuple[int, int, str, str, float]] = []
+        for mask, contrib, score in explained:
+            if contrib.shape[1] != len(names) + 1:
+                raise FastPathUnsupported("contributions do not match the bundle's features")
+            idx = np.flatnonzero(mask)
+            c = contrib[:, : len(names)]
+            c = np.where(np.isnan(c), 0.0, c)
+            up = _top_indices(c, _REASONS_TOP_N)
+            down = _top_indices(-c, _REASONS_TOP_N)
+            for p in range(len(idx)):
+                row = int(idx[p])
+                for k in range(up.shape[1]):
+                    j = int(up[p, k])
+                    if c[p, j] > 0:
+                        picks.append((row, j, "up", score, float(c[p, j])))
+                for k in range(down.shape[1]):
+                    j = int(down[p, k])
+                    if -c[p, j] > 0:
+                        picks.append((row, j, "down", score, float(c[p, j])))
+        if not picks:
+            return out
+        numbers = np.array([rows.numeric[i, col[names[j]]] if names[j] in col else np.nan
+                            for i, j, _, _, _ in picks], dtype=float)
+        value_text = _number_strings(numbers, VALUE_DIGITS).to_pylist()
+        c_values = np.array([cv for *_, cv in picks], dtype=float)
+        contrib_text = pc.cast(pa.array(c_values, type=pa.float64()), pa.string()).to_pylist()
+        items: dict[int, list[str]] = {}
+        for t, (i, j, direction, score, _) in enumerate(picks):
             name = names[j]
             if name in col:
                 shown = value_text[t]
             elif name in rows.strings:
-                v = rows.strings[name][idx[p]]
+                v = rows.strings[name][i]
                 shown = "null" if _missing(v) else json.dumps(str(v), ensure_ascii=False)
             else:
                 shown = value_text[t]  # not among the rows' columns: NaN, shown as null (as in batch)
-            items[p].append(self._reason_prefix[j] + shown + ', "contribution": ' + contrib_text[t] + tail[direction])
-        return ["[" + ", ".join(it) + "]" for it in items]
+            items.setdefault(i, []).append(self._reason_prefix[j] + shown + ', "contribution": ' + contrib_text[t]
+                                           + ', "direction": "' + direction + '", "score": "' + score + '"}')
+        for i, its in items.items():
+            out[i] = "[" + ", ".join(its) + "]"
+        return out
 
     # -- interventions -----------------------------------------------------------------------------------
     def interventions(self, user_ids: list[str], lifecycle: np.ndarray, refined: np.ndarray,
@@ -560,16 +566,27 @@ def _first_true(conditions: list[np.ndarray], choices: list[str], default: str) 
 
 
 def _numpy_raw_and_contributions(model: Any, X: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """``CalibratedBoostedClassifier.raw_score_and_contributions`` on a NumPy model matrix (one thread)."""
+    """What ``CalibratedBoostedClassifier.raw_score_and_contributions`` computes, on a NumPy model matrix:
+    the model's compiled trees (:mod:`training.compiled_trees`), or LightGBM on one thread for a model
+    they do not cover; TreeSHAP contributions from LightGBM. Checked against the batch method once
+    per model (:meth:`FastScorer._numpy_route_matches`)."""
+    from training.compiled_trees import predict_raw, raw_and_contributions
+
     booster = model.booster_
+    forest = model.compiled_trees()
     if method == "path":
+        if forest is not None:
+            return raw_and_contributions(forest, model.path_tables(), X)
         from training.tree_paths import contributions_from_leaves
 
         leaves = booster.predict(X, pred_leaf=True, num_threads=1)
         return contributions_from_leaves(model.path_tables(), np.asarray(leaves).reshape(len(X), -1))
     if method == "shap":
         contrib = np.asarray(booster.predict(X, pred_contrib=True, num_threads=1), dtype=float)
-        raw = np.asarray(booster.predict(X, raw_score=True, num_threads=1), dtype=float)
+        if forest is not None:
+            raw = predict_raw(forest, X)
+        else:
+            raw = np.asarray(booster.predict(X, raw_score=True, num_threads=1), dtype=float)
         return raw, contrib.reshape(len(X), -1)
     raise FastPathUnsupported(f"reason method {method!r}")
 

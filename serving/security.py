@@ -7,9 +7,12 @@ service. For every HTTP request it, in order:
 2. checks ``X-API-Key`` against ``STRATA_API_KEY`` or ``serving.api_key`` (constant-time compare) -> 401;
 3. refuses bodies that are not JSON, including BentoML's pickle content type -> 415;
 4. refuses bodies larger than ``serving.max_body_bytes`` before reading them whole -> 413;
-5. validates the JSON body against the pydantic model of the route -> 400 (not JSON) or 422 (schema),
+5. offers the body to the route's fast handler, if it has one: a handler may answer a request of
+   the common, simple shape itself (no framework routing, no pydantic model built) or decline, and
+   a declined request continues below, so every unusual request gets the full path's answer;
+6. validates the JSON body against the pydantic model of the route -> 400 (not JSON) or 422 (schema),
    naming each offending field and value;
-6. rewrites any other error response (404, 405, a framework 400/500, a 503 from ``/readyz``) into the
+7. rewrites any other error response (404, 405, a framework 400/500, a 503 from ``/readyz``) into the
    one error shape ``{"error": {"code", "field", "message", "details"}}``, so no framework text, stack
    trace or file path reaches a client.
 """
@@ -35,6 +38,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+FastHandler = Callable[[bytes], Awaitable["tuple[int, bytes] | None"]]
+"""``handler(body) -> (status, JSON body)`` answering a request itself, or None to decline it."""
 
 API_KEY_ENV = "STRATA_API_KEY"
 API_KEY_HEADER = "x-api-key"
@@ -210,6 +215,11 @@ class RequestGuard:
         Route path -> pydantic model its JSON body must validate against.
     key_required_paths
         Paths that demand a configured API key even when none is set (e.g. ``/admin/reload``).
+    fast_routes
+        Route path -> :data:`FastHandler`, called with the body of a POST that passed the key, type
+        and size checks, before the schema validation. It answers the request (the wrapped app is not
+        called) or returns None, and the request goes on through validation and the wrapped app.
+        A handler that raises gets the same 500 the wrapped app's failure would give.
     """
 
     def __init__(
@@ -219,12 +229,14 @@ class RequestGuard:
         settings_loader: Callable[[], GuardSettings],
         request_models: Mapping[str, type[BaseModel]] | None = None,
         key_required_paths: Iterable[str] = (),
+        fast_routes: Mapping[str, FastHandler] | None = None,
     ) -> None:
         self.app = app
         self._settings_loader = settings_loader
         self._settings: GuardSettings | None = None
         self._request_models = dict(request_models or {})
         self._key_required = frozenset(key_required_paths)
+        self._fast_routes = dict(fast_routes or {})
 
     @property
     def settings(self) -> GuardSettings:
@@ -240,6 +252,16 @@ class RequestGuard:
             return
         try:
             body = await self._check_request(scope, receive)
+            if body is not None:
+                handler = self._fast_routes.get(scope["path"])
+                if handler is not None:
+                    answer = await handler(body)
+                    if answer is not None:
+                        await send_json(send, answer[0], answer[1])
+                        return
+                model = self._request_models.get(scope["path"])
+                if model is not None:
+                    _validate(model, body)
         except _ErrorResponse as err:
             await send_json(send, err.status, err.body, err.headers)
             return
@@ -252,7 +274,10 @@ class RequestGuard:
         await self.app(scope, receive, _normalizing_send(send))
 
     async def _check_request(self, scope: Scope, receive: Receive) -> bytes | None:
-        """Raise :class:`_ErrorResponse` on a refused request; return the buffered body (or None)."""
+        """Raise :class:`_ErrorResponse` on a refused request; return the buffered body (or None).
+
+        Everything but the schema, which the caller checks after offering the body to a fast handler.
+        """
         settings = self.settings
         path: str = scope["path"]
         if path in settings.open_paths:
@@ -295,9 +320,6 @@ class RequestGuard:
         if not content_type and body:
             # An empty body needs no type (it means "no arguments"); anything else must say it is JSON.
             raise _ErrorResponse(415, _unsupported(""))
-        model = self._request_models.get(path)
-        if model is not None:
-            _validate(model, body)
         return body
 
 
