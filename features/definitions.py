@@ -23,7 +23,9 @@ Each definition belongs to a *stage*, which says what its expression is evaluate
     weights), ``min_age_days``, ``value_sum`` and ``value_n`` (sum and count of non-null ``value``).
 ``activity``
     An aggregate over the user's order and event rows of the last 30 days: ``rel_day`` (whole days
-    before ``as_of``, 0..29).
+    before ``as_of``, 0..29, INTEGER) and ``day_bit`` (``2 ** rel_day`` as BIGINT, so that a set of
+    days is a ``BIT_OR`` of bits and its size a ``BIT_COUNT``: cheaper than ``COUNT(DISTINCT rel_day)``,
+    which builds a hash table of every (user, day) pair).
 ``users``
     A column of the user's row in ``users`` (only if ``joined_at`` is at or before ``as_of`` or unknown):
     ``joined_age_days`` and ``source_channel``.
@@ -53,7 +55,8 @@ FAMILIES: tuple[Family, ...] = ("rfm", "recency_decay", "rhythm", "engagement", 
 
 #: Windows (days) of the per-event-type counts; fixed by the feature contract.
 EVENT_TYPE_WINDOWS_DAYS: tuple[int, ...] = (30, 90)
-#: Window (days) of ``active_days_30d``; fixed by the feature contract.
+#: Window (days) of ``active_days_30d``; fixed by the feature contract (at most 63: the active days of a
+#: user are the bits of one BIGINT, see the ``activity`` stage).
 ACTIVITY_WINDOW_DAYS = 30
 
 _LN2 = math.log(2.0)
@@ -247,7 +250,7 @@ def _engagement(config: StrataConfig) -> list[FeatureDef]:
         FeatureDef("active_days_30d", "engagement",
                    f"Distinct days (24h periods before as_of) with any order or event in the last "
                    f"{ACTIVITY_WINDOW_DAYS} days.", "days", f"{ACTIVITY_WINDOW_DAYS}d",
-                   "COUNT(DISTINCT rel_day)", "activity", "0"),
+                   "BIT_COUNT(BIT_OR(day_bit))", "activity", "0"),
         FeatureDef("events_total", "engagement", "Number of events of any type.", "events", "all time",
                    "SUM(n)", "events", "0"),
     ]

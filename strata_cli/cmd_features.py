@@ -120,7 +120,9 @@ def features_cmd(
         console.print(validation_summary_line(report), markup=False, highlight=False, soft_wrap=True)
         t0 = time.perf_counter()
         bar.update(task, description="loading into DuckDB")
-        with DuckDBEngine(dataset, copy=False) as duck:
+        # load_dataset rejects missing and duplicate order_id, so (user_id, order_id, status) is unique:
+        # the engine's duplicate check (a pass over every order) would find nothing
+        with DuckDBEngine(dataset, copy=False, orders_unique=True) as duck:
             bar.update(task, description=f"computing features as of {cutoff.isoformat()}")
             table = duck.features(cutoff, cfg)
         bar.update(task, description=f"writing {out}")

@@ -81,7 +81,7 @@ def test_bare_aggregate_counts_the_rows_at_or_before_as_of(bf: ModuleType, data:
     assert bare["n_events"].sum() == (events["occurred_at"] <= bf.AS_OF).sum()
 
 
-@pytest.mark.parametrize("method", ["full", "bare", "rfm", "pandas", "pandas_vec"])
+@pytest.mark.parametrize("method", ["full", "full_unique", "bare", "rfm", "pandas", "pandas_vec"])
 def test_every_method_runs(bf: ModuleType, data: Path, method: str) -> None:
     rows_in, rows_out = bf.run_method(method, data, bf.AS_OF)
     assert rows_in > 0 and rows_out > 0

@@ -1,0 +1,111 @@
+"""The DuckDB engine's shortcuts: known-unique orders, Arrow fetch, active days as bits; same values as without."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.config import StrataConfig
+from features.dataset import Dataset
+from features.pipeline import DuckDBEngine, build_features, feature_queries
+from features.validation import load_dataset
+
+AS_OF = pd.Timestamp("2024-07-01", tz="UTC")
+CFG = StrataConfig()
+
+
+def days_ago(*days: float) -> list[pd.Timestamp]:
+    return [AS_OF - pd.Timedelta(days=d) for d in days]
+
+
+def test_validated_orders_are_unique_so_skipping_the_check_changes_nothing(tmp_path: Path) -> None:
+    # duplicate ids (same user, other user, refund row) and a missing id: validation rejects them all
+    (tmp_path / "orders.csv").write_text(
+        "user_id,order_id,ordered_at,amount,status\n"
+        "a,o1,2024-06-01T10:00:00Z,10,paid\n"
+        "a,o1,2024-06-01T10:00:00Z,10,paid\n"
+        "b,o1,2024-06-02T10:00:00Z,20,paid\n"
+        "a,o1,2024-06-03T10:00:00Z,10,refunded\n"
+        "a,,2024-06-04T10:00:00Z,5,paid\n"
+        "b,o2,2024-06-05T10:00:00Z,7,paid\n"
+    )
+    dataset, report = load_dataset(tmp_path, config=CFG, now="2024-07-01")
+    assert report.tables["orders"].n_rejected == 4
+    with DuckDBEngine(dataset, copy=False) as checked:
+        assert not checked.has_duplicate_orders  # what the CLI relies on when it passes orders_unique=True
+        want = checked.features(AS_OF, CFG)
+    with DuckDBEngine(dataset, copy=False, orders_unique=True) as trusted:
+        pd.testing.assert_frame_equal(trusted.features(AS_OF, CFG), want)
+    assert want.set_index("user_id").loc["a", "orders_total"] == 1
+
+
+def test_orders_unique_skips_the_duplicate_check() -> None:
+    orders = pd.DataFrame({"user_id": ["a", "a"], "order_id": ["o1", "o1"], "ordered_at": days_ago(3, 3),
+                           "amount": [10.0, 10.0], "status": ["paid", "paid"]})
+    ds = Dataset(orders=orders)
+    with DuckDBEngine(ds) as engine:
+        assert engine.has_duplicate_orders
+        assert engine.features(AS_OF, CFG).loc[0, "orders_total"] == 1
+    with DuckDBEngine(ds, orders_unique=True) as engine:
+        assert not engine.has_duplicate_orders  # the caller's promise is taken as given
+        assert engine.features(AS_OF, CFG).loc[0, "orders_total"] == 2
+
+
+def test_arrow_fetch_equals_the_pandas_fetch(demo_dataset: Dataset) -> None:
+    with DuckDBEngine(demo_dataset, copy=False) as engine:
+        sql = feature_queries(CFG, AS_OF)
+        via_arrow = engine.query_arrow(sql)
+        via_pandas = engine.query(sql)
+    assert len(via_arrow) > 100
+    assert list(via_arrow.columns) == list(via_pandas.columns)
+    assert via_arrow["user_id"].dtype == object and via_arrow["source_channel"].dtype == object
+    # two runs of one query may differ in the last bits of sums (parallel aggregation order), nothing more
+    pd.testing.assert_frame_equal(via_arrow, via_pandas, check_exact=False, rtol=1e-12, atol=1e-9)
+
+
+def test_arrow_fetch_of_an_empty_result_keeps_the_columns() -> None:
+    orders = pd.DataFrame({"user_id": ["a"], "order_id": ["o1"], "ordered_at": days_ago(-5), "amount": [1.0]})
+    got = build_features(Dataset(orders=orders), AS_OF, CFG)  # the only order is after as_of
+    assert len(got) == 0 and "active_days_30d" in got.columns and got["orders_total"].dtype == "float64"
+
+
+def test_active_days_count_each_day_once_across_orders_and_events_and_stop_at_30_days() -> None:
+    # whole days before as_of: events 0 (twice), 1, 29 (29.999 days), 30 (excluded); orders 0, 1, 2, 29.5 -> 29
+    events = pd.DataFrame({"user_id": ["a"] * 5, "occurred_at": days_ago(0.1, 0.9, 1.2, 29.999, 30.0),
+                           "event_type": ["share", "page_view", "share", "checkin", "share"]})
+    orders = pd.DataFrame({"user_id": ["a", "a", "a", "a", "b", "c"], "order_id": list("123456"),
+                           "ordered_at": days_ago(0.5, 1.5, 2.5, 29.5, 31, 0.0), "amount": [1.0] * 6,
+                           "status": ["paid", "refunded", "paid", "paid", "paid", "paid"]})
+    got = build_features(Dataset(orders=orders, events=events), AS_OF, CFG).set_index("user_id")
+    assert got.loc["a", "active_days_30d"] == 4  # days 0, 1, 2, 29
+    assert got.loc["b", "active_days_30d"] == 0  # only an order 31 days ago
+    assert got.loc["c", "active_days_30d"] == 1  # an order at as_of itself is day 0
+
+
+def test_active_days_match_a_count_of_distinct_days_on_random_data() -> None:
+    rng = np.random.default_rng(42)
+    n = 3000
+    users = np.array([f"u{i}" for i in range(60)], dtype=object)
+    events = pd.DataFrame({"user_id": rng.choice(users, n),
+                           "occurred_at": days_ago(*rng.uniform(0, 45, n)),
+                           "event_type": rng.choice(list(CFG.data.event_types), n)})
+    orders = pd.DataFrame({"user_id": rng.choice(users, 400), "order_id": [f"o{i}" for i in range(400)],
+                           "ordered_at": days_ago(*rng.uniform(0, 45, 400)), "amount": rng.uniform(1, 50, 400)})
+    got = build_features(Dataset(orders=orders, events=events), AS_OF, CFG).set_index("user_id")
+    ages = pd.concat([
+        pd.DataFrame({"user_id": events["user_id"], "age": (AS_OF - events["occurred_at"]).dt.total_seconds() / 86400}),
+        pd.DataFrame({"user_id": orders["user_id"], "age": (AS_OF - orders["ordered_at"]).dt.total_seconds() / 86400}),
+    ])
+    recent = ages[ages["age"] < 30]
+    want = recent.assign(day=np.floor(recent["age"])).groupby("user_id")["day"].nunique()
+    want = want.reindex(got.index, fill_value=0).astype(float)
+    pd.testing.assert_series_equal(got["active_days_30d"], want, check_names=False)
+
+
+@pytest.mark.parametrize("families", [None, ["engagement"]])
+def test_active_days_sql_transpiles_to_spark_with_a_shift(families: list[str] | None) -> None:
+    sql = feature_queries(CFG, AS_OF, "spark", families=families)
+    assert "SHIFTLEFT(" in sql and "BIT_COUNT(BIT_OR(" in sql
