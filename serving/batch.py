@@ -4,8 +4,9 @@ How a run goes (``strata score``):
 
 1. Features are built once (DuckDB) and written to ``<out>.tmp-<key>/_work/features.parquet`` in row
    groups of ``config.scoring.chunk_users`` users (uncompressed: a work file). The run scores the
-   in-memory Arrow copy of that table chunk by chunk (the pandas frame is dropped); a resumed run
-   reads the chunks back from the work file instead: the same Arrow data either way.
+   built frame chunk by chunk (slices, no copy; the Arrow copy is dropped once written) when the
+   work file reads back as exactly that frame (see ``_as_read_back``), else the frame the work file
+   reads back as; a resumed run reads the chunks back from the work file: the same data either way.
 2. Each chunk (one row group) is scored by :class:`serving.scorer.Scorer` and written as one part file,
    atomically (temp file + rename), and recorded in ``_work/manifest.json`` (also replaced atomically).
 3. With a budget, the allocation needs a global pass: every chunk's eligible (user, action, value,
@@ -183,7 +184,7 @@ def _write_parquet(table: Any, path: Path) -> None:
 def _atomic_write_frame(frame: pd.DataFrame, path: Path, fmt: OutputFormat) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     if fmt == "parquet":
-        _write_parquet(_to_arrow(frame), tmp)
+        _write_parquet(_scores_to_arrow(frame), tmp)
     else:
         frame.to_csv(tmp, index=False)
     with open(tmp, "rb") as fh:
@@ -364,18 +365,21 @@ def run_batch(
 
     with _Progress(show_progress, console) as progress, ExitStack() as cleanup:
         # 1. features, once
-        # ``table`` (the features just built) is scored from memory; a resumed run reads the work file.
-        table = None
+        # ``frame`` (the features just built, in the pandas form the work file reads back as) is scored
+        # from memory; a resumed run reads the work file.
+        frame = None
         if manifest.state["n_users"] is None or not features_path.exists():
             step = progress.task("building features", total=1)
             features = build_features()
             _check_features(features)
             table = _to_arrow(features)
             n_users = len(features)
+            frame = _as_read_back(features, table)
             del features
             tmp_path = features_path.with_name(".features.parquet.tmp")
             # A work file read once at most: no compression, no dictionaries (fastest to write and read).
             pq.write_table(table, tmp_path, row_group_size=chunk, compression="none", use_dictionary=False)
+            del table
             os.replace(tmp_path, features_path)
             manifest.state["n_users"] = n_users
             manifest.state["n_chunks"] = pq.ParquetFile(features_path).num_row_groups if n_users else 0
@@ -385,15 +389,17 @@ def run_batch(
             progress.advance(step)
         n_users = int(manifest.state["n_users"])
         n_chunks = int(manifest.state["n_chunks"])
-        if table is not None and n_chunks != -(-n_users // chunk):
-            table = None  # row groups are not whole chunks: read them from the file
+        if frame is not None and n_chunks != -(-n_users // chunk):
+            frame = None  # row groups are not whole chunks: read them from the file
         summary.n_chunks = n_chunks
         pfile = pq.ParquetFile(features_path) if n_chunks else None
 
         def read_chunk(i: int) -> pd.DataFrame:
-            # The same Arrow data either way (the work file holds ``table`` in row groups of ``chunk``).
-            if table is not None:
-                return table.slice(i * chunk, chunk).to_pandas()
+            # The same data either way (the work file holds ``frame`` in row groups of ``chunk``).
+            if frame is not None:
+                part = frame.iloc[i * chunk : (i + 1) * chunk]  # a view: the scorer never writes to it
+                part.index = pd.RangeIndex(len(part))  # as a row group reads back
+                return part
             assert pfile is not None
             return pfile.read_row_group(i).to_pandas()
 
@@ -420,6 +426,8 @@ def run_batch(
                 manifest.state["stored"] = sorted(stored)
 
         # 2. score chunks
+        # Reason and intervention texts stay Arrow (no Python strings) when only Parquet writers read them.
+        arrow_text = fmt == "parquet" and snapshot is None
         if budget is None:
             resumed = sum(manifest.done("final", i, part_path(i)) for i in range(n_chunks))
             summary.chunks_resumed = resumed
@@ -428,9 +436,9 @@ def run_batch(
                 if manifest.done("final", i, part_path(i)):
                     continue
                 features = read_chunk(i)
-                core = scorer.score_core(features, last_contacted=last_contacted)
+                core = scorer.score_core(features, last_contacted=last_contacted, arrow_text=arrow_text)
                 selected = select_without_budget(core.candidates, config.interventions.max_actions_per_user)
-                scores = scorer.finish(core.scores, selected)
+                scores = scorer.finish(core.scores, selected, arrow_text=arrow_text)
                 _atomic_write_frame(scores, part_path(i), fmt)
                 store_chunk(i, features, scores)
                 manifest.mark(
@@ -450,7 +458,8 @@ def run_batch(
                 if manifest.done("final", i, part_path(i)):
                     continue
                 features = read_chunk(i)
-                core = scorer.score_core(features, last_contacted=last_contacted)
+                # The core scores go to a Parquet work file: Arrow text is fine whatever the output format.
+                core = scorer.score_core(features, last_contacted=last_contacted, arrow_text=True)
                 _atomic_write_frame(core.scores, core_p, "parquet")
                 _atomic_write_frame(core.candidates, cand_p, "parquet")
                 manifest.mark("stage", i, {"rows": len(core.scores), "candidates": len(core.candidates)})
@@ -485,7 +494,7 @@ def run_batch(
                 cands = pd.read_parquet(cand_p)
                 keys = pd.MultiIndex.from_frame(cands[["user_id", "action_id"]])
                 cands["selected"] = keys.isin(sel_keys)
-                scores = scorer.finish(core_scores, cands)
+                scores = scorer.finish(core_scores, cands, arrow_text=arrow_text)
                 _atomic_write_frame(scores, part_path(i), fmt)
                 if snapshot is not None:
                     store_chunk(i, read_chunk(i), scores)
@@ -506,7 +515,7 @@ def run_batch(
             manifest.state["online_store"] = True
             manifest.save()
             progress.advance(task)
-        table = None  # nothing reads the features again
+        frame = None  # nothing reads the features again
 
     # 5. publish
     for i in range(n_chunks):
@@ -542,11 +551,63 @@ def _check_features(features: pd.DataFrame) -> None:
         raise BatchError("feature table: duplicate user_id values")
 
 
+def _as_read_back(features: pd.DataFrame, table: Any) -> pd.DataFrame:
+    """``features`` as the work file (``table``) reads back, without the Arrow -> pandas conversion when
+    nothing would change: a plain RangeIndex and columns whose dtypes Arrow gives back as they are
+    (float, int, bool, tz-aware ``datetime64[ns]`` and string-only object columns). Anything else
+    (categoricals, other datetimes, mixed objects...) is converted, so a fresh run scores exactly what a
+    resumed run reads from the work file."""
+    index = features.index
+    plain = isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+    if not plain or features.columns.has_duplicates or not all(isinstance(c, str) for c in features.columns):
+        return table.to_pandas()
+    for name, dtype in features.dtypes.items():
+        col = features[name]
+        if dtype.kind in "fiub" and isinstance(dtype, np.dtype):
+            continue
+        if isinstance(dtype, pd.DatetimeTZDtype) and dtype.unit == "ns" and str(dtype.tz) == "UTC":
+            continue
+        if pd.api.types.is_object_dtype(dtype) and pd.api.types.infer_dtype(col, skipna=False) == "string":
+            continue
+        return table.to_pandas()
+    return features
+
+
 def _to_arrow(features: pd.DataFrame) -> Any:
     import pyarrow as pa
 
     # preserve_index=False drops the index: no need to copy the frame to reset it first.
     return pa.Table.from_pandas(features, preserve_index=False)
+
+
+def _scores_to_arrow(frame: pd.DataFrame) -> Any:
+    """Scores (or candidates) as an Arrow table, exactly as ``pa.Table.from_pandas(frame)`` makes it of the same frame
+    with Python strings: pyarrow-backed string columns (the scorer's ``arrow_text``) go in as they are
+    (no Python strings made and encoded again), typed ``string`` and described as object columns in
+    the pandas metadata, so the Parquet bytes do not depend on how the text was held."""
+    import pyarrow as pa
+
+    arrow = [c for c, dtype in frame.dtypes.items() if isinstance(dtype, pd.ArrowDtype)]
+    if not arrow:
+        # preserve_index=False drops the index: no need to copy the frame to reset it first.
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    arrays = {c: pa.array(frame[c].array) for c in arrow}  # the column's own Arrow data, no copy
+    # Text without nulls and within 32-bit offsets goes in as is; anything else as Python objects.
+    text = [
+        c for c in arrow
+        if pa.types.is_string(arrays[c].type) or pa.types.is_large_string(arrays[c].type)
+        if not arrays[c].null_count and arrays[c].nbytes < 2**31
+    ]
+    plain = frame.copy(deep=False)
+    for c in arrow:
+        # Stand-in object columns give the same schema and pandas metadata at the cost of one short string.
+        plain[c] = np.full(len(frame), "", dtype=object) if c in text else frame[c].to_numpy(dtype=object)
+    # preserve_index=False drops the index: no need to copy the frame to reset it first.
+    table = pa.Table.from_pandas(plain, preserve_index=False)
+    for c in text:
+        i = table.schema.get_field_index(c)
+        table = table.set_column(i, table.schema.field(i), arrays[c].cast(table.schema.field(i).type))
+    return table
 
 
 # ----------------------------------------------------------------------------- reading outputs

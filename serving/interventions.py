@@ -37,6 +37,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -391,13 +392,17 @@ def allocate_budget(candidates: pd.DataFrame, budget: float, max_actions_per_use
     return Allocation(out, float(budget), spent, int(selected.sum()) - n_control, n_control)
 
 
-def action_columns(user_ids: pd.Series, candidates: pd.DataFrame, config: InterventionConfig) -> pd.DataFrame:
+def action_columns(
+    user_ids: pd.Series, candidates: pd.DataFrame, config: InterventionConfig, *, arrow_text: bool = False
+) -> pd.DataFrame:
     """The action output columns of each user (row-aligned with ``user_ids``).
 
     ``action_id``/``action_name``/``action_cost``/``expected_incremental_value``/``control`` describe
     the user's best selected action (None/NaN/False when none is selected); ``interventions`` is a JSON
     list of every eligible action, best first: ``{action_id, name, channel, cost,
-    expected_incremental_value, selected, control}`` (value rounded to 4 decimals).
+    expected_incremental_value, selected, control}`` (value rounded to 4 decimals). With
+    ``arrow_text`` that column holds the same texts as a pyarrow-backed ``string`` column (no Python
+    strings are made: for writers that go straight to Arrow, such as the batch part files).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -412,7 +417,7 @@ def action_columns(user_ids: pd.Series, candidates: pd.DataFrame, config: Interv
     action_cost = np.full(n, np.nan)
     eiv_out = np.full(n, np.nan)
     control_out = np.zeros(n, dtype=bool)
-    interventions = ["[]"] * n
+    interventions: Any = pa.array(["[]"] * n, type=pa.string()) if arrow_text else ["[]"] * n
     if len(candidates):
         pos_f = position.reindex(candidates["user_id"].to_numpy(dtype=object)).to_numpy(dtype=float)
         if np.isnan(pos_f).any():
@@ -466,7 +471,9 @@ def action_columns(user_ids: pd.Series, candidates: pd.DataFrame, config: Interv
         offsets[1:] = np.cumsum(np.bincount(pos, minlength=n))
         lists = pa.ListArray.from_arrays(pa.array(offsets), items)
         joined = pc.binary_join_element_wise(pa.scalar("["), pc.binary_join(lists, ", "), pa.scalar("]"), "")
-        interventions = joined.to_pylist()
+        interventions = joined if arrow_text else joined.to_pylist()
+    if arrow_text:
+        interventions = pd.arrays.ArrowExtensionArray(interventions)
     return pd.DataFrame(
         {
             "action_id": action_id,

@@ -156,7 +156,9 @@ def join_reasons(
     middle: str,
     suffix_up: str,
     suffix_down: str,
-) -> list[str]:
+    *,
+    as_arrow: bool = False,
+) -> Any:
     """One JSON array text per row from the rendered pieces of its reasons.
 
     Parameters
@@ -170,11 +172,14 @@ def join_reasons(
         pyarrow string arrays of ``n_rows * width`` items (row-major): the value and contribution text.
     middle, suffix_up, suffix_down
         Text between value and contribution, and after the contribution of an up / down reason.
+    as_arrow
+        Return the texts as a pyarrow string array (no Python strings are made) instead of a list.
 
     Returns
     -------
-    list of str
-        ``"[" + ", ".join(prefix + value + middle + contribution + suffix for shown slots) + "]"`` per row.
+    list of str, or pyarrow array
+        ``"[" + ", ".join(prefix + value + middle + contribution + suffix for shown slots) + "]"`` per row;
+        with ``as_arrow``, a ``string`` array (``large_string`` beyond 2 GiB of text).
     """
     import pyarrow as pa
 
@@ -197,5 +202,52 @@ def join_reasons(
     total = _join(n, width, *pieces, out_off, np.zeros(0, dtype=np.uint8), False)
     out_data = np.empty(total, dtype=np.uint8)
     _join(n, width, *pieces, out_off, out_data, True)
+    if as_arrow and total < 2**31:
+        # The type pyarrow gives Python strings: a writer can use the array as it is.
+        return pa.StringArray.from_buffers(n, pa.py_buffer(out_off.astype(np.int32)), pa.py_buffer(out_data))
     arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(out_off), pa.py_buffer(out_data))
-    return arr.to_pylist()
+    return arr if as_arrow else arr.to_pylist()
+
+
+@njit(cache=True, nogil=True)
+def _place(src_off, src_data, dest_rows, out_off, out_data):  # noqa: ANN001, ANN202
+    # Copies text i of the source to the place of output row dest_rows[i].
+    for i in range(dest_rows.shape[0]):
+        a = src_off[i]
+        b = src_off[i + 1]
+        pos = out_off[dest_rows[i]]
+        out_data[pos : pos + b - a] = src_data[a:b]  # texts of about a kilobyte: a slice copy pays
+
+
+def merge_texts(pieces: list[tuple[np.ndarray, Any]], n: int, fill: str) -> Any:
+    """One pyarrow string array of ``n`` rows from pieces (row numbers, pyarrow string array of those rows).
+
+    Rows no piece covers get ``fill``; pieces must not cover a row twice. A ``string`` array, or
+    ``large_string`` beyond 2 GiB of text. What ``take`` on the concatenated pieces gives, in one pass.
+    """
+    import pyarrow as pa
+
+    lengths = np.full(n, len(fill.encode("utf-8")), dtype=np.int64)
+    sources = []
+    for rows, text in pieces:
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        off, data = _string_buffers(text)
+        if len(rows) != len(off) - 1:
+            raise ValueError("each piece needs one text per row number")
+        lengths[rows] = np.diff(off)
+        sources.append((rows, off, data))
+    out_off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out_off[1:])
+    out_data = np.empty(int(out_off[-1]), dtype=np.uint8)
+    covered = np.zeros(n, dtype=bool)
+    for rows, off, data in sources:
+        _place(off, data, rows, out_off, out_data)
+        covered[rows] = True
+    rest = np.flatnonzero(~covered)
+    if len(rest):
+        filler = _utf8(fill)
+        _place(np.arange(len(rest) + 1, dtype=np.int64) * len(filler), np.tile(filler, len(rest)), rest,
+               out_off, out_data)
+    if out_off[-1] < 2**31:
+        return pa.StringArray.from_buffers(n, pa.py_buffer(out_off.astype(np.int32)), pa.py_buffer(out_data))
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(out_off), pa.py_buffer(out_data))

@@ -164,18 +164,22 @@ def reason_texts(
     top_n: int = 3,
     labels: dict[str, str] | None = None,
     score: str = "churn_risk",
-) -> list[str]:
+    as_arrow: bool = False,
+) -> Any:
     """:func:`reason_codes` on a contribution array: what the scorer calls, without building frames.
 
     ``matrix[:, positions[j]]`` holds the contributions of feature ``names[j]`` (other columns, such as
     the bias, are ignored); ``rows`` (a boolean mask of ``features``' rows, or None for all) says which
-    feature rows the matrix rows belong to.
+    feature rows the matrix rows belong to. With ``as_arrow`` the same texts come as a pyarrow
+    ``string`` array (see :func:`serving.reason_text.join_reasons`) instead of a list of str.
     """
+    import pyarrow as pa
+
     from serving.reason_text import extreme_columns, join_reasons
 
     n = matrix.shape[0]
     if n == 0:
-        return []
+        return pa.array([], type=pa.string()) if as_arrow else []
     if labels is None:
         labels = feature_labels(names)
     columns = np.asarray(positions, dtype=np.int64)
@@ -183,8 +187,7 @@ def reason_texts(
     up_idx, down_idx = extreme_columns(matrix, top_n, columns)
     width = up_idx.shape[1] + down_idx.shape[1]
     if width == 0:
-        return ["[]"] * n
-    import pyarrow as pa
+        return pa.array(["[]"] * n, type=pa.string()) if as_arrow else ["[]"] * n
     import pyarrow.compute as pc
 
     slot_idx = np.concatenate([up_idx, down_idx], axis=1)  # (n, width): up slots, then down slots
@@ -236,6 +239,7 @@ def reason_texts(
         ', "contribution": ',
         ', "direction": "up", "score": "' + score + '"}',
         ', "direction": "down", "score": "' + score + '"}',
+        as_arrow=as_arrow,
     )
 
 

@@ -187,11 +187,15 @@ class Scorer:
         """Budgeted greedy allocation of the candidates (see :func:`serving.interventions.allocate_budget`)."""
         return allocate_budget(candidates, float(budget), self.config.interventions.max_actions_per_user)
 
-    def score_core(self, features: pd.DataFrame, *, last_contacted: pd.DataFrame | None = None) -> ScoredCore:
+    def score_core(
+        self, features: pd.DataFrame, *, last_contacted: pd.DataFrame | None = None, arrow_text: bool = False
+    ) -> ScoredCore:
         """Everything per user: scores, rule and refined layers, reasons and the eligible actions.
 
         The candidates' ``selected`` flags are all False; pick with :func:`select_without_budget` or
-        :meth:`allocate`, then :meth:`finish`.
+        :meth:`allocate`, then :meth:`finish`. With ``arrow_text`` the ``reasons`` column holds the same
+        texts as a pyarrow-backed ``string`` column instead of Python strings (for writers that go
+        straight to Arrow: the batch part files); every other column is unchanged.
         """
         _check_input(features)
         index = features.index
@@ -223,21 +227,33 @@ class Scorer:
         for col in ("lifecycle", "rfm_segment", "value_tier", "activity_tier"):
             out[col] = layers[col].to_numpy(dtype=object)
         out["refined_layer"] = refined.to_numpy(dtype=object)
-        out["reasons"] = self._reasons(features, explained)
+        out["reasons"] = self._reasons(features, explained, arrow_text)
         candidates = candidate_actions(out, self.config.interventions, last_contacted=last_contacted)
         return ScoredCore(scores=out[CORE_COLUMNS], candidates=candidates)
 
-    def finish(self, scores: pd.DataFrame, selected_candidates: pd.DataFrame) -> pd.DataFrame:
-        """Attach the action columns of the selected candidates to core scores (:data:`OUTPUT_COLUMNS`)."""
-        actions = action_columns(scores["user_id"], selected_candidates, self.config.interventions)
+    def finish(
+        self, scores: pd.DataFrame, selected_candidates: pd.DataFrame, *, arrow_text: bool = False
+    ) -> pd.DataFrame:
+        """Attach the action columns of the selected candidates to core scores (:data:`OUTPUT_COLUMNS`).
+
+        ``arrow_text``: ``interventions`` as a pyarrow-backed ``string`` column (see :meth:`score_core`).
+        """
+        actions = action_columns(
+            scores["user_id"], selected_candidates, self.config.interventions, arrow_text=arrow_text
+        )
         out = pd.concat([scores[CORE_COLUMNS], actions], axis=1)
         return out[OUTPUT_COLUMNS]
 
-    def _reasons(self, features: pd.DataFrame, explained: ExplainedPrediction) -> np.ndarray:
-        """Reason JSON per row: churn-score reasons for buyers, conversion reasons for prospects, else ``[]``."""
-        reasons = np.full(len(features), "[]", dtype=object)
+    def _reasons(self, features: pd.DataFrame, explained: ExplainedPrediction, arrow_text: bool = False) -> Any:
+        """Reason JSON per row: churn-score reasons for buyers, conversion reasons for prospects, else ``[]``.
+
+        An object array of str, or with ``arrow_text`` a pyarrow-backed pandas array of the same texts.
+        """
+        n = len(features)
+        reasons = np.full(n, "[]", dtype=object)
         names = explained.feature_names
         positions = list(range(len(names)))  # the bias (last column) is never a reason
+        texts: list[tuple[np.ndarray, Any]] = []
         for rows, contrib, score in (
             (explained.churn_rows, explained.churn_contributions, "churn_risk"),
             (explained.conversion_rows, explained.conversion_contributions, "conversion_prob"),
@@ -245,10 +261,27 @@ class Scorer:
             if contrib is None or not rows.any():
                 continue
             # As reason_codes on a contributions frame, without building the frame or copying features.
-            reasons[rows] = reason_texts(
-                contrib, positions, names, features, None if rows.all() else rows, labels=self._labels, score=score
+            text = reason_texts(
+                contrib, positions, names, features, None if rows.all() else rows, labels=self._labels, score=score,
+                as_arrow=arrow_text,
             )
-        return reasons
+            if arrow_text:
+                texts.append((rows, text))
+            else:
+                reasons[rows] = text
+        return _arrow_rows(texts, n) if arrow_text else reasons
+
+
+def _arrow_rows(texts: list[tuple[np.ndarray, Any]], n: int) -> Any:
+    """One pyarrow-backed string column of ``n`` rows from (row mask, texts of those rows) pieces;
+    rows no piece covers get ``[]``."""
+    from serving.reason_text import merge_texts
+
+    if len(texts) == 1 and texts[0][0].all():
+        arr = texts[0][1]
+    else:
+        arr = merge_texts([(np.flatnonzero(rows), text) for rows, text in texts], n, "[]")
+    return pd.arrays.ArrowExtensionArray(arr)
 
 
 def _check_input(features: pd.DataFrame) -> None:

@@ -317,11 +317,14 @@ class ModelBundle:
         ):
             if model is None or not mask.any():
                 continue
-            Xm = X if mask.all() else (X[mask] if isinstance(X, np.ndarray) else X.loc[mask])
+            # The float64 matrix is scored in place (row numbers; no copy of the selected rows).
+            rows = None if mask.all() else np.flatnonzero(mask)
+            Xm = X if rows is None or isinstance(X, np.ndarray) else X.loc[mask]
+            at = rows if Xm is X else None
             if method is None:
-                out[mask] = model.predict_proba(Xm)[:, 1]
+                out[mask] = model.predict_proba(Xm, at)[:, 1]
             else:
-                raw, contrib[key] = model.raw_score_and_contributions(Xm, method)
+                raw, contrib[key] = model.raw_score_and_contributions(Xm, method, at)
                 out[mask] = model.proba_from_raw(raw)
         value = self.value_model.predict(X) if n else np.zeros(0)
         p10, p90 = self.value_model.predict_interval(X) if n else (np.zeros(0), np.zeros(0))

@@ -403,6 +403,13 @@ def _load_booster(directory: Path, file: str) -> Any:
     return lgb.Booster(model_file=str(directory / file))
 
 
+def _take_rows(X: ModelInput, rows: np.ndarray | None) -> ModelInput:
+    """``X`` itself (``rows`` None) or its rows ``rows`` (row numbers, or a boolean mask), copied."""
+    if rows is None:
+        return X
+    return X[rows] if isinstance(X, np.ndarray) else X.iloc[np.asarray(rows)]
+
+
 class _BoostedBase(BaseEstimator):
     """Shared hyper-parameters of every LightGBM estimator here, and its compiled trees."""
 
@@ -498,21 +505,26 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
         self.calibrator_ = ScoreCalibrator(self.calibration).fit(self.raw_score(X_holdout), y_holdout)
         return self
 
-    def raw_score(self, X: ModelInput) -> np.ndarray:
-        """Uncalibrated booster score (log-odds) per row (compiled trees, or LightGBM if not covered)."""
+    def raw_score(self, X: ModelInput, rows: np.ndarray | None = None) -> np.ndarray:
+        """Uncalibrated booster score (log-odds) per row (compiled trees, or LightGBM if not covered).
+
+        ``rows``: row numbers of ``X`` to score, in that order (default: all); the compiled trees read
+        them in place, without copying the selected rows out of ``X``.
+        """
         check_is_fitted(self, "booster_")
         _check_matrix(self, X)
         forest, Xn = self._compiled_input(X)
         if forest is not None and Xn is not None:
             from training.compiled_trees import predict_raw
 
-            return predict_raw(forest, Xn)
+            return predict_raw(forest, Xn, rows)
+        X = _take_rows(X, rows)
         return np.asarray(self.booster_.predict(X, raw_score=True, num_threads=_threads(len(X))), dtype=float)
 
-    def predict_proba(self, X: ModelInput) -> np.ndarray:
-        """Calibrated probabilities, shape ``(n, 2)``: column 1 is P(positive)."""
+    def predict_proba(self, X: ModelInput, rows: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated probabilities, shape ``(n, 2)``: column 1 is P(positive); ``rows`` as :meth:`raw_score`."""
         check_is_fitted(self, "calibrator_")
-        p = self.calibrator_.predict(self.raw_score(X))
+        p = self.calibrator_.predict(self.raw_score(X, rows))
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X: ModelInput) -> np.ndarray:
@@ -541,7 +553,7 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
         return tables
 
     def raw_score_and_contributions(
-        self, X: ModelInput, method: ReasonMethod = "path"
+        self, X: ModelInput, method: ReasonMethod = "path", rows: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Raw score (log-odds) per row and per-feature contributions, in as few passes as the method allows.
 
@@ -555,6 +567,9 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
             pass for models it does not cover), which also gives the raw score (equal to
             :meth:`raw_score`: the same leaf values summed in the same order). ``"shap"``: LightGBM's
             exact TreeSHAP (``pred_contrib``), much slower, plus :meth:`raw_score`.
+        rows
+            Row numbers of ``X`` to explain, in that order (default: all); the compiled trees read them
+            in place (no copy of the selected rows).
 
         Returns
         -------
@@ -565,13 +580,15 @@ class CalibratedBoostedClassifier(ClassifierMixin, _BoostedBase):
         """
         check_is_fitted(self, "booster_")
         _check_matrix(self, X)
-        threads = _threads(len(X))
         if method == "path":
             forest, Xn = self._compiled_input(X)
             if forest is not None and Xn is not None:
                 from training.compiled_trees import raw_and_contributions
 
-                return raw_and_contributions(forest, self.path_tables(), Xn)
+                return raw_and_contributions(forest, self.path_tables(), Xn, rows)
+        X = _take_rows(X, rows)
+        threads = _threads(len(X))
+        if method == "path":
             from training.tree_paths import contributions_from_leaves
 
             leaves = self.booster_.predict(X, pred_leaf=True, num_threads=threads)

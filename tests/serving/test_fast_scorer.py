@@ -215,8 +215,8 @@ def test_batch_reason_method_is_followed(monkeypatch: pytest.MonkeyPatch) -> Non
 
     original = CalibratedBoostedClassifier.raw_score_and_contributions
 
-    def halved(self: Any, X: pd.DataFrame, method: Any = "path") -> tuple[np.ndarray, np.ndarray]:
-        raw, contrib = original(self, X, method)
+    def halved(self: Any, X: pd.DataFrame, method: Any = "path", rows: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        raw, contrib = original(self, X, method, rows)
         return raw, contrib * 0.5
 
     monkeypatch.setattr(CalibratedBoostedClassifier, "raw_score_and_contributions", halved)
