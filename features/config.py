@@ -216,9 +216,17 @@ class ServingConfig(_Section):
 class ScoringConfig(_Section):
     chunk_users: int = 200_000
     reason_method: Literal["path", "shap"] = "path"
-    """How reason codes are computed: ``path`` (Saabas path credits from one LightGBM leaf pass, cheap)
-    or ``shap`` (LightGBM TreeSHAP, exact Shapley values, about 35x the cost of prediction). Both add
-    up exactly to the raw score; path credits favour features split near the root of the trees."""
+    """How reason codes are computed: ``path`` (Saabas path credits from the same walk of the trees that
+    gives the score, cheap) or ``shap`` (LightGBM TreeSHAP, exact Shapley values, about 17x the cost of
+    the whole batch). Both add up exactly to the raw score; path credits favour features split near the
+    root of the trees."""
+    tree_engine: Literal["lightgbm", "compiled"] = "lightgbm"
+    """What evaluates the boosters: ``lightgbm`` (``Booster.predict``, and one ``pred_leaf`` pass for the
+    reason codes) or ``compiled`` (LightGBM's trees flattened and walked by numba kernels,
+    :mod:`training.compiled_trees`: the same numbers bit for bit, models it does not cover fall back to
+    LightGBM). Scores are identical either way; only the speed differs. ``compiled`` is opt-in because
+    its measured gain (about 2.3-2.5x LightGBM's predict, ``benchmarks/bench_scoring.py``) is below the
+    3x the project asks of a compiled-tree evaluator before it becomes the default."""
 
 
 class MonitoringConfig(_Section):

@@ -23,6 +23,9 @@ exclusive: it only holds for non-buyers, and the other rules only for buyers).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -44,12 +47,92 @@ LIFECYCLE_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _num(features: pd.DataFrame, column: str) -> pd.Series:
-    return pd.to_numeric(features[column], errors="coerce").astype("float64")
+#: The boolean and float outcomes of :func:`lifecycle_rules`, in the column order of :func:`lifecycle_checks`.
+LIFECYCLE_CHECK_NAMES: tuple[str, ...] = (
+    "orders", "buyer", "repeat_buyer", "silent_days", "churn_silent", "churn_order_days", "churn_overdue",
+    "churned", "declining_orders", "declining_spend", "declining", "orders_per_30d", "mature_frequency",
+    "mature_value", "mature_repeats", "mature", "growth",
+)
+LIFECYCLE_STAGE_ORDER: tuple[str, ...] = ("potential", "churned", "declining", "mature", "growth")
+
+
+def select_first(conditions: Sequence[np.ndarray], choices: Sequence[str], default: str) -> np.ndarray:
+    """``np.select(conditions, choices, default)`` as an object array of str (the first true condition
+    wins), without ``np.select``'s fixed cost on a few rows."""
+    out = np.full(len(conditions[0]), default, dtype=object)
+    for cond, choice in zip(reversed(conditions), reversed(choices), strict=True):
+        out[cond] = choice
+    return out
+
+
+def _nan_to_zero(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(values), 0.0, values)
+
+
+def lifecycle_rules(columns: Mapping[str, np.ndarray], cfg: LifecycleConfig) -> dict[str, np.ndarray]:
+    """THE definition of the lifecycle rules, on arrays: every intermediate quantity and rule outcome.
+
+    Parameters
+    ----------
+    columns
+        One float64 array per name of :data:`LIFECYCLE_COLUMNS` (days, order counts, shop currency,
+        ratios; NaN for missing), all of one length.
+    cfg
+        The thresholds (``[layers.lifecycle]``).
+
+    Returns
+    -------
+    One array per name of :data:`LIFECYCLE_CHECK_NAMES` (float for ``orders``, ``silent_days``,
+    ``churn_order_days``, ``orders_per_30d``; bool otherwise); see :func:`lifecycle_checks`.
+    """
+    orders = _nan_to_zero(np.asarray(columns["orders_total"], dtype=np.float64))
+    since_order = np.asarray(columns["days_since_last_order"], dtype=np.float64)
+    silent_raw = np.asarray(columns["days_since_last_interaction"], dtype=np.float64)
+    # Orders are interactions too: a buyer without a recorded interaction time is as silent as their last order.
+    silent = np.where(np.isnan(silent_raw), since_order, silent_raw)
+    gap = np.asarray(columns["gap_mean_days"], dtype=np.float64)
+    buyer = orders >= 1
+    repeat = orders >= 2
+    ratio = cfg.declining_trend_ratio
+    churn_silent = buyer & (silent > cfg.churn_no_interaction_days)
+    # np.fmax ignores NaN: with no usual gap (one order day) only the minimum applies.
+    churn_order_days = np.fmax(cfg.churn_gap_multiplier * gap, float(cfg.churn_min_days_since_order))
+    churn_overdue = buyer & (since_order > churn_order_days)
+    declining_orders = repeat & (np.asarray(columns["trend_orders_ratio"], dtype=np.float64) <= ratio)
+    declining_spend = repeat & (np.asarray(columns["trend_spend_ratio"], dtype=np.float64) <= ratio)
+    per_30d = (_nan_to_zero(np.asarray(columns[f"orders_{FREQUENCY_WINDOW_DAYS}d"], dtype=np.float64))
+               * 30.0 / FREQUENCY_WINDOW_DAYS)
+    mature_frequency = repeat & (per_30d >= cfg.mature_orders_per_30d)
+    mature_value = repeat & (np.asarray(columns["avg_order_value"], dtype=np.float64) >= cfg.mature_avg_order_value)
+    mature_repeats = repeat & (orders - 1 > cfg.growth_max_repeat_orders)
+    return {
+        "orders": orders, "buyer": buyer, "repeat_buyer": repeat, "silent_days": silent,
+        "churn_silent": churn_silent, "churn_order_days": churn_order_days, "churn_overdue": churn_overdue,
+        "churned": churn_silent & churn_overdue, "declining_orders": declining_orders,
+        "declining_spend": declining_spend, "declining": declining_orders | declining_spend,
+        "orders_per_30d": per_30d, "mature_frequency": mature_frequency, "mature_value": mature_value,
+        "mature_repeats": mature_repeats, "mature": mature_frequency | mature_value | mature_repeats,
+        "growth": repeat,
+    }
+
+
+def lifecycle_stages(rules: Mapping[str, Any] | pd.DataFrame) -> np.ndarray:
+    """THE precedence (churned > declining > mature > growth > new; ``potential`` for non-buyers) applied to
+    the outcomes of :func:`lifecycle_rules` (arrays, or columns of :func:`lifecycle_checks`): one stage
+    code per user, an object array of str."""
+    buyer = np.asarray(rules["buyer"], dtype=np.bool_)
+    conditions = [~buyer] + [np.asarray(rules[k], dtype=np.bool_) for k in ("churned", "declining", "mature", "growth")]
+    return select_first(conditions, LIFECYCLE_STAGE_ORDER, "new")
+
+
+def _num(features: pd.DataFrame, column: str) -> np.ndarray:
+    return pd.to_numeric(features[column], errors="coerce").astype("float64").to_numpy()
 
 
 def lifecycle_checks(features: pd.DataFrame, cfg: LifecycleConfig) -> pd.DataFrame:
     """Every intermediate quantity and rule outcome of the lifecycle rules, one row per user.
+
+    A frame around :func:`lifecycle_rules`.
 
     Returns
     -------
@@ -60,46 +143,13 @@ def lifecycle_checks(features: pd.DataFrame, cfg: LifecycleConfig) -> pd.DataFra
     ``mature_frequency``, ``mature_value``, ``mature_repeats``, ``mature``, ``growth``.
     """
     require_columns(features, LIFECYCLE_COLUMNS, "the lifecycle rules")
-    orders = _num(features, "orders_total").fillna(0.0)
-    since_order = _num(features, "days_since_last_order")
-    # Orders are interactions too: a buyer without a recorded interaction time is as silent as their last order.
-    silent = _num(features, "days_since_last_interaction").fillna(since_order)
-    gap = _num(features, "gap_mean_days")
-    out = pd.DataFrame(index=features.index)
-    out["orders"] = orders
-    out["buyer"] = orders >= 1
-    out["repeat_buyer"] = orders >= 2
-    out["silent_days"] = silent
-    out["churn_silent"] = out["buyer"] & (silent > cfg.churn_no_interaction_days)
-    # np.fmax ignores NaN: with no usual gap (one order day) only the minimum applies.
-    out["churn_order_days"] = np.fmax(cfg.churn_gap_multiplier * gap, float(cfg.churn_min_days_since_order))
-    out["churn_overdue"] = out["buyer"] & (since_order > out["churn_order_days"])
-    out["churned"] = out["churn_silent"] & out["churn_overdue"]
-    ratio = cfg.declining_trend_ratio
-    out["declining_orders"] = out["repeat_buyer"] & (_num(features, "trend_orders_ratio") <= ratio)
-    out["declining_spend"] = out["repeat_buyer"] & (_num(features, "trend_spend_ratio") <= ratio)
-    out["declining"] = out["declining_orders"] | out["declining_spend"]
-    out["orders_per_30d"] = (
-        _num(features, f"orders_{FREQUENCY_WINDOW_DAYS}d").fillna(0.0) * 30.0 / FREQUENCY_WINDOW_DAYS
-    )
-    out["mature_frequency"] = out["repeat_buyer"] & (out["orders_per_30d"] >= cfg.mature_orders_per_30d)
-    out["mature_value"] = out["repeat_buyer"] & (
-        _num(features, "avg_order_value") >= cfg.mature_avg_order_value
-    )
-    out["mature_repeats"] = out["repeat_buyer"] & (orders - 1 > cfg.growth_max_repeat_orders)
-    out["mature"] = out["mature_frequency"] | out["mature_value"] | out["mature_repeats"]
-    out["growth"] = out["repeat_buyer"]
-    return out
+    rules = lifecycle_rules({c: _num(features, c) for c in LIFECYCLE_COLUMNS}, cfg)
+    return pd.DataFrame({k: rules[k] for k in LIFECYCLE_CHECK_NAMES}, index=features.index)
 
 
 def lifecycle_from_checks(checks: pd.DataFrame) -> pd.Series:
     """Apply the precedence (churned > declining > mature > growth > new) to :func:`lifecycle_checks`."""
-    stage = np.select(
-        [~checks["buyer"], checks["churned"], checks["declining"], checks["mature"], checks["growth"]],
-        ["potential", "churned", "declining", "mature", "growth"],
-        default="new",
-    )
-    return pd.Series(stage, index=checks.index, name="lifecycle", dtype="object")
+    return pd.Series(lifecycle_stages(checks), index=checks.index, name="lifecycle", dtype="object")
 
 
 def assign_lifecycle(features: pd.DataFrame, cfg: LifecycleConfig) -> pd.Series:

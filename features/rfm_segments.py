@@ -103,26 +103,60 @@ def rfm_thresholds(features: pd.DataFrame, cfg: RfmConfig) -> RfmThresholds:
     )
 
 
+def rfm_flags(
+    orders_total: np.ndarray, days_since_last_order: np.ndarray, spend_total: np.ndarray, thresholds: RfmThresholds
+) -> dict[str, np.ndarray]:
+    """THE RFM comparisons on arrays: boolean ``buyer``, ``r_high``, ``f_high``, ``m_high`` per user.
+
+    Orders (count) and spend (shop currency) count NaN as 0; days since the last order (days) stay NaN
+    (never recent). Non-buyers are low on all three.
+    """
+    orders = np.asarray(orders_total, dtype=np.float64)
+    orders = np.where(np.isnan(orders), 0.0, orders)
+    spend = np.asarray(spend_total, dtype=np.float64)
+    spend = np.where(np.isnan(spend), 0.0, spend)
+    days = np.asarray(days_since_last_order, dtype=np.float64)
+    buyer = orders >= 1
+    r_high = buyer & np.asarray(thresholds.recent(days), dtype=np.bool_)  # type: ignore[arg-type]
+    f_high = buyer & np.asarray(thresholds.frequent(orders), dtype=np.bool_)  # type: ignore[arg-type]
+    m_high = buyer & np.asarray(thresholds.high_spend(spend), dtype=np.bool_)  # type: ignore[arg-type]
+    return {"buyer": buyer, "r_high": r_high, "f_high": f_high, "m_high": m_high}
+
+
+#: Segment code by ``1 + 4 R + 2 F + M`` (R, F, M high as 0/1); index 0 is ``prospect`` (no paid order).
+_SEGMENT_TABLE = np.array(
+    ["prospect"] + [SEGMENT_BY_RFM[(bool(i & 4), bool(i & 2), bool(i & 1))] for i in range(8)], dtype=object
+)
+
+
+def rfm_segment_codes(
+    buyer: np.ndarray, r_high: np.ndarray, f_high: np.ndarray, m_high: np.ndarray
+) -> np.ndarray:
+    """THE segment assignment on arrays: :data:`SEGMENT_BY_RFM` of (R, F, M high), ``prospect`` for
+    non-buyers; an object array of str."""
+    code = 4 * np.asarray(r_high, dtype=np.int64) + 2 * np.asarray(f_high, dtype=np.int64) + 1
+    code += np.asarray(m_high, dtype=np.bool_)
+    code *= np.asarray(buyer, dtype=np.bool_)  # non-buyers: index 0
+    return _SEGMENT_TABLE[code]
+
+
 def rfm_checks(features: pd.DataFrame, thresholds: RfmThresholds) -> pd.DataFrame:
-    """Boolean columns ``buyer``, ``r_high``, ``f_high``, ``m_high`` per user, indexed like ``features``."""
+    """Boolean columns ``buyer``, ``r_high``, ``f_high``, ``m_high`` per user, indexed like ``features``
+    (a frame around :func:`rfm_flags`)."""
     require_columns(features, RFM_COLUMNS, "the RFM segments")
-    orders = _num(features, "orders_total").fillna(0.0)
-    out = pd.DataFrame(index=features.index)
-    out["buyer"] = orders >= 1
-    out["r_high"] = out["buyer"] & thresholds.recent(_num(features, "days_since_last_order"))
-    out["f_high"] = out["buyer"] & thresholds.frequent(orders)
-    out["m_high"] = out["buyer"] & thresholds.high_spend(_num(features, "spend_total").fillna(0.0))
-    return out
+    flags = rfm_flags(
+        _num(features, "orders_total").to_numpy(),
+        _num(features, "days_since_last_order").to_numpy(),
+        _num(features, "spend_total").to_numpy(),
+        thresholds,
+    )
+    return pd.DataFrame(flags, index=features.index)
 
 
 def rfm_from_checks(checks: pd.DataFrame) -> pd.Series:
     """Segment codes from :func:`rfm_checks` (``prospect`` for non-buyers)."""
-    conditions = [~checks["buyer"]]
-    codes = ["prospect"]
-    for (r, f, m), code in SEGMENT_BY_RFM.items():
-        conditions.append((checks["r_high"] == r) & (checks["f_high"] == f) & (checks["m_high"] == m))
-        codes.append(code)
-    seg = np.select(conditions, codes, default="general_retain")
+    seg = rfm_segment_codes(checks["buyer"].to_numpy(), checks["r_high"].to_numpy(), checks["f_high"].to_numpy(),
+                            checks["m_high"].to_numpy())
     return pd.Series(seg, index=checks.index, name="rfm_segment", dtype="object")
 
 

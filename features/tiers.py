@@ -24,38 +24,50 @@ import pandas as pd
 
 from features.config import ActivityTierConfig, ValueTierConfig
 from features.layer_names import require_columns
+from features.lifecycle import select_first
 
 VALUE_WINDOW_DAYS = 365
 VALUE_COLUMNS: tuple[str, ...] = (f"spend_{VALUE_WINDOW_DAYS}d",)
 ACTIVITY_COLUMNS: tuple[str, ...] = ("active_days_30d", "days_since_last_interaction")
 
 
-def _num(features: pd.DataFrame, column: str) -> pd.Series:
-    return pd.to_numeric(features[column], errors="coerce").astype("float64")
+def _num(features: pd.DataFrame, column: str) -> np.ndarray:
+    return pd.to_numeric(features[column], errors="coerce").astype("float64").to_numpy()
+
+
+def value_tier_codes(spend_365d: np.ndarray, cfg: ValueTierConfig) -> np.ndarray:
+    """THE value tier rule on arrays: net spend over the last 365 days (shop currency, NaN counts as 0) ->
+    tier code (``high_value``, ``potential_value``, ``low_value``) per user, an object array of str."""
+    spend = np.asarray(spend_365d, dtype=np.float64)
+    spend = np.where(np.isnan(spend), 0.0, spend)
+    return select_first([spend > cfg.high_annual_spend, spend < cfg.low_annual_spend],
+                        ["high_value", "low_value"], "potential_value")
+
+
+def activity_tier_codes(
+    active_days_30d: np.ndarray, days_since_last_interaction: np.ndarray, cfg: ActivityTierConfig
+) -> np.ndarray:
+    """THE activity tier rule on arrays: distinct active days of the last 30 (NaN counts as 0) and days
+    since the last interaction (NaN: never) -> tier code (``core``, ``active``, ``sleeping``) per user,
+    an object array of str."""
+    silent = np.asarray(days_since_last_interaction, dtype=np.float64)
+    active_days = np.asarray(active_days_30d, dtype=np.float64)
+    active_days = np.where(np.isnan(active_days), 0.0, active_days)
+    sleeping = np.isnan(silent) | (silent >= cfg.sleeping_days)  # NaN compares False, without a warning
+    return select_first([sleeping, active_days >= cfg.core_active_days], ["sleeping", "core"], "active")
 
 
 def assign_value_tier(features: pd.DataFrame, cfg: ValueTierConfig) -> pd.Series:
     """Value tier code (``high_value``, ``potential_value``, ``low_value``) per user, indexed like ``features``."""
     require_columns(features, VALUE_COLUMNS, "the value tier")
-    spend = _num(features, f"spend_{VALUE_WINDOW_DAYS}d").fillna(0.0)
-    tier = np.select(
-        [spend > cfg.high_annual_spend, spend < cfg.low_annual_spend],
-        ["high_value", "low_value"],
-        default="potential_value",
-    )
+    tier = value_tier_codes(_num(features, f"spend_{VALUE_WINDOW_DAYS}d"), cfg)
     return pd.Series(tier, index=features.index, name="value_tier", dtype="object")
 
 
 def assign_activity_tier(features: pd.DataFrame, cfg: ActivityTierConfig) -> pd.Series:
     """Activity tier code (``core``, ``active``, ``sleeping``) per user, indexed like ``features``."""
     require_columns(features, ACTIVITY_COLUMNS, "the activity tier")
-    silent = _num(features, "days_since_last_interaction")
-    active_days = _num(features, "active_days_30d").fillna(0.0)
-    tier = np.select(
-        [silent.isna() | (silent >= cfg.sleeping_days), active_days >= cfg.core_active_days],
-        ["sleeping", "core"],
-        default="active",
-    )
+    tier = activity_tier_codes(_num(features, "active_days_30d"), _num(features, "days_since_last_interaction"), cfg)
     return pd.Series(tier, index=features.index, name="activity_tier", dtype="object")
 
 

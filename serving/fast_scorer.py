@@ -7,11 +7,13 @@ of it arithmetic. :class:`FastScorer` computes the same answer for the few rows 
 - the model matrix is a float64 NumPy array in the bundle's feature order, categorical features as
   their level codes (exactly what LightGBM makes of the bundle's pandas categoricals), and the same
   LightGBM boosters, calibrators, value-model composition and p10/p90 band are applied to it;
-- rule layers, refinement, reason codes and interventions follow :mod:`features.lifecycle`,
-  :mod:`features.rfm_segments`, :mod:`features.tiers`, :mod:`serving.refinement`,
-  :mod:`serving.reasons` and :mod:`serving.interventions` on NumPy arrays and Python strings, reusing
-  their functions where they take arrays (RFM threshold comparisons, expected incremental value,
-  control flags, top-k and number formatting of the reasons);
+- rule layers and refinement are computed by the array functions that define them (the batch
+  path's pandas functions wrap the same ones): :func:`features.lifecycle.lifecycle_rules`,
+  :func:`features.rfm_segments.rfm_flags`, :func:`features.tiers.value_tier_codes`,
+  :func:`features.tiers.activity_tier_codes`, :func:`serving.refinement.refined_layer_codes`;
+  reason codes and interventions follow :mod:`serving.reasons` and :mod:`serving.interventions` on
+  NumPy arrays and Python strings, reusing their array functions (expected incremental value,
+  control hashes, top-k and number formatting of the reasons);
 - churn and conversion scores and the contributions behind the reason codes are computed as
   ``ModelBundle.predict_explained`` computes them (``model.raw_score_and_contributions`` with
   ``scoring.reason_method``); the same LightGBM calls on the NumPy matrix are used instead once they
@@ -36,15 +38,16 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from features.lifecycle import FREQUENCY_WINDOW_DAYS, LIFECYCLE_COLUMNS
-from features.rfm_segments import SEGMENT_BY_RFM
-from features.tiers import VALUE_WINDOW_DAYS
-from serving.interventions import Playbook, _blake64, _mix64, expected_incremental_value
-from serving.reasons import VALUE_DIGITS, _number_strings, _top_indices, feature_labels
+from features.lifecycle import LIFECYCLE_COLUMNS, lifecycle_rules, lifecycle_stages
+from features.rfm_segments import rfm_flags, rfm_segment_codes
+from features.tiers import VALUE_WINDOW_DAYS, activity_tier_codes, value_tier_codes
+from serving.interventions import Playbook, expected_incremental_value, mix64, stable_hash64
+from serving.reasons import VALUE_DIGITS, feature_labels, number_strings, top_indices
+from serving.refinement import refined_layer_codes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNKNOWN_LEVEL = "unknown"
-_AT_RISK_FROM = ("mature", "growth", "new")
 # The rule layers' inputs: lifecycle's own list plus what the value and activity tiers read.
 _LAYER_INPUTS = (*LIFECYCLE_COLUMNS, "spend_total", f"spend_{VALUE_WINDOW_DAYS}d", "active_days_30d")
 _REASONS_TOP_N = 3
@@ -209,7 +211,7 @@ class FastScorer:
         }
         # Control groups: the pair hash is mix64(blake64(user) ^ mix64(blake64(action))) (as
         # serving.interventions.control_flags); the action half is fixed, so it is hashed once here.
-        self._action_hash = _mix64(_blake64([a.id for a in self._actions]))
+        self._action_hash = mix64(stable_hash64([a.id for a in self._actions]))
         share = self.config.interventions.control_share
         self._control_limit = np.uint64(min(int(share * 2.0**64), 2**64 - 1)) if share > 0 else None
         self._contrib_numpy: dict[int, bool] = {}
@@ -293,69 +295,19 @@ class FastScorer:
         """The four rule layers per row (``features.layers.assign_layers`` on arrays)."""
         c = {name: self._column(rows, name) for name in _LAYER_INPUTS}
         cfg = self.config.layers
-        lc = cfg.lifecycle
-        orders = np.where(np.isnan(c["orders_total"]), 0.0, c["orders_total"])
-        since_order = c["days_since_last_order"]
-        silent_raw = c["days_since_last_interaction"]
-        silent = np.where(np.isnan(silent_raw), since_order, silent_raw)
-        buyer = orders >= 1
-        repeat = orders >= 2
-        with np.errstate(invalid="ignore"):
-            churn_order_days = np.fmax(lc.churn_gap_multiplier * c["gap_mean_days"], float(lc.churn_min_days_since_order))
-            churned = buyer & (silent > lc.churn_no_interaction_days) & (since_order > churn_order_days)
-            ratio = lc.declining_trend_ratio
-            declining = repeat & ((c["trend_orders_ratio"] <= ratio) | (c["trend_spend_ratio"] <= ratio))
-            o365 = c[f"orders_{FREQUENCY_WINDOW_DAYS}d"]
-            per_30d = np.where(np.isnan(o365), 0.0, o365) * 30.0 / FREQUENCY_WINDOW_DAYS
-            mature = repeat & (
-                (per_30d >= lc.mature_orders_per_30d)
-                | (c["avg_order_value"] >= lc.mature_avg_order_value)
-                | (orders - 1 > lc.growth_max_repeat_orders)
-            )
-        lifecycle = _first_true([~buyer, churned, declining, mature, repeat],
-                                ["potential", "churned", "declining", "mature", "growth"], "new")
-
-        th = self.rfm
-        spend = np.where(np.isnan(c["spend_total"]), 0.0, c["spend_total"])
-        with np.errstate(invalid="ignore"):
-            # RfmThresholds compares Series or arrays alike.
-            r_high = buyer & np.asarray(th.recent(cast(Any, since_order)), dtype=np.bool_)
-            f_high = buyer & np.asarray(th.frequent(cast(Any, orders)), dtype=np.bool_)
-            m_high = buyer & np.asarray(th.high_spend(cast(Any, spend)), dtype=np.bool_)
-        rfm = np.array(
-            ["prospect" if not b else SEGMENT_BY_RFM[(bool(r), bool(f), bool(m))]
-             for b, r, f, m in zip(buyer, r_high, f_high, m_high, strict=True)],
-            dtype=object,
-        )
-
-        vt = cfg.value_tier
-        s365 = c[f"spend_{VALUE_WINDOW_DAYS}d"]
-        s365 = np.where(np.isnan(s365), 0.0, s365)
-        value_tier = _first_true([s365 > vt.high_annual_spend, s365 < vt.low_annual_spend],
-                                 ["high_value", "low_value"], "potential_value")
-
-        act = cfg.activity
-        days_active = np.where(np.isnan(c["active_days_30d"]), 0.0, c["active_days_30d"])
-        with np.errstate(invalid="ignore"):
-            sleeping = np.isnan(silent_raw) | (silent_raw >= act.sleeping_days)
-        activity = _first_true([sleeping, days_active >= act.core_active_days], ["sleeping", "core"], "active")
-        return {"lifecycle": lifecycle, "rfm_segment": rfm, "value_tier": value_tier, "activity_tier": activity}
+        rules = lifecycle_rules(c, cfg.lifecycle)
+        flags = rfm_flags(c["orders_total"], c["days_since_last_order"], c["spend_total"], self.rfm)
+        return {
+            "lifecycle": lifecycle_stages(rules),
+            "rfm_segment": rfm_segment_codes(flags["buyer"], flags["r_high"], flags["f_high"], flags["m_high"]),
+            "value_tier": value_tier_codes(c[f"spend_{VALUE_WINDOW_DAYS}d"], cfg.value_tier),
+            "activity_tier": activity_tier_codes(c["active_days_30d"], c["days_since_last_interaction"], cfg.activity),
+        }
 
     def refine(self, lifecycle: np.ndarray, preds: dict[str, np.ndarray]) -> np.ndarray:
-        """Refined layer per row (``serving.refinement.refine_layers`` on arrays)."""
-        cfg = self.config.refinement
-        risk, conv, value = preds["churn_risk"], preds["conversion_prob"], preds["predicted_value"]
-        with np.errstate(invalid="ignore"):
-            at_risk = np.isin(lifecycle, _AT_RISK_FROM) & (risk >= cfg.at_risk_churn_risk)
-            high_potential = (lifecycle == "new") & (value >= self.high_value) & ~at_risk
-            recoverable = (lifecycle == "churned") & ((1.0 - risk) >= cfg.recoverable_return_prob)
-            hot = (lifecycle == "potential") & (conv >= cfg.hot_prospect_conversion_prob)
-        refined = lifecycle.copy()
-        for cond, name in reversed(list(zip([at_risk, high_potential, recoverable, hot],
-                                            ["at_risk", "high_potential_new", "recoverable", "hot_prospect"],
-                                            strict=True))):
-            refined[cond] = name
-        return refined
+        """Refined layer per row (:func:`serving.refinement.refined_layer_codes`)."""
+        return refined_layer_codes(lifecycle, preds["churn_risk"], preds["conversion_prob"],
+                                   preds["predicted_value"], self.config.refinement, self.high_value)
 
     # -- reasons -----------------------------------------------------------------------------------------
     def _raw_and_contributions(self, model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -437,8 +389,8 @@ class FastScorer:
             idx = np.flatnonzero(mask)
             c = contrib[:, : len(names)]
             c = np.where(np.isnan(c), 0.0, c)
-            up = _top_indices(c, _REASONS_TOP_N)
-            down = _top_indices(-c, _REASONS_TOP_N)
+            up = top_indices(c, _REASONS_TOP_N)
+            down = top_indices(-c, _REASONS_TOP_N)
             for p in range(len(idx)):
                 row = int(idx[p])
                 for k in range(up.shape[1]):
@@ -453,7 +405,7 @@ class FastScorer:
             return out
         numbers = np.array([rows.numeric[i, col[names[j]]] if names[j] in col else np.nan
                             for i, j, _, _, _ in picks], dtype=float)
-        value_text = _number_strings(numbers, VALUE_DIGITS).to_pylist()
+        value_text = number_strings(numbers, VALUE_DIGITS).to_pylist()
         c_values = np.array([cv for *_, cv in picks], dtype=float)
         contrib_text = pc.cast(pa.array(c_values, type=pa.float64()), pa.string()).to_pylist()
         items: dict[int, list[str]] = {}
@@ -501,7 +453,7 @@ class FastScorer:
         if self._control_limit is None or len(pos) == 0:
             control = np.zeros(len(pos), dtype=bool)
         else:
-            control = _mix64(_blake64(user_ids)[pos] ^ self._action_hash[act]) < self._control_limit
+            control = mix64(stable_hash64(user_ids)[pos] ^ self._action_hash[act]) < self._control_limit
         eiv_text = pc.cast(pc.round(pa.array(eiv, type=pa.float64()), 4), pa.string()).to_pylist() if len(eiv) else []
         out: list[dict[str, Any]] = [
             {"action_id": None, "action_name": None, "action_cost": math.nan, "expected_incremental_value": math.nan,
@@ -554,15 +506,6 @@ class FastScorer:
             rec.update(actions[i])
             records.append(rec)
         return records
-
-
-def _first_true(conditions: list[np.ndarray], choices: list[str], default: str) -> np.ndarray:
-    """``np.select(conditions, choices, default)`` as an object array (the first true condition wins),
-    without ``np.select``'s fixed cost on a few rows."""
-    out = np.full(len(conditions[0]), default, dtype=object)
-    for cond, choice in zip(reversed(conditions), reversed(choices), strict=True):
-        out[cond] = choice
-    return out
 
 
 def _numpy_raw_and_contributions(model: Any, X: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:

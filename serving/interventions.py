@@ -108,7 +108,7 @@ class Playbook:
         return {a.id: float(a.unit_cost) for a in self.actions}
 
 
-def _blake64(values: Sequence[str]) -> np.ndarray:
+def stable_hash64(values: Sequence[str]) -> np.ndarray:
     """64-bit blake2b digest of each string (uint64)."""
     blake = hashlib.blake2b
     # The digests side by side, read as big-endian 64-bit integers (no Python int per value).
@@ -116,7 +116,7 @@ def _blake64(values: Sequence[str]) -> np.ndarray:
     return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
 
 
-def _mix64(x: np.ndarray) -> np.ndarray:
+def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finalizer: a bijective avalanche mix of uint64 values (wraps modulo 2**64)."""
     z = x.astype(np.uint64, copy=True)
     z ^= z >> np.uint64(30)
@@ -134,9 +134,9 @@ def _pair_hash(user_ids: Sequence[str], action_ids: Sequence[str]) -> np.ndarray
     """
     u_codes, u_values = pd.factorize(np.asarray(user_ids, dtype=object))
     a_codes, a_values = pd.factorize(np.asarray(action_ids, dtype=object))
-    hu = _blake64(list(u_values))[u_codes]
-    ha = _mix64(_blake64(list(a_values)))[a_codes]
-    return _mix64(hu ^ ha)
+    hu = stable_hash64(list(u_values))[u_codes]
+    ha = mix64(stable_hash64(list(a_values)))[a_codes]
+    return mix64(hu ^ ha)
 
 
 def control_uniform(user_id: str, action_id: str) -> float:
@@ -258,8 +258,8 @@ def candidate_actions(
         return _empty_candidates()
     act = order[pos, slot]
     user_col = users[pos]
-    action_hash = _mix64(_blake64(list(ids_sorted)))
-    pair_hash = _mix64(_blake64(list(users))[pos] ^ action_hash[act])
+    action_hash = mix64(stable_hash64(list(ids_sorted)))
+    pair_hash = mix64(stable_hash64(list(users))[pos] ^ action_hash[act])
     return pd.DataFrame(
         {
             "user_id": user_col,

@@ -92,7 +92,7 @@ def _round_significant(values: np.ndarray, digits: int) -> np.ndarray:
     return out
 
 
-def _number_strings(values: np.ndarray, digits: int | None = None) -> Any:
+def number_strings(values: np.ndarray, digits: int | None = None) -> Any:
     """JSON number text of each float (shortest round-trip form, optionally rounded to ``digits``
     significant digits); ``null`` for NaN and infinities."""
     import pyarrow as pa
@@ -104,7 +104,7 @@ def _number_strings(values: np.ndarray, digits: int | None = None) -> Any:
     return pc.if_else(pc.is_finite(arr), text, pa.scalar("null"))
 
 
-def _top_indices(matrix: np.ndarray, k: int) -> np.ndarray:
+def top_indices(matrix: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the ``k`` largest values per row, largest first (ties: lower column first;
     NaN counts as 0)."""
     from serving.reason_text import extreme_columns
@@ -220,7 +220,7 @@ def reason_texts(
         slot_col = numeric_of[flat_idx]
         has = slot_col >= 0
         slot_values[has] = gathered[row_of[has], slot_col[has]]
-    value_text = _number_strings(slot_values, VALUE_DIGITS)
+    value_text = number_strings(slot_values, VALUE_DIGITS)
     for j, text in quoted.items():
         is_j = flat_idx == j
         value_text = pc.if_else(pa.array(is_j), pc.take(text, pa.array(row_of)), value_text)

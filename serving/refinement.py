@@ -47,6 +47,36 @@ def refined_layer_label(layer: str) -> str:
     return f"{names[0]} {names[1]}" if names else layer
 
 
+def refined_layer_codes(
+    lifecycle: np.ndarray,
+    churn_risk: np.ndarray,
+    conversion_prob: np.ndarray,
+    predicted_value: np.ndarray,
+    config: RefinementConfig,
+    high_value_threshold: float,
+) -> np.ndarray:
+    """THE refinement rule on arrays: refined layer code per user, an object array of str.
+
+    Parameters are those of :func:`refine_layers` as arrays of one length: lifecycle stage codes
+    (object), churn risk and conversion probability (0..1, NaN where not scored), predicted value
+    (shop currency).
+    """
+    life = np.asarray(lifecycle, dtype=object)
+    risk = np.asarray(churn_risk, dtype=np.float64)
+    conv = np.asarray(conversion_prob, dtype=np.float64)
+    value = np.asarray(predicted_value, dtype=np.float64)
+    # NaN scores compare False (no warning): an unscored user keeps their stage.
+    at_risk = np.isin(life, _AT_RISK_FROM) & (risk >= config.at_risk_churn_risk)
+    high_potential = (life == "new") & (value >= high_value_threshold) & ~at_risk
+    recoverable = (life == "churned") & ((1.0 - risk) >= config.recoverable_return_prob)
+    hot = (life == "potential") & (conv >= config.hot_prospect_conversion_prob)
+    refined = life.copy()
+    for cond, name in ((hot, "hot_prospect"), (recoverable, "recoverable"),
+                       (high_potential, "high_potential_new"), (at_risk, "at_risk")):
+        refined[cond] = name
+    return refined
+
+
 def refine_layers(
     lifecycle: pd.Series,
     churn_risk: pd.Series,
@@ -74,22 +104,14 @@ def refine_layers(
         training time (``ModelBundle.high_potential_value``: the ``high_potential_value_quantile`` of
         the predicted values of the new buyers at the latest training cutoff).
     """
-    life = lifecycle.astype(object).to_numpy()
-    risk = pd.to_numeric(churn_risk, errors="coerce").to_numpy(dtype=float)
-    conv = pd.to_numeric(conversion_prob, errors="coerce").to_numpy(dtype=float)
-    value = pd.to_numeric(predicted_value, errors="coerce").to_numpy(dtype=float)
-    with np.errstate(invalid="ignore"):
-        at_risk = np.isin(life, _AT_RISK_FROM) & (risk >= config.at_risk_churn_risk)
-        high_potential = (life == "new") & (value >= high_value_threshold) & ~at_risk
-        recoverable = (life == "churned") & ((1.0 - risk) >= config.recoverable_return_prob)
-        hot = (life == "potential") & (conv >= config.hot_prospect_conversion_prob)
-    refined = np.select(
-        [at_risk, high_potential, recoverable, hot],
-        ["at_risk", "high_potential_new", "recoverable", "hot_prospect"],
-        default="",
-    ).astype(object)
-    keep = refined == ""
-    refined[keep] = life[keep]
+    refined = refined_layer_codes(
+        lifecycle.astype(object).to_numpy(),
+        pd.to_numeric(churn_risk, errors="coerce").to_numpy(dtype=float),
+        pd.to_numeric(conversion_prob, errors="coerce").to_numpy(dtype=float),
+        pd.to_numeric(predicted_value, errors="coerce").to_numpy(dtype=float),
+        config,
+        high_value_threshold,
+    )
     return pd.Series(refined, index=lifecycle.index, name="refined_layer", dtype=object)
 
 

@@ -99,6 +99,7 @@ class Scorer:
         model_alias: str | None = None,
     ) -> None:
         self.bundle = bundle
+        bundle.set_tree_engine(config.scoring.tree_engine)
         self.config = config
         self.model_name = model_name
         self.model_version = str(model_version)

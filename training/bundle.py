@@ -238,6 +238,18 @@ class ModelBundle:
     def _bundle_categorical(self) -> list[list[str]]:
         return [list(self.categorical_levels[f]) for f in self.feature_names if f in self.categorical_levels]
 
+    def set_tree_engine(self, engine: str) -> None:
+        """``"compiled"`` (numba kernels, :mod:`training.compiled_trees`) or ``"lightgbm"``: what evaluates
+        every model of the bundle from now on (``scoring.tree_engine``; the numbers are the same)."""
+        if engine not in ("compiled", "lightgbm"):
+            raise ValueError(f"tree engine must be 'compiled' or 'lightgbm' (got {engine!r})")
+        value = self.value_model
+        models = [self.churn_model, self.conversion_model, value.q_low_, value.q_high_,
+                  *(p for k, p in value.parts_.items() if k != "smearing")]
+        for model in models:
+            if model is not None and hasattr(model, "booster_"):
+                model.use_compiled_trees = engine == "compiled"
+
     def boosters(self) -> list[Any]:
         """Every LightGBM booster of the bundle (churn, conversion, value parts, p10/p90 models)."""
         value = self.value_model

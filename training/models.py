@@ -413,14 +413,21 @@ def _take_rows(X: ModelInput, rows: np.ndarray | None) -> ModelInput:
 class _BoostedBase(BaseEstimator):
     """Shared hyper-parameters of every LightGBM estimator here, and its compiled trees."""
 
+    #: True: the compiled trees evaluate this model (``scoring.tree_engine = "compiled"``, set through
+    #: :meth:`training.bundle.ModelBundle.set_tree_engine`); else LightGBM. Not a hyper-parameter, never saved.
+    use_compiled_trees: bool = False
+
     def compiled_trees(self) -> CompiledForest | None:
         """The booster's trees flattened for the numba kernels of :mod:`training.compiled_trees`, or None
-        when that module does not cover the model (LightGBM then predicts; the reason is logged once).
+        when that module does not cover the model (LightGBM then predicts; the reason is logged once) or
+        :attr:`use_compiled_trees` is off.
 
         Built once and cached on this instance (keyed on the booster object), like :meth:`path_tables`;
         never written by ``to_state``.
         """
         check_is_fitted(self, "booster_")
+        if not self.use_compiled_trees:
+            return None
         cached = getattr(self, "_compiled_cache", None)
         if cached is not None and cached[0] is self.booster_:
             return cached[1]

@@ -1,7 +1,7 @@
 """The faster code paths of batch scoring give exactly what the plain definitions give.
 
 ``candidate_actions`` (one sort of a user x action value matrix) against a per-user brute force;
-``_blake64`` against hashlib; ``action_columns`` on shuffled candidates (the sorting fallback) against
+``stable_hash64`` against hashlib; ``action_columns`` on shuffled candidates (the sorting fallback) against
 sorted ones; Parquet part files written with zstd and read back unchanged.
 """
 
@@ -18,12 +18,12 @@ from scoring_fixtures import SCORE_AS_OF, score_features_frame, small_bundle, sm
 from features.config import StrataConfig
 from serving.batch import read_scores, run_batch
 from serving.interventions import (
-    _blake64,
     action_columns,
     candidate_actions,
     control_flags,
     expected_incremental_value,
     select_without_budget,
+    stable_hash64,
 )
 from serving.scorer import Scorer
 
@@ -31,9 +31,9 @@ from serving.scorer import Scorer
 def test_blake64_matches_hashlib_on_awkward_strings() -> None:
     values = ["", "a", "é中文", "x" * 127, "y" * 128, "z" * 129, "u" * 1000, "b000000001"]
     expected = [int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "big") for v in values]
-    got = _blake64(values)
+    got = stable_hash64(values)
     assert got.dtype == np.uint64 and got.tolist() == expected
-    assert _blake64([]).shape == (0,) and _blake64([]).dtype == np.uint64
+    assert stable_hash64([]).shape == (0,) and stable_hash64([]).dtype == np.uint64
 
 
 def _random_scores(n: int, seed: int) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from serving.reason_text import extreme_columns, join_reasons
-from serving.reasons import _number_strings, reason_codes
+from serving.reasons import number_strings, reason_codes
 
 
 def _oracle(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +73,7 @@ def test_extreme_feature_values_give_no_warning_and_exact_text() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         text = reason_codes(contrib, features, top_n=len(values))[0]
-        numbers = _number_strings(np.array(values), 10).to_pylist()
+        numbers = number_strings(np.array(values), 10).to_pylist()
     shown = {r["feature"]: r["value"] for r in json.loads(text)}
     assert shown == {"f0": 1e-310, "f1": 5e-324, "f2": -1.7976931348623157e308, "f3": 1.23456789e-300,
                      "f4": 1e300, "f5": 2.5, "f6": None}

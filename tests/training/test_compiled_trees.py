@@ -222,6 +222,7 @@ def test_linear_trees_fall_back_to_lightgbm(caplog: pytest.LogCaptureFixture) ->
     y = 2.0 * X["a"].to_numpy() + rng.normal(scale=0.1, size=1500)
     model = BoostedRegressor(num_boost_round=20, min_data_in_leaf=20,
                              extra_params={"linear_tree": True}).fit(X, y, X_holdout=X.head(300), y_holdout=y[:300])
+    model.use_compiled_trees = True  # scoring.tree_engine = "compiled"
     with pytest.raises(compiled_trees.UnsupportedModel, match="linear trees"):
         compile_booster(model.booster_)
     with caplog.at_level(logging.INFO, logger="training.compiled_trees"):
@@ -306,10 +307,12 @@ def test_bundle_scores_unchanged_against_lightgbm(monkeypatch: pytest.MonkeyPatc
     """Batch scores and reason contributions with compiled trees are those of the LightGBM route."""
     demo_fit().bundle.save(tmp_path / "b")
     compiled = ModelBundle.load(tmp_path / "b")
+    compiled.set_tree_engine("compiled")
     features = build_features(demo_data(), DEMO_END, fast_config())
     got = compiled.predict_explained(features, "path")
     assert compiled.churn_model.compiled_trees() is not None
     lightgbm_only = ModelBundle.load(tmp_path / "b")
+    lightgbm_only.set_tree_engine("compiled")  # asked for, but compiling is refused below
 
     def refuse(booster: object) -> None:
         raise compiled_trees.UnsupportedModel("disabled by the test")
@@ -324,3 +327,24 @@ def test_bundle_scores_unchanged_against_lightgbm(monkeypatch: pytest.MonkeyPatc
         if a is not None:
             np.testing.assert_array_equal(a, b)
     pd.testing.assert_frame_equal(compiled.predict(features), want.scores, check_exact=True)
+
+
+def test_tree_engine_switch_gives_lightgbm_the_same_numbers(tmp_path: Path) -> None:
+    """``scoring.tree_engine`` (ModelBundle.set_tree_engine) switches between the engines: same scores."""
+    demo_fit().bundle.save(tmp_path / "b")
+    bundle = ModelBundle.load(tmp_path / "b")
+    assert bundle.churn_model.compiled_trees() is None  # LightGBM by default
+    bundle.set_tree_engine("compiled")
+    features = build_features(demo_data(), DEMO_END, fast_config())
+    compiled = bundle.predict_explained(features, "path")
+    assert bundle.churn_model.compiled_trees() is not None
+    bundle.set_tree_engine("lightgbm")
+    models = [bundle.churn_model, bundle.value_model.q_low_, bundle.value_model.q_high_]
+    assert all(m.compiled_trees() is None for m in models)
+    lightgbm = bundle.predict_explained(features, "path")
+    pd.testing.assert_frame_equal(compiled.scores, lightgbm.scores, check_exact=True)
+    np.testing.assert_array_equal(compiled.churn_contributions, lightgbm.churn_contributions)
+    bundle.set_tree_engine("compiled")
+    assert bundle.churn_model.compiled_trees() is not None
+    with pytest.raises(ValueError, match="tree engine"):
+        bundle.set_tree_engine("xgboost")
