@@ -25,6 +25,12 @@ def serve_command(
 
     The configuration file travels in ``STRATA_CONFIG`` (absolute path), BentoML's usage tracking is
     switched off (no network calls), and ``workers`` (processes) goes in ``BENTOML_CONFIG_OVERRIDES``.
+
+    ``BENTOML_HOME`` is a directory of this host and port (:func:`server_home`): BentoML keeps the
+    Prometheus files behind ``/metrics`` in ``$BENTOML_HOME/prometheus_multiproc_dir`` and empties that
+    directory whenever a server starts, so servers sharing one home (two ports, blue/green, a test
+    suite) would wipe each other's counters. The service needs nothing else from BentoML's home (the
+    model comes from MLflow, the features from the online store).
     """
     env = dict(os.environ)
     # The service must read the configuration this command read (./strata.toml or the defaults when
@@ -33,12 +39,23 @@ def serve_command(
     if config_path is not None:
         env[CONFIG_ENV] = str(config_path.resolve())
     env["BENTOML_DO_NOT_TRACK"] = "True"
+    env["BENTOML_HOME"] = str(server_home(host, port))
     if workers is not None:
         overrides = json.loads(env.get("BENTOML_CONFIG_OVERRIDES") or "{}")
         overrides.setdefault("services", {}).setdefault(SERVICE_NAME, {})["workers"] = workers
         env["BENTOML_CONFIG_OVERRIDES"] = json.dumps(overrides)
     cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE_IMPORT, "--host", host, "--port", str(port)]
     return cmd, env
+
+
+def server_home(host: str, port: int) -> Path:
+    """BentoML's home for the server on ``host:port``, created if needed: one per port, reused across restarts."""
+    import tempfile
+
+    safe_host = "".join(c if c.isalnum() or c in ".-" else "_" for c in host)
+    home = Path(tempfile.gettempdir()) / "strata-serve" / f"{safe_host}-{port}"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
 
 
 @app.command("serve")

@@ -64,6 +64,22 @@ def test_cache_miss_and_hit_give_the_same_body(fresh_server: RunningServer, trai
     assert fast >= 4 and batch_rows == 0, (fast, batch_rows)
 
 
+def test_starting_another_server_keeps_this_ones_metrics(
+    fresh_server: RunningServer, trained_env: TrainedEnv, server_factory: Any
+) -> None:
+    """BentoML empties its Prometheus directory when a server starts: each server needs its own."""
+    batch = trained_env.batch_scores
+    user = str(batch["user_id"].iloc[5])
+    _touch_store(trained_env, [user])  # a cache miss: something is scored
+    with fresh_server.client() as c:
+        assert c.post("/predict", json={"user_ids": [user]}).status_code == 200
+    before = _scored_rows(fresh_server)
+    assert sum(before) >= 1, before
+    other = server_factory(trained_env.config_path, trained_env.root)
+    other.stop()
+    assert _scored_rows(fresh_server) == before
+
+
 def _scored_rows(server: RunningServer) -> tuple[float, float]:
     """``strata_scored_rows_total`` of the fast and the batch path, from ``/metrics``."""
     import re
