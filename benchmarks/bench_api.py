@@ -72,10 +72,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: ``scoring.tree_engine`` of every Strata server (``--tree-engine``; the floor always runs LightGBM).
+TREE_ENGINE = {"engine": "lightgbm"}
+
+
 def _write_config(root: Path, cache_users: int) -> Path:
     path = root / f"strata-cache{cache_users}.toml"
     path.write_text(
         f"""
+[scoring]
+tree_engine = "{TREE_ENGINE['engine']}"
 [labels]
 n_cutoffs = 5
 [training]
@@ -399,12 +405,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64], help="concurrent connections")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (all servers)")
     parser.add_argument("--skip-cached", action="store_true", help="skip the runs with the answer cache on")
+    parser.add_argument("--tree-engine", choices=["lightgbm", "compiled"], default="lightgbm",
+                        help="scoring.tree_engine of the Strata servers (default: lightgbm, the configuration's "
+                             "default); the FastAPI floor always runs LightGBM")
     args = parser.parse_args(argv)
+    TREE_ENGINE["engine"] = args.tree_engine
     if not shutil.which("wrk"):
         print("wrk not found: using the Python load generator (install wrk for better figures: "
               "apt-get install -y wrk)")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
-    print(f"start: {load_average()}")
+    print(f"start: {load_average()}; strata servers with scoring.tree_engine = {args.tree_engine}")
     results: list[LoadResult] = []
     with tempfile.TemporaryDirectory(prefix="strata-bench-") as tmp:
         root = Path(tmp)
