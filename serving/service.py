@@ -163,10 +163,11 @@ class VersionState:
 
 
 class StoreVersion:
-    """A cheap fingerprint of the online store's content: SQLite ``PRAGMA data_version``.
+    """A cheap fingerprint of the online store's content: the file's inode and SQLite ``PRAGMA data_version``.
 
-    The value changes whenever another connection commits to the file (the batch job upserting), so an
-    unchanged value means the stored features are the ones the cache was filled from. One read-only
+    The inode changes when batch scoring swaps a new store file in (``os.replace``); ``data_version``
+    changes whenever another connection commits to the same file (an in-place ``OnlineStore.write``). An
+    unchanged pair means the stored features are the ones the cache was filled from. One read-only
     connection, used from the event-loop thread only; None while the file does not exist.
     """
 
