@@ -138,8 +138,8 @@ class _Classifier:
     model: Any
 
     def proba(self, X: np.ndarray) -> np.ndarray:
-        # The model's own raw score on the NumPy matrix: its compiled trees (training.compiled_trees),
-        # or LightGBM on one thread for a model they do not cover, exactly as batch scoring computes it.
+        # The model's own raw score on the NumPy matrix, exactly as batch scoring computes it: LightGBM,
+        # or the compiled trees (training.compiled_trees) with scoring.tree_engine = "compiled".
         return np.asarray(self.model.proba_from_raw(self.model.raw_score(X)), dtype=float)
 
 
@@ -148,7 +148,7 @@ def _boosted_classifier(model: Any) -> _Classifier:
 
 
 def _regress(model: Any, X: np.ndarray) -> np.ndarray:
-    """``BoostedRegressor.predict`` on the NumPy model matrix (compiled trees, as in batch)."""
+    """``BoostedRegressor.predict`` on the NumPy model matrix (the tree engine batch scoring uses)."""
     return np.asarray(model.predict(X), dtype=float)
 
 
@@ -510,8 +510,8 @@ class FastScorer:
 
 def _numpy_raw_and_contributions(model: Any, X: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
     """What ``CalibratedBoostedClassifier.raw_score_and_contributions`` computes, on a NumPy model matrix:
-    the model's compiled trees (:mod:`training.compiled_trees`), or LightGBM on one thread for a model
-    they do not cover; TreeSHAP contributions from LightGBM. Checked against the batch method once
+    LightGBM on one thread, or the model's compiled trees (:mod:`training.compiled_trees`) when
+    ``scoring.tree_engine = "compiled"`` and they cover the model; TreeSHAP contributions from LightGBM. Checked against the batch method once
     per model (:meth:`FastScorer._numpy_route_matches`)."""
     from training.compiled_trees import predict_raw, raw_and_contributions
 
