@@ -28,7 +28,7 @@ from serving.interventions import (
 from serving.scorer import Scorer
 
 
-def test_blake64_matches_hashlib_on_awkward_strings() -> None:
+def test_stable_hash64_matches_hashlib_blake2b_on_awkward_strings() -> None:
     values = ["", "a", "é中文", "x" * 127, "y" * 128, "z" * 129, "u" * 1000, "b000000001"]
     expected = [int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "big") for v in values]
     got = stable_hash64(values)
