@@ -1,4 +1,4 @@
-"""Reading input tables as raw strings, and finding them in a data directory.
+"""Reading input tables as raw strings, finding them in a data directory, and writing files durably.
 
 Readers never coerce values: every cell comes back as the string in the file (Parquet values are
 rendered as strings, timestamps as ISO-8601 UTC), so validation can name the offending value. Problems
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -321,3 +322,18 @@ def write_table(df: pd.DataFrame, path: Path | str) -> Path:
         table = pa.Table.from_pandas(table_as_strings(df), preserve_index=False)
         pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="needed"))
     return path
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry to disk (after an ``os.replace`` into it), where the platform allows it.
+
+    A directory that cannot be opened for reading (some platforms and file systems) is left as it is.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

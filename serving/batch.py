@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import StrataError
+from features.io import fsync_dir
 from serving.interventions import select_without_budget
 from serving.scorer import OUTPUT_COLUMNS, Scorer
 
@@ -190,17 +191,6 @@ def _atomic_write_frame(frame: pd.DataFrame, path: Path, fmt: OutputFormat) -> N
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- run key
@@ -539,7 +529,7 @@ def run_batch(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     return summary
 
 

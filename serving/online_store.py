@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import StrataError
+from features.io import fsync_dir
 
 if TYPE_CHECKING:
     from serving.fast_scorer import FeatureRows
@@ -420,7 +421,7 @@ class Snapshot:
                 live.close()
         for stale in (f"{self.build_path}-journal",):
             Path(stale).unlink(missing_ok=True)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def discard(self) -> None:
         """Close and delete the build file (the live store is untouched)."""
@@ -433,17 +434,6 @@ class Snapshot:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _insert(
