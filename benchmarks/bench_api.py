@@ -72,16 +72,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-#: ``scoring.tree_engine`` of every Strata server (``--tree-engine``; the floor always runs LightGBM).
-TREE_ENGINE = {"engine": "lightgbm"}
-
-
-def _write_config(root: Path, cache_users: int) -> Path:
+def _write_config(root: Path, cache_users: int, tree_engine: str = "lightgbm") -> Path:
     path = root / f"strata-cache{cache_users}.toml"
     path.write_text(
         f"""
 [scoring]
-tree_engine = "{TREE_ENGINE['engine']}"
+tree_engine = "{tree_engine}"
 [labels]
 n_cutoffs = 5
 [training]
@@ -201,10 +197,10 @@ class Server:
         self.log.close()
 
 
-def start_strata(root: Path, cache_users: int, workers: int) -> Server:
+def start_strata(root: Path, cache_users: int, workers: int, tree_engine: str) -> Server:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("STRATA_API_KEY", "MLFLOW_TRACKING_URI")}
-    cmd = [sys.executable, "-m", "strata_cli.main", "serve", "--config", str(_write_config(root, cache_users)),
+    cmd = [sys.executable, "-m", "strata_cli.main", "serve", "--config", str(_write_config(root, cache_users, tree_engine)),
            "--port", str(port), "--workers", str(workers)]
     return Server(cmd, port, root, env, "/readyz")
 
@@ -409,7 +405,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="scoring.tree_engine of the Strata servers (default: lightgbm, the configuration's "
                              "default); the FastAPI floor always runs LightGBM")
     args = parser.parse_args(argv)
-    TREE_ENGINE["engine"] = args.tree_engine
     if not shutil.which("wrk"):
         print("wrk not found: using the Python load generator (install wrk for better figures: "
               "apt-get install -y wrk)")
@@ -430,9 +425,9 @@ def main(argv: list[str] | None = None) -> int:
         # load hits every side alike.
         servers: list[tuple[str, Server, list[str], dict[str, str]]] = []
         try:
-            servers.append((UNCACHED, start_strata(root, 0, args.workers), predict_bodies, headers))
+            servers.append((UNCACHED, start_strata(root, 0, args.workers, args.tree_engine), predict_bodies, headers))
             if not args.skip_cached:
-                cached = start_strata(root, len(sample), args.workers)
+                cached = start_strata(root, len(sample), args.workers, args.tree_engine)
                 servers.append((CACHED, cached, predict_bodies, headers))
                 warm = warm_cache(cached.url + "/predict", [user_ids[i] for i in sample])
                 print(f"cache warm-up: {len(sample)} users in {warm:.1f} s")
