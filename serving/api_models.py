@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ _USER_IDS_ONLY = frozenset({"user_ids"})
 def simple_user_ids(body: bytes, limit: int) -> list[str] | None:
     """The ids of a ``/predict`` body of the common shape ``{"user_ids": [...]}``, else None.
 
-    A cheap check (one ``json.loads``, no pydantic model) for the hot path. It accepts only what
+    A cheap check (one ``orjson.loads``, no pydantic model) for the hot path. It accepts only what
     :class:`PredictRequest` certainly accepts and the service answers with 200: an ASCII body whose one
     key is ``user_ids``, a list of 1 to ``limit`` ASCII strings of 1 to 256 characters. Anything else
     (raw rows, other keys, non-ASCII text, bad values, too many ids) gives None, and the caller takes the
@@ -137,8 +138,8 @@ def simple_user_ids(body: bytes, limit: int) -> list[str] | None:
     if not body.isascii():
         return None
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:  # also NaN tokens and huge integers, which json would read: full path
         return None
     if type(data) is not dict or data.keys() != _USER_IDS_ONLY:
         return None
@@ -323,9 +324,14 @@ def _json_list(value: Any) -> list[Any] | None:
         return None
     if isinstance(value, list):
         return value
-    # Non-finite numbers (NaN/Infinity tokens, overflowing literals) become None while parsing: JSON
-    # has no NaN, and one pass is cheaper than walking the parsed value again.
-    parsed = json.loads(value, parse_constant=lambda _token: None, parse_float=_finite_float)
+    try:
+        # orjson refuses NaN/Infinity tokens, overflowing literals and integers beyond 64 bits, so what
+        # it parses has only finite numbers: the same values as the json path below, several times faster.
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        # Non-finite numbers (NaN/Infinity tokens, overflowing literals) become None while parsing: JSON
+        # has no NaN, and one pass is cheaper than walking the parsed value again.
+        parsed = json.loads(value, parse_constant=lambda _token: None, parse_float=_finite_float)
     return parsed if isinstance(parsed, list) else None
 
 
@@ -363,9 +369,20 @@ def unknown_user(user_id: str) -> dict[str, Any]:
     return {**_EMPTY_RESULT, "user_id": user_id, "status": "unknown_user"}
 
 
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value orjson can write (orjson's ``default`` hook)."""
+    item = getattr(value, "item", None)
+    if item is None:
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    return item()
+
+
 def encode_result(result: dict[str, Any]) -> bytes:
-    """One result dict as compact JSON bytes (floats written exactly: ``repr`` round-trips)."""
-    return json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    """One result dict as compact UTF-8 JSON bytes (orjson; floats in their shortest round-trip form).
+
+    :func:`result_from_record` leaves no NaN or infinity; should one slip through, it is written as
+    ``null`` (JSON has no NaN), never an error."""
+    return orjson.dumps(result, default=_plain)
 
 
 def encode_results(parts: Sequence[bytes]) -> bytes:

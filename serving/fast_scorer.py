@@ -152,6 +152,19 @@ def _regress(model: Any, X: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(X), dtype=float)
 
 
+@dataclass(frozen=True)
+class _MatrixPlan:
+    """Column positions of one :class:`FeatureRows` layout: numeric column index by name, the model
+    matrix columns ``dst`` filled from numeric columns ``src``, the categorical (column, feature) pairs,
+    and why no model matrix can be built from it (None: it can)."""
+
+    col: dict[str, int]
+    dst: np.ndarray
+    src: np.ndarray
+    cats: list[tuple[int, str]]
+    error: str | None
+
+
 class FastScorer:
     """Scores a few feature rows exactly as :meth:`Scorer.score_features` (``budget=None``) does.
 
@@ -215,35 +228,56 @@ class FastScorer:
         share = self.config.interventions.control_share
         self._control_limit = np.uint64(min(int(share * 2.0**64), 2**64 - 1)) if share > 0 else None
         self._contrib_numpy: dict[int, bool] = {}
+        self._plans: dict[tuple[tuple[str, ...], tuple[str, ...]], _MatrixPlan] = {}
 
     # -- model matrix --------------------------------------------------------------------------------
+    def _plan(self, rows: FeatureRows) -> _MatrixPlan:
+        """Where each model feature comes from in ``rows`` (cached per column layout: the online store
+        always hands over the same one)."""
+        key = (tuple(rows.numeric_names), tuple(rows.strings))
+        plan = self._plans.get(key)
+        if plan is None:
+            col = {c: j for j, c in enumerate(rows.numeric_names)}
+            dst: list[int] = []
+            src: list[int] = []
+            cats: list[tuple[int, str]] = []
+            error = None
+            for k, f in enumerate(self.feature_names):
+                if f in self.levels:
+                    if f in rows.strings:
+                        cats.append((k, f))
+                    else:
+                        error = error or (f"categorical feature {f} arrives as a number" if f in col
+                                          else f"missing feature {f}")
+                elif f in col:
+                    dst.append(k)
+                    src.append(col[f])
+                else:
+                    error = error or f"feature {f} is missing or not numeric"
+            plan = _MatrixPlan(col, np.asarray(dst, dtype=np.intp), np.asarray(src, dtype=np.intp), cats, error)
+            if len(self._plans) >= 16:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
     def model_matrix(self, rows: FeatureRows) -> np.ndarray:
         """The float64 model input ``(n, n_features)``: numeric features as they are, categoricals as codes."""
-        n = len(rows)
-        X = np.empty((n, len(self.feature_names)), dtype=np.float64)
-        col = {c: j for j, c in enumerate(rows.numeric_names)}
-        for k, f in enumerate(self.feature_names):
-            if f in self.levels:
-                codes = self._level_codes[f]
-                unknown = codes[UNKNOWN_LEVEL]
-                if f in rows.strings:
-                    values: Sequence[Any] = rows.strings[f]
-                    X[:, k] = [unknown if _missing(v) else codes.get(str(v), unknown) for v in values]
-                elif f in col:
-                    raise FastPathUnsupported(f"categorical feature {f} arrives as a number")
-                else:
-                    raise FastPathUnsupported(f"missing feature {f}")
-            elif f in col:
-                X[:, k] = rows.numeric[:, col[f]]
-            else:
-                raise FastPathUnsupported(f"feature {f} is missing or not numeric")
+        plan = self._plan(rows)
+        if plan.error is not None:
+            raise FastPathUnsupported(plan.error)
+        X = np.empty((len(rows), len(self.feature_names)), dtype=np.float64)
+        X[:, plan.dst] = rows.numeric[:, plan.src]
+        for k, f in plan.cats:
+            codes = self._level_codes[f]
+            unknown = codes[UNKNOWN_LEVEL]
+            values: Sequence[Any] = rows.strings[f]
+            X[:, k] = [unknown if _missing(v) else codes.get(str(v), unknown) for v in values]
         return X
 
     def _column(self, rows: FeatureRows, name: str) -> np.ndarray:
-        try:
-            j = rows.numeric_names.index(name)
-        except ValueError:
-            raise FastPathUnsupported(f"layer input {name} is missing or not numeric") from None
+        j = self._plan(rows).col.get(name)
+        if j is None:
+            raise FastPathUnsupported(f"layer input {name} is missing or not numeric")
         return rows.numeric[:, j]
 
     # -- scores ------------------------------------------------------------------------------------------

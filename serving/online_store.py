@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from features.errors import StrataError
@@ -558,7 +559,7 @@ class _FeatureLayout:
         for j, c in enumerate(self.numeric):
             data[c] = pd.Series(num[:, j].copy(), dtype="float64")
         if self.strings:
-            decoded = [json.loads(r[3]) for r in rows]
+            decoded = [orjson.loads(r[3]) for r in rows]
             for j, c in enumerate(self.strings):
                 data[c] = pd.Series([d[j] for d in decoded], dtype=object).astype(
                     self.dtypes[c]  # type: ignore[call-overload]
@@ -575,7 +576,7 @@ class _FeatureLayout:
         strings: dict[str, list[object]] = {c: [] for c in self.strings}
         if self.strings:
             for r in rows:
-                values = json.loads(r[3])
+                values = orjson.loads(r[3])
                 for j, c in enumerate(self.strings):
                     strings[c].append(values[j])
         return FeatureRows(
