@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -319,14 +320,20 @@ def _finite_float(text: str) -> float | None:
     return f if math.isfinite(f) else None
 
 
+_LONG_DIGIT_RUN = re.compile(r"\d{19}")
+
+
 def _json_list(value: Any) -> list[Any] | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, list):
         return value
     try:
-        # orjson refuses NaN/Infinity tokens, overflowing literals and integers beyond 64 bits, so what
-        # it parses has only finite numbers: the same values as the json path below, several times faster.
+        # orjson refuses NaN/Infinity tokens and overflowing literals, so what it parses has only finite
+        # numbers: the same values as the json path below, several times faster. It reads integers beyond
+        # 64 bits as floats, though: text with 19 or more digits in a row goes the json way.
+        if _LONG_DIGIT_RUN.search(value) is not None:
+            raise orjson.JSONDecodeError("long integer", value, 0)
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError:
         # Non-finite numbers (NaN/Infinity tokens, overflowing literals) become None while parsing: JSON

@@ -91,3 +91,61 @@ def test_whatever_the_fast_parse_accepts_the_model_accepts_identically(data: dic
     if fast is not None:
         assert _model_ids(body) == fast
         assert set(data) == {"user_ids"}
+
+
+# ----------------------------------------------------------------------------- result encoding
+
+def _json_list_reference(text: str) -> Any:
+    """What ``_json_list`` computed before orjson: the json module, non-finite numbers read as None."""
+    import math
+
+    def finite(token: str) -> float | None:
+        f = float(token)
+        return f if math.isfinite(f) else None
+
+    parsed = json.loads(text, parse_constant=lambda _token: None, parse_float=finite)
+    return parsed if isinstance(parsed, list) else None
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(min_value=-(2**70), max_value=2**70) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.lists(_JSON_VALUES, max_size=6), specials=st.lists(
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-1e400", "123456789012345678901234567890"]), max_size=2))
+def test_reason_lists_parse_as_the_json_module_parses_them(value: list[Any], specials: list[str]) -> None:
+    """orjson reads what it can (finite numbers, 64-bit integers); NaN tokens, overflowing literals and
+    huge integers fall back to the json module: the parsed value is the same either way."""
+    from serving.api_models import _json_list
+
+    text = json.dumps(value, ensure_ascii=False)
+    if specials:
+        text = text[:-1] + (", " if value else "") + ", ".join(specials) + "]"
+    expected = _json_list_reference(text)
+    got = _json_list(text)
+    assert json.dumps(got) == json.dumps(expected)  # NaN-free, so equal text means equal values and types
+    assert [type(v) for v in got] == [type(v) for v in expected]
+
+
+def test_encoded_results_are_compact_utf8_json_and_never_fail_on_nan() -> None:
+    """The encoder writes what ``json.loads`` reads back to the same dict; NumPy scalars are plain values;
+    a stray NaN is written as null (never an error, which would be a 5xx)."""
+    import math
+
+    import numpy as np
+
+    from serving.api_models import encode_result
+
+    result = {"user_id": "é/\u2028", "churn_risk": 0.1, "predicted_value": 1e-06, "value_p90": 1e20,
+              "as_of": "2024-01-01T00:00:00+00:00", "reasons": [{"value": None, "contribution": -0.5}],
+              "control": True, "n": np.int64(3), "x": np.float64(2.5)}
+    encoded = encode_result(result)
+    assert b" " not in encoded and "é".encode() in encoded
+    back = json.loads(encoded)
+    assert back == {**result, "n": 3, "x": 2.5}
+    assert json.loads(encode_result({"churn_risk": math.nan})) == {"churn_risk": None}
