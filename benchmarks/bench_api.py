@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from features.config import StrataConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "bench-key"
 AS_OF = "2024-12-31"
@@ -72,7 +74,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _write_config(root: Path, cache_users: int, tree_engine: str = "lightgbm") -> Path:
+def _write_config(root: Path, cache_users: int, tree_engine: str) -> Path:
     path = root / f"strata-cache{cache_users}.toml"
     path.write_text(
         f"""
@@ -401,9 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64], help="concurrent connections")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (all servers)")
     parser.add_argument("--skip-cached", action="store_true", help="skip the runs with the answer cache on")
-    parser.add_argument("--tree-engine", choices=["lightgbm", "compiled"], default="lightgbm",
-                        help="scoring.tree_engine of the Strata servers (default: lightgbm, the configuration's "
-                             "default); the FastAPI floor always runs LightGBM")
+    parser.add_argument("--tree-engine", choices=["lightgbm", "compiled"],
+                        default=StrataConfig().scoring.tree_engine,
+                        help="scoring.tree_engine of the Strata servers (default: the configuration's default, "
+                             "%(default)s); the FastAPI floor always runs LightGBM")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         print("wrk not found: using the Python load generator (install wrk for better figures: "

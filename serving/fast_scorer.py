@@ -133,23 +133,15 @@ class FeatureRows:
         return pd.DataFrame(data)
 
 
-@dataclass(frozen=True)
-class _Classifier:
-    model: Any
+def _value_predictions(value_model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(predicted value, p10, p90) per row of the NumPy model matrix, as batch scoring computes them.
 
-    def proba(self, X: np.ndarray) -> np.ndarray:
-        # The model's own raw score on the NumPy matrix, exactly as batch scoring computes it: LightGBM,
-        # or the compiled trees (training.compiled_trees) with scoring.tree_engine = "compiled".
-        return np.asarray(self.model.proba_from_raw(self.model.raw_score(X)), dtype=float)
-
-
-def _boosted_classifier(model: Any) -> _Classifier:
-    return _Classifier(model)
-
-
-def _regress(model: Any, X: np.ndarray) -> np.ndarray:
-    """``BoostedRegressor.predict`` on the NumPy model matrix (the tree engine batch scoring uses)."""
-    return np.asarray(model.predict(X), dtype=float)
+    ``FutureValueModel.predict_with_interval``: with compiled trees, one numba call walks every value
+    booster (the buy classifier and spend regression, or the Tweedie regression, and both quantile
+    models) on each row; with LightGBM, each booster predicts.
+    """
+    value, p10, p90 = value_model.predict_with_interval(X)
+    return np.asarray(value, dtype=float), np.asarray(p10, dtype=float), np.asarray(p90, dtype=float)
 
 
 @dataclass(frozen=True)
@@ -296,9 +288,18 @@ class FastScorer:
         buyers = ~prospect
         bundle = self.scorer.bundle
         has_conv = prospect & (bundle.conversion_model is not None)
+        explained: list[tuple[np.ndarray, np.ndarray, str]] = []
+        if n and self.reason_method == "path" and bundle.has_fused_trees():
+            # One walk of the compiled trees per row: the classifier with its path credits and every value
+            # booster (what batch scoring runs on the same matrix).
+            scores, fused = bundle.predict_matrix(X, prospect, "path")
+            for key, mask, score in (("churn", buyers, "churn_risk"), ("conversion", has_conv, "conversion_prob")):
+                c = fused[key]
+                if c is not None and mask.any():
+                    explained.append((mask, c, score))
+            return scores, explained
         churn = np.full(n, np.nan)
         conv = np.full(n, np.nan)
-        explained: list[tuple[np.ndarray, np.ndarray, str]] = []
         for model, mask, out, score in ((bundle.churn_model, buyers, churn, "churn_risk"),
                                         (bundle.conversion_model, has_conv, conv, "conversion_prob")):
             if model is None or not mask.any():
@@ -306,20 +307,10 @@ class FastScorer:
             raw, contrib = self._raw_and_contributions(model, X if mask.all() else X[mask])
             out[mask] = model.proba_from_raw(raw)
             explained.append((mask, contrib, score))
-        value_model = self.value
-        parts = value_model.parts_
         if n == 0:
             value = p10 = p90 = np.zeros(0)
         else:
-            if value_model.kind_ == "hurdle":
-                p_buy = _boosted_classifier(parts["buy"]).proba(X)
-                spend_if_buy = np.maximum(np.exp(_regress(parts["spend"], X)) * parts["smearing"] - 1.0, 0.0)
-                value = p_buy * spend_if_buy
-            else:
-                value = np.maximum(_regress(parts["tweedie"], X), 0.0)
-            lo = np.maximum(_regress(value_model.q_low_, X), 0.0)
-            hi = np.maximum(_regress(value_model.q_high_, X), 0.0)
-            p10, p90 = np.minimum(lo, hi), np.maximum(lo, hi)
+            value, p10, p90 = _value_predictions(self.value, X)
         preds = {"churn_risk": churn, "conversion_prob": conv, "predicted_value": value,
                  "value_p10": p10, "value_p90": p90}
         return preds, explained

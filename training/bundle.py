@@ -316,18 +316,51 @@ class ModelBundle:
             raise FeatureMismatchError("features: missing column user_id")
         # Built once: every model reads the same float64 matrix (compiled trees or LightGBM).
         X = self.numeric_model_matrix(features)
-        n = len(X)
         prospect = self._prospect_mask(features)
+        scores, contrib = self.predict_matrix(X, prospect, method)
+        n = len(X)
+        buyers = ~prospect
+        has_conv = prospect & (self.conversion_model is not None)
+        return ExplainedPrediction(
+            scores=pd.DataFrame({"user_id": features["user_id"].astype(str).to_numpy(), **scores}),
+            feature_names=list(self.feature_names),
+            churn_rows=buyers if contrib["churn"] is not None else np.zeros(n, dtype=bool),
+            churn_contributions=contrib["churn"],
+            conversion_rows=has_conv if contrib["conversion"] is not None else np.zeros(n, dtype=bool),
+            conversion_contributions=contrib["conversion"],
+        )
+
+    def predict_matrix(
+        self, X: np.ndarray | pd.DataFrame, prospect: np.ndarray, method: ReasonMethod | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray | None]]:
+        """Every score of the rows of a model matrix, and the contributions behind churn and conversion.
+
+        ``X``: :meth:`numeric_model_matrix` (or :meth:`model_matrix`); ``prospect``: bool per row (True:
+        prospect, scored by the conversion model; False: buyer, scored by the churn model); ``method``:
+        None (no contributions), ``"path"`` or ``"shap"`` (see :meth:`predict_explained`).
+
+        Returns the :data:`SCORE_COLUMNS` arrays (as :meth:`predict`) and the contributions
+        ``{"churn": ..., "conversion": ...}`` (rows of the buyers / prospects in input order; None when
+        not computed). With compiled trees for every booster (``scoring.tree_engine = "compiled"``)
+        buyers and prospects are each scored in one walk of all their boosters
+        (:func:`training.compiled_trees.predict_group`); else each model predicts on its own. The
+        numbers are the same either way.
+        """
+        n = len(X)
         churn = np.full(n, np.nan)
         conv = np.full(n, np.nan)
         buyers = ~prospect
         has_conv = prospect & (self.conversion_model is not None)
         contrib: dict[str, np.ndarray | None] = {"churn": None, "conversion": None}
+        groups = self._compiled_groups() if isinstance(X, np.ndarray) and n and method in (None, "path") else None
+        if groups is not None:
+            assert isinstance(X, np.ndarray)
+            value, p10, p90 = self._fused_scores(X, prospect, method, groups, churn, conv, contrib)
         for key, model, mask, out in (
             ("churn", self.churn_model, buyers, churn),
             ("conversion", self.conversion_model, has_conv, conv),
         ):
-            if model is None or not mask.any():
+            if groups is not None or model is None or not mask.any():
                 continue
             # The float64 matrix is scored in place (row numbers; no copy of the selected rows).
             rows = None if mask.all() else np.flatnonzero(mask)
@@ -338,26 +371,87 @@ class ModelBundle:
             else:
                 raw, contrib[key] = model.raw_score_and_contributions(Xm, method, at)
                 out[mask] = model.proba_from_raw(raw)
-        value = self.value_model.predict(X) if n else np.zeros(0)
-        p10, p90 = self.value_model.predict_interval(X) if n else (np.zeros(0), np.zeros(0))
-        scores = pd.DataFrame(
-            {
-                "user_id": features["user_id"].astype(str).to_numpy(),
-                "churn_risk": churn,
-                "conversion_prob": conv,
-                "predicted_value": value,
-                "value_p10": p10,
-                "value_p90": p90,
-            }
-        )
-        return ExplainedPrediction(
-            scores=scores,
-            feature_names=list(self.feature_names),
-            churn_rows=buyers if contrib["churn"] is not None else np.zeros(n, dtype=bool),
-            churn_contributions=contrib["churn"],
-            conversion_rows=has_conv if contrib["conversion"] is not None else np.zeros(n, dtype=bool),
-            conversion_contributions=contrib["conversion"],
-        )
+        if groups is None:
+            value = self.value_model.predict(X) if n else np.zeros(0)
+            p10, p90 = self.value_model.predict_interval(X) if n else (np.zeros(0), np.zeros(0))
+        scores = {"churn_risk": churn, "conversion_prob": conv, "predicted_value": value, "value_p10": p10,
+                  "value_p90": p90}
+        return scores, contrib
+
+    def has_fused_trees(self) -> bool:
+        """True when :meth:`predict_matrix` scores each row in one walk of the compiled trees (every
+        booster compiled: ``scoring.tree_engine = "compiled"`` and models the kernels cover)."""
+        return self._compiled_groups() is not None
+
+    def _compiled_groups(self) -> dict[str, Any] | None:
+        """With compiled trees for every booster: the forest groups of :meth:`_fused_scores`, else None.
+
+        ``"buyers"``: churn then the value model's boosters (:meth:`FutureValueModel.boosted_parts`);
+        ``"prospects"``: conversion (if the bundle has it) then the same value boosters; ``"value"``: the
+        value boosters' compiled forests (for their output transforms). Built once per
+        set of compiled forests (cached here; rebuilt when the tree engine or a model changes).
+        """
+        models = [self.churn_model, self.conversion_model, *self.value_model.boosted_parts()]
+        # Keyed on what decides the answer, read without sklearn's fitted checks (microseconds per model,
+        # per API call): each model, its engine switch and its booster.
+        key = tuple((id(m), getattr(m, "use_compiled_trees", None), id(getattr(m, "booster_", None))) for m in models)
+        cached = getattr(self, "_group_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]  # type: ignore[no-any-return]
+        forests = tuple(None if m is None else m.compiled_trees() for m in models)
+        groups: dict[str, Any] | None = None
+        # Else LightGBM: the engine, or a model the compiled trees do not cover (logged once by the model).
+        if forests[0] is not None and all(f is not None for f in forests[2:]) and (
+                self.conversion_model is None or forests[1] is not None):
+            from training.compiled_trees import compile_group
+
+            value = [f for f in forests[2:] if f is not None]
+            groups = {"buyers": compile_group([forests[0], *value]),
+                      "prospects": compile_group(value if forests[1] is None else [forests[1], *value]),
+                      "value": value}
+        # The models and boosters are held with the key, so that no other object can take their ids.
+        self._group_cache = (key, groups, models, [getattr(m, "booster_", None) for m in models])
+        return groups
+
+    def _fused_scores(
+        self, X: np.ndarray, prospect: np.ndarray, method: ReasonMethod | None, groups: dict[str, Any],
+        churn: np.ndarray, conv: np.ndarray, contrib: dict[str, np.ndarray | None],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every score from one walk per row of the compiled trees (:func:`training.compiled_trees.predict_group`).
+
+        Buyers: churn and the value boosters; prospects: conversion (if any) and the value boosters.
+        Fills ``churn``, ``conv`` and ``contrib`` (``method="path"``) in place as the per-model route
+        does and returns ``(value, p10, p90)``; every number is the one the per-model route computes
+        (same raw sums, then the same calibrators, transforms and value composition, on the same arrays).
+        """
+        from training.compiled_trees import group_raw_and_contributions, predict_group, to_response_scale
+
+        parts = self.value_model.boosted_parts()
+        n = len(X)
+        outputs = np.empty((len(parts), n))
+        for key, model, mask, out in (("buyers", self.churn_model, ~prospect, churn),
+                                      ("prospects", self.conversion_model, prospect, conv)):
+            if not mask.any():
+                continue
+            rows = None if mask.all() else np.flatnonzero(mask)
+            group = groups[key]
+            if model is not None and method == "path":
+                raw, contrib["churn" if key == "buyers" else "conversion"] = group_raw_and_contributions(
+                    group, model.path_tables(), X, rows)
+            else:
+                raw = predict_group(group, X, rows, raw_score=True)
+            first = 0
+            if model is not None:
+                out[mask] = model.proba_from_raw(raw[0])
+                first = 1
+            if rows is None:
+                outputs[:] = raw[first:]
+            else:
+                outputs[:, rows] = raw[first:]
+        for part, forest, row in zip(parts, groups["value"], outputs, strict=True):
+            if not isinstance(part, CalibratedBoostedClassifier):  # regressors: response scale, as predict()
+                to_response_scale(forest, row)
+        return self.value_model.predict_from_parts(list(outputs))
 
     def raw_churn_score(self, features: pd.DataFrame) -> np.ndarray:
         """Uncalibrated churn score (log-odds of the booster) per row, for every row given."""

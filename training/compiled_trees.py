@@ -11,7 +11,14 @@ kernels walk them on a C-contiguous float64 matrix:
 - :func:`predict`: the same passed through the objective's output transform (sigmoid, exp);
 - :func:`predict_leaves`: the leaf of every row in every tree (``pred_leaf=True``);
 - :func:`raw_and_contributions`: raw score plus the path (Saabas) contributions of
-  :mod:`training.tree_paths` in one walk, using that module's per-leaf credit tables.
+  :mod:`training.tree_paths` in one walk, using that module's per-leaf credit tables;
+- :func:`predict_group` and :func:`group_raw_and_contributions`: several boosters that score the same
+  rows (a :class:`ForestGroup`, :func:`compile_group`) in one pass: each row's columns are filled once
+  for all of them, and each booster's output is still its own sum in its own tree order.
+
+Speed (``benchmarks/bench_scoring.py``): rows are walked 16 at a time as interleaved lanes (single
+rows: 8 trees at a time), each step one 16-byte node record, with unsigned slot numbers so that numba
+emits no negative-index checks; on the bundle's boosters that is about 4x LightGBM's CPU time.
 
 The decision at a node is LightGBM 4.x's ``Tree::NumericalDecision`` / ``Tree::CategoricalDecision``
 (``include/LightGBM/tree.h``) applied to the value LightGBM's dense-row conversion hands it:
@@ -34,7 +41,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -72,9 +81,11 @@ _TRANSFORMS = {
 }
 
 
-#: Rows walked together (lanes): their walks are independent, so the CPU overlaps them. Measured on
-#: the bundle's boosters (200k rows): 6 lanes 1.80 CPU-s, 8 lanes 1.66, 12 lanes 1.55-1.65, 16 lanes 1.54.
-LANES = 12
+#: Rows walked together (lanes) by :func:`_block`: their walks are independent, so the CPU overlaps them.
+#: Measured on the bundle's boosters (200k rows, one thread, CPU-s for all six): 12 lanes 1.10,
+#: 16 lanes 1.04-1.06, 20 lanes 1.03, 24 lanes 1.06; walking a tree over 2-4 blocks before the next
+#: (tree-major, to reuse its nodes from cache) changed nothing measurable.
+LANES = 16  # :func:`_block` is written out for 16 lanes: change both together
 
 
 class UnsupportedModel(ValueError):
@@ -171,6 +182,11 @@ class CompiledForest:
     @property
     def n_slots(self) -> int:
         return len(self.slot_leaf)
+
+    @cached_property
+    def group(self) -> ForestGroup:
+        """This forest alone as a :class:`ForestGroup`: what the kernels walk (built once)."""
+        return compile_group([self])
 
 
 # ----------------------------------------------------------------------------- flattening
@@ -341,9 +357,10 @@ def _read_nodes(booster: Any) -> tuple[_Nodes, str]:
 
 
 #: Share of the training rows (``leaf_count``) whose leaf every row walks to branch-free; rows on
-#: deeper paths finish in a per-row loop. Measured on the bundle's boosters: 0.9 beats both the
-#: maximum depth (every row pays for the deepest leaf) and lower shares (more mispredicted loops).
-_STEPS_SHARE = 0.9
+#: deeper paths finish in a per-row loop. Measured on the bundle's six boosters (200k rows, one
+#: thread, CPU-s): 0.7 1.09, 0.8 1.05, 0.9 0.93, 0.95 0.89-0.90, 0.97 0.89, 0.99 0.94, 1.0 (the
+#: maximum depth: every row pays for the deepest leaf) 0.96.
+_STEPS_SHARE = 0.95
 
 
 def _typical_depth(depths: list[tuple[int, int]]) -> int:
@@ -466,7 +483,9 @@ def compile_booster(booster: Any) -> CompiledForest:
         says which).
     """
     nodes, objective = _read_nodes(booster)
-    return _layout(nodes, objective)
+    forest = _layout(nodes, objective)
+    _ = forest.group  # laid out for the kernels now, not at the first prediction
+    return forest
 
 
 def try_compile(booster: Any, what: str) -> CompiledForest | None:
@@ -479,6 +498,147 @@ def try_compile(booster: Any, what: str) -> CompiledForest | None:
     except UnsupportedModel as err:
         log.info("%s: compiled trees not used, LightGBM predicts (%s)", what, err)
         return None
+
+
+# ----------------------------------------------------------------------------- groups of forests
+
+
+@dataclass(frozen=True)
+class ForestGroup:
+    """Forests that score the same rows of the same matrix, laid out to be walked together.
+
+    Each row's columns are filled once for the union of the forests' columns (a value model's four
+    boosters share most of theirs), then every forest's trees are walked on them; each forest has its
+    own sum, started at 0.0 and taken in its own tree order, so each output is that forest's alone,
+    bit for bit. A single forest is a group of one (:attr:`CompiledForest.group`).
+
+    **Nodes.** Slot ``k`` of the forests' slots (all forests in order) is the record
+    ``nodes[2k], nodes[2k + 1]``: the split threshold (a leaf: its leaf value, as float64 bits; read
+    through the float64 view :attr:`values`), then ``2 * first child << 32 | column * LANES``. A leaf
+    points to itself and reads the last row column, a constant -inf, so it absorbs further branch-free
+    steps (``-inf > value`` is never true) and the walk ends on the leaf's own record: one cache line
+    per step, no separate leaf tables. Slot numbers are kept doubled (``s = 2k``) and unsigned in the
+    kernels (see :func:`_block`).
+    """
+
+    n_features: int
+    """Number of model features (columns of the input matrix)."""
+    forest_tree: np.ndarray
+    """int64 ``(n_forests + 1,)``: the trees of forest ``f`` are ``forest_tree[f]:forest_tree[f + 1]``."""
+    col_feature: np.ndarray
+    """int32 ``(n_cols,)``: input feature of each row column (as :class:`CompiledForest`; the -inf
+    column the leaves read comes after these)."""
+    col_kind: np.ndarray
+    """int32 ``(n_cols,)``: how the column reads its feature (see :class:`CompiledForest`)."""
+    col_cat_start: np.ndarray
+    """int32 ``(n_cols,)``: first bitset word in ``cat_words`` (kind 5)."""
+    col_cat_count: np.ndarray
+    """int32 ``(n_cols,)``: bitset words (kind 5)."""
+    cat_words: np.ndarray
+    """uint32: category bitsets of the categorical columns."""
+    tree_root: np.ndarray
+    """uint64 ``(n_trees,)``: doubled root slot of each tree, trees of all forests in order."""
+    tree_steps: np.ndarray
+    """int32 ``(n_trees,)``: branch-free steps of each tree (see :attr:`CompiledForest.tree_steps`)."""
+    nodes: np.ndarray
+    """uint64 ``(2 * n_slots,)``: the slot records (see the class docstring)."""
+    values: np.ndarray
+    """float64 ``(2 * n_slots,)``: :attr:`nodes` viewed as float64 (thresholds and leaf values)."""
+    slot_leaf: np.ndarray
+    """int32 ``(n_slots,)``: leaf number of a leaf slot within its forest (path tables' numbering), -1 for a split."""
+    leaf_offsets: tuple[np.ndarray, ...]
+    """Per forest, :attr:`CompiledForest.leaf_offset` (to check path tables against forest 0)."""
+    transforms: tuple[int, ...]
+    """Per forest, the output transform of :func:`predict_group` (0 identity, 1 exp, 2 sigmoid)."""
+    sigmoids: tuple[float, ...]
+    """Per forest, the slope of its sigmoid transform."""
+
+    @property
+    def n_forests(self) -> int:
+        return len(self.forest_tree) - 1
+
+
+def compile_group(forests: Sequence[CompiledForest]) -> ForestGroup:
+    """The forests laid out to be evaluated in one walk per row block (see :class:`ForestGroup`).
+
+    All forests must read the same matrix (same number of features). The output of
+    :func:`predict_group` has one row per forest, in this order.
+
+    Raises
+    ------
+    ValueError
+        No forests, or forests with different numbers of features.
+    UnsupportedModel
+        The group is too large for 32-bit slot numbers.
+    """
+    if not forests:
+        raise ValueError("a forest group needs at least one forest")
+    n_features = forests[0].n_features
+    if any(f.n_features != n_features for f in forests):
+        raise ValueError("the forests of a group must read the same matrix (same number of features)")
+    columns: dict[tuple[int, int, tuple[int, ...]], int] = {}
+    col_feature: list[int] = []
+    col_kind: list[int] = []
+    col_cat_start: list[int] = []
+    col_cat_count: list[int] = []
+    words: list[int] = []
+    maps = []
+    for forest in forests:
+        to_union = np.zeros(len(forest.col_feature), dtype=np.uint64)
+        for c in range(len(forest.col_feature)):
+            kind = int(forest.col_kind[c])
+            start, count = int(forest.col_cat_start[c]), int(forest.col_cat_count[c])
+            bits = tuple(int(w) for w in forest.cat_words[start:start + count]) if kind == 5 else ()
+            key = (int(forest.col_feature[c]), kind, bits)
+            if key not in columns:
+                columns[key] = len(col_feature)
+                col_feature.append(key[0])
+                col_kind.append(kind)
+                col_cat_start.append(len(words) if kind == 5 else 0)
+                col_cat_count.append(len(bits))
+                words.extend(bits)
+            to_union[c] = columns[key]
+        maps.append(to_union)
+    minus_inf_column = np.uint64(len(col_feature))  # the constant column every leaf reads
+    n_slots = sum(f.n_slots for f in forests)
+    if 2 * n_slots >= 2**32 or (len(col_feature) + 1) * LANES >= 2**32:
+        raise UnsupportedModel("forest group too large for 32-bit slot numbers")
+    nodes = np.empty(2 * n_slots, dtype=np.uint64)
+    values = nodes.view(np.float64)
+    roots, slot_leaf = [], []
+    first = 0
+    for forest, to_union in zip(forests, maps, strict=True):
+        end = first + forest.n_slots
+        leaf = forest.slot_leaf >= 0
+        child = (forest.slot_packed >> 32).astype(np.uint64) + np.uint64(first)
+        # A leaf's packed column is 0: it may have no column to map (a forest of single-leaf trees).
+        column = to_union[(forest.slot_packed & 0xFFFFFFFF) // LANES] if len(to_union) else np.zeros(
+            forest.n_slots, dtype=np.uint64)
+        values[2 * first:2 * end:2] = np.where(leaf, forest.leaf_value[np.maximum(forest.slot_leaf, 0)],
+                                               forest.slot_threshold)
+        nodes[2 * first + 1:2 * end:2] = ((np.uint64(2) * child) << np.uint64(32)) | (
+            np.where(leaf, minus_inf_column, column) * np.uint64(LANES))
+        roots.append(np.uint64(2) * (forest.tree_root.astype(np.uint64) + np.uint64(first)))
+        slot_leaf.append(forest.slot_leaf)
+        first = end
+    return ForestGroup(
+        n_features=n_features,
+        forest_tree=np.concatenate([[0], np.cumsum([f.n_trees for f in forests])]).astype(np.int64),
+        col_feature=np.asarray(col_feature, dtype=np.int32),
+        col_kind=np.asarray(col_kind, dtype=np.int32),
+        col_cat_start=np.asarray(col_cat_start, dtype=np.int32),
+        col_cat_count=np.asarray(col_cat_count, dtype=np.int32),
+        cat_words=np.asarray(words if words else [0], dtype=np.uint32),
+        tree_root=np.concatenate(roots).astype(np.uint64),
+        tree_steps=np.concatenate([f.tree_steps for f in forests]).astype(np.int32),
+        nodes=nodes,
+        values=values,
+        slot_leaf=np.concatenate(slot_leaf).astype(np.int32),
+        leaf_offsets=tuple(f.leaf_offset for f in forests),
+        transforms=tuple(f.transform for f in forests),
+        sigmoids=tuple(f.sigmoid for f in forests),
+    )
+
 
 
 # ----------------------------------------------------------------------------- input matrix
@@ -519,10 +679,10 @@ def lightgbm_matrix(frame: Any, pandas_categorical: list[list[Any]] | None) -> n
     return out
 
 
-def _check_input(forest: CompiledForest, X: np.ndarray, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _check_input(n_features: int, X: np.ndarray, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     X = np.ascontiguousarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[1] != forest.n_features:
-        raise ValueError(f"input of shape {X.shape}; the model has {forest.n_features} features")
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise ValueError(f"input of shape {X.shape}; the model has {n_features} features")
     if rows is None:
         rows = np.arange(X.shape[0], dtype=np.int64)
     else:
@@ -535,7 +695,13 @@ def _check_input(forest: CompiledForest, X: np.ndarray, rows: np.ndarray | None)
     return X, rows
 
 
+
 # ----------------------------------------------------------------------------- kernels
+
+_ONE = np.uint64(1)
+_S32 = np.uint64(32)
+_M32 = np.uint64(0xFFFFFFFF)
+
 
 @njit(cache=True, nogil=True, inline="always")
 def _fill_row(x, out, lane, cols, kinds, cat_start, cat_count, cat_words):  # noqa: ANN001, ANN202
@@ -582,215 +748,311 @@ def _credit(row, leaf, entry_start, entry_feature, entry_value):  # noqa: ANN001
         row[entry_feature[e]] += entry_value[e]
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _block(X, rows, lo, hi, buf, cols, kinds, cat_start, cat_count, cat_words, tree_root, tree_steps, packed,  # noqa: ANN001, ANN202
-           threshold, slot_leaf, leaf_value, with_contrib, entry_start, entry_feature, entry_value, contrib, raw):
-    """Raw scores (and path credits) of rows ``rows[lo:hi]`` (at most 12), walked as 12 interleaved lanes.
+@njit(cache=True, nogil=True)
+def _block(X, rows, lo, buf, acc, cols, kinds, cat_start, cat_count, cat_words, forest_tree, tree_root, tree_steps, nodes, values, slot_leaf,  # noqa: ANN001, ANN202
+           with_contrib, entry_start, entry_feature, entry_value, contrib, out):
+    """Every forest of the group on rows ``rows[lo:lo + 16]``, walked as 16 interleaved lanes (one per row).
 
-    ``buf`` holds the lanes' row columns interleaved (column ``c`` of lane ``r`` at ``c * LANES + r``),
-    so a slot's packed column offset plus the lane number addresses a value: no per-lane base pointer.
+    ``buf`` holds the lanes' row columns interleaved (column ``c`` of lane ``r`` at ``c * LANES + r``); a slot's
+    column offset plus the lane number addresses a value. Slot numbers are even (doubled: ``nodes[s]`` is the
+    threshold or leaf value, ``nodes[s + 1]`` the packed child and column) and unsigned, so that numba emits
+    no negative-index wraparound in the walk (measured: a third less time than with signed numbers).
     """
-    for r in range(12):
-        if lo + r < hi:
-            _fill_row(X[rows[lo + r]], buf, r, cols, kinds, cat_start, cat_count, cat_words)
-        else:
-            for c in range(cols.shape[0]):
-                buf[c * 12 + r] = 0.0
-    a0 = 0.0
-    a1 = 0.0
-    a2 = 0.0
-    a3 = 0.0
-    a4 = 0.0
-    a5 = 0.0
-    a6 = 0.0
-    a7 = 0.0
-    a8 = 0.0
-    a9 = 0.0
-    a10 = 0.0
-    a11 = 0.0
-    for t in range(tree_root.shape[0]):
-        root = np.int64(tree_root[t])
-        s0 = root
-        s1 = root
-        s2 = root
-        s3 = root
-        s4 = root
-        s5 = root
-        s6 = root
-        s7 = root
-        s8 = root
-        s9 = root
-        s10 = root
-        s11 = root
-        # Fixed steps for every lane, branch-free (leaves loop on themselves), then the few deeper paths.
-        for _ in range(tree_steps[t]):
-            p0 = packed[s0]
-            s0 = (p0 >> 32) + np.int64(buf[(p0 & 0xFFFFFFFF) + 0] > threshold[s0])
-            p1 = packed[s1]
-            s1 = (p1 >> 32) + np.int64(buf[(p1 & 0xFFFFFFFF) + 1] > threshold[s1])
-            p2 = packed[s2]
-            s2 = (p2 >> 32) + np.int64(buf[(p2 & 0xFFFFFFFF) + 2] > threshold[s2])
-            p3 = packed[s3]
-            s3 = (p3 >> 32) + np.int64(buf[(p3 & 0xFFFFFFFF) + 3] > threshold[s3])
-            p4 = packed[s4]
-            s4 = (p4 >> 32) + np.int64(buf[(p4 & 0xFFFFFFFF) + 4] > threshold[s4])
-            p5 = packed[s5]
-            s5 = (p5 >> 32) + np.int64(buf[(p5 & 0xFFFFFFFF) + 5] > threshold[s5])
-            p6 = packed[s6]
-            s6 = (p6 >> 32) + np.int64(buf[(p6 & 0xFFFFFFFF) + 6] > threshold[s6])
-            p7 = packed[s7]
-            s7 = (p7 >> 32) + np.int64(buf[(p7 & 0xFFFFFFFF) + 7] > threshold[s7])
-            p8 = packed[s8]
-            s8 = (p8 >> 32) + np.int64(buf[(p8 & 0xFFFFFFFF) + 8] > threshold[s8])
-            p9 = packed[s9]
-            s9 = (p9 >> 32) + np.int64(buf[(p9 & 0xFFFFFFFF) + 9] > threshold[s9])
-            p10 = packed[s10]
-            s10 = (p10 >> 32) + np.int64(buf[(p10 & 0xFFFFFFFF) + 10] > threshold[s10])
-            p11 = packed[s11]
-            s11 = (p11 >> 32) + np.int64(buf[(p11 & 0xFFFFFFFF) + 11] > threshold[s11])
-        while slot_leaf[s0] < 0:
-            p0 = packed[s0]
-            s0 = (p0 >> 32) + np.int64(buf[(p0 & 0xFFFFFFFF) + 0] > threshold[s0])
-        a0 += leaf_value[slot_leaf[s0]]
-        while slot_leaf[s1] < 0:
-            p1 = packed[s1]
-            s1 = (p1 >> 32) + np.int64(buf[(p1 & 0xFFFFFFFF) + 1] > threshold[s1])
-        a1 += leaf_value[slot_leaf[s1]]
-        while slot_leaf[s2] < 0:
-            p2 = packed[s2]
-            s2 = (p2 >> 32) + np.int64(buf[(p2 & 0xFFFFFFFF) + 2] > threshold[s2])
-        a2 += leaf_value[slot_leaf[s2]]
-        while slot_leaf[s3] < 0:
-            p3 = packed[s3]
-            s3 = (p3 >> 32) + np.int64(buf[(p3 & 0xFFFFFFFF) + 3] > threshold[s3])
-        a3 += leaf_value[slot_leaf[s3]]
-        while slot_leaf[s4] < 0:
-            p4 = packed[s4]
-            s4 = (p4 >> 32) + np.int64(buf[(p4 & 0xFFFFFFFF) + 4] > threshold[s4])
-        a4 += leaf_value[slot_leaf[s4]]
-        while slot_leaf[s5] < 0:
-            p5 = packed[s5]
-            s5 = (p5 >> 32) + np.int64(buf[(p5 & 0xFFFFFFFF) + 5] > threshold[s5])
-        a5 += leaf_value[slot_leaf[s5]]
-        while slot_leaf[s6] < 0:
-            p6 = packed[s6]
-            s6 = (p6 >> 32) + np.int64(buf[(p6 & 0xFFFFFFFF) + 6] > threshold[s6])
-        a6 += leaf_value[slot_leaf[s6]]
-        while slot_leaf[s7] < 0:
-            p7 = packed[s7]
-            s7 = (p7 >> 32) + np.int64(buf[(p7 & 0xFFFFFFFF) + 7] > threshold[s7])
-        a7 += leaf_value[slot_leaf[s7]]
-        while slot_leaf[s8] < 0:
-            p8 = packed[s8]
-            s8 = (p8 >> 32) + np.int64(buf[(p8 & 0xFFFFFFFF) + 8] > threshold[s8])
-        a8 += leaf_value[slot_leaf[s8]]
-        while slot_leaf[s9] < 0:
-            p9 = packed[s9]
-            s9 = (p9 >> 32) + np.int64(buf[(p9 & 0xFFFFFFFF) + 9] > threshold[s9])
-        a9 += leaf_value[slot_leaf[s9]]
-        while slot_leaf[s10] < 0:
-            p10 = packed[s10]
-            s10 = (p10 >> 32) + np.int64(buf[(p10 & 0xFFFFFFFF) + 10] > threshold[s10])
-        a10 += leaf_value[slot_leaf[s10]]
-        while slot_leaf[s11] < 0:
-            p11 = packed[s11]
-            s11 = (p11 >> 32) + np.int64(buf[(p11 & 0xFFFFFFFF) + 11] > threshold[s11])
-        a11 += leaf_value[slot_leaf[s11]]
-        if with_contrib:
-            if lo + 0 < hi:
-                _credit(contrib[lo + 0], slot_leaf[s0], entry_start, entry_feature, entry_value)
-            if lo + 1 < hi:
-                _credit(contrib[lo + 1], slot_leaf[s1], entry_start, entry_feature, entry_value)
-            if lo + 2 < hi:
-                _credit(contrib[lo + 2], slot_leaf[s2], entry_start, entry_feature, entry_value)
-            if lo + 3 < hi:
-                _credit(contrib[lo + 3], slot_leaf[s3], entry_start, entry_feature, entry_value)
-            if lo + 4 < hi:
-                _credit(contrib[lo + 4], slot_leaf[s4], entry_start, entry_feature, entry_value)
-            if lo + 5 < hi:
-                _credit(contrib[lo + 5], slot_leaf[s5], entry_start, entry_feature, entry_value)
-            if lo + 6 < hi:
-                _credit(contrib[lo + 6], slot_leaf[s6], entry_start, entry_feature, entry_value)
-            if lo + 7 < hi:
-                _credit(contrib[lo + 7], slot_leaf[s7], entry_start, entry_feature, entry_value)
-            if lo + 8 < hi:
-                _credit(contrib[lo + 8], slot_leaf[s8], entry_start, entry_feature, entry_value)
-            if lo + 9 < hi:
-                _credit(contrib[lo + 9], slot_leaf[s9], entry_start, entry_feature, entry_value)
-            if lo + 10 < hi:
-                _credit(contrib[lo + 10], slot_leaf[s10], entry_start, entry_feature, entry_value)
-            if lo + 11 < hi:
-                _credit(contrib[lo + 11], slot_leaf[s11], entry_start, entry_feature, entry_value)
-    if lo + 0 < hi:
-        raw[lo + 0] = a0
-    if lo + 1 < hi:
-        raw[lo + 1] = a1
-    if lo + 2 < hi:
-        raw[lo + 2] = a2
-    if lo + 3 < hi:
-        raw[lo + 3] = a3
-    if lo + 4 < hi:
-        raw[lo + 4] = a4
-    if lo + 5 < hi:
-        raw[lo + 5] = a5
-    if lo + 6 < hi:
-        raw[lo + 6] = a6
-    if lo + 7 < hi:
-        raw[lo + 7] = a7
-    if lo + 8 < hi:
-        raw[lo + 8] = a8
-    if lo + 9 < hi:
-        raw[lo + 9] = a9
-    if lo + 10 < hi:
-        raw[lo + 10] = a10
-    if lo + 11 < hi:
-        raw[lo + 11] = a11
+    for r in range(16):
+        _fill_row(X[rows[lo + r]], buf, r, cols, kinds, cat_start, cat_count, cat_words)
+    for f in range(forest_tree.shape[0] - 1):
+        for r in range(16):
+            acc[r] = 0.0
+        credit = with_contrib and f == 0
+        for t in range(forest_tree[f], forest_tree[f + 1]):
+            root = tree_root[t]
+            s0 = root
+            s1 = root
+            s2 = root
+            s3 = root
+            s4 = root
+            s5 = root
+            s6 = root
+            s7 = root
+            s8 = root
+            s9 = root
+            s10 = root
+            s11 = root
+            s12 = root
+            s13 = root
+            s14 = root
+            s15 = root
+            # Fixed steps for every lane, branch-free (leaves loop on themselves), then the few deeper paths.
+            for _ in range(tree_steps[t]):
+                p0 = nodes[s0 + _ONE]
+                s0 = (p0 >> _S32) + (np.uint64(buf[(p0 & _M32) + np.uint64(0)] > values[s0]) << _ONE)
+                p1 = nodes[s1 + _ONE]
+                s1 = (p1 >> _S32) + (np.uint64(buf[(p1 & _M32) + np.uint64(1)] > values[s1]) << _ONE)
+                p2 = nodes[s2 + _ONE]
+                s2 = (p2 >> _S32) + (np.uint64(buf[(p2 & _M32) + np.uint64(2)] > values[s2]) << _ONE)
+                p3 = nodes[s3 + _ONE]
+                s3 = (p3 >> _S32) + (np.uint64(buf[(p3 & _M32) + np.uint64(3)] > values[s3]) << _ONE)
+                p4 = nodes[s4 + _ONE]
+                s4 = (p4 >> _S32) + (np.uint64(buf[(p4 & _M32) + np.uint64(4)] > values[s4]) << _ONE)
+                p5 = nodes[s5 + _ONE]
+                s5 = (p5 >> _S32) + (np.uint64(buf[(p5 & _M32) + np.uint64(5)] > values[s5]) << _ONE)
+                p6 = nodes[s6 + _ONE]
+                s6 = (p6 >> _S32) + (np.uint64(buf[(p6 & _M32) + np.uint64(6)] > values[s6]) << _ONE)
+                p7 = nodes[s7 + _ONE]
+                s7 = (p7 >> _S32) + (np.uint64(buf[(p7 & _M32) + np.uint64(7)] > values[s7]) << _ONE)
+                p8 = nodes[s8 + _ONE]
+                s8 = (p8 >> _S32) + (np.uint64(buf[(p8 & _M32) + np.uint64(8)] > values[s8]) << _ONE)
+                p9 = nodes[s9 + _ONE]
+                s9 = (p9 >> _S32) + (np.uint64(buf[(p9 & _M32) + np.uint64(9)] > values[s9]) << _ONE)
+                p10 = nodes[s10 + _ONE]
+                s10 = (p10 >> _S32) + (np.uint64(buf[(p10 & _M32) + np.uint64(10)] > values[s10]) << _ONE)
+                p11 = nodes[s11 + _ONE]
+                s11 = (p11 >> _S32) + (np.uint64(buf[(p11 & _M32) + np.uint64(11)] > values[s11]) << _ONE)
+                p12 = nodes[s12 + _ONE]
+                s12 = (p12 >> _S32) + (np.uint64(buf[(p12 & _M32) + np.uint64(12)] > values[s12]) << _ONE)
+                p13 = nodes[s13 + _ONE]
+                s13 = (p13 >> _S32) + (np.uint64(buf[(p13 & _M32) + np.uint64(13)] > values[s13]) << _ONE)
+                p14 = nodes[s14 + _ONE]
+                s14 = (p14 >> _S32) + (np.uint64(buf[(p14 & _M32) + np.uint64(14)] > values[s14]) << _ONE)
+                p15 = nodes[s15 + _ONE]
+                s15 = (p15 >> _S32) + (np.uint64(buf[(p15 & _M32) + np.uint64(15)] > values[s15]) << _ONE)
+            p0 = nodes[s0 + _ONE]
+            while (p0 >> _S32) != s0:
+                s0 = (p0 >> _S32) + (np.uint64(buf[(p0 & _M32) + np.uint64(0)] > values[s0]) << _ONE)
+                p0 = nodes[s0 + _ONE]
+            acc[0] += values[s0]
+            p1 = nodes[s1 + _ONE]
+            while (p1 >> _S32) != s1:
+                s1 = (p1 >> _S32) + (np.uint64(buf[(p1 & _M32) + np.uint64(1)] > values[s1]) << _ONE)
+                p1 = nodes[s1 + _ONE]
+            acc[1] += values[s1]
+            p2 = nodes[s2 + _ONE]
+            while (p2 >> _S32) != s2:
+                s2 = (p2 >> _S32) + (np.uint64(buf[(p2 & _M32) + np.uint64(2)] > values[s2]) << _ONE)
+                p2 = nodes[s2 + _ONE]
+            acc[2] += values[s2]
+            p3 = nodes[s3 + _ONE]
+            while (p3 >> _S32) != s3:
+                s3 = (p3 >> _S32) + (np.uint64(buf[(p3 & _M32) + np.uint64(3)] > values[s3]) << _ONE)
+                p3 = nodes[s3 + _ONE]
+            acc[3] += values[s3]
+            p4 = nodes[s4 + _ONE]
+            while (p4 >> _S32) != s4:
+                s4 = (p4 >> _S32) + (np.uint64(buf[(p4 & _M32) + np.uint64(4)] > values[s4]) << _ONE)
+                p4 = nodes[s4 + _ONE]
+            acc[4] += values[s4]
+            p5 = nodes[s5 + _ONE]
+            while (p5 >> _S32) != s5:
+                s5 = (p5 >> _S32) + (np.uint64(buf[(p5 & _M32) + np.uint64(5)] > values[s5]) << _ONE)
+                p5 = nodes[s5 + _ONE]
+            acc[5] += values[s5]
+            p6 = nodes[s6 + _ONE]
+            while (p6 >> _S32) != s6:
+                s6 = (p6 >> _S32) + (np.uint64(buf[(p6 & _M32) + np.uint64(6)] > values[s6]) << _ONE)
+                p6 = nodes[s6 + _ONE]
+            acc[6] += values[s6]
+            p7 = nodes[s7 + _ONE]
+            while (p7 >> _S32) != s7:
+                s7 = (p7 >> _S32) + (np.uint64(buf[(p7 & _M32) + np.uint64(7)] > values[s7]) << _ONE)
+                p7 = nodes[s7 + _ONE]
+            acc[7] += values[s7]
+            p8 = nodes[s8 + _ONE]
+            while (p8 >> _S32) != s8:
+                s8 = (p8 >> _S32) + (np.uint64(buf[(p8 & _M32) + np.uint64(8)] > values[s8]) << _ONE)
+                p8 = nodes[s8 + _ONE]
+            acc[8] += values[s8]
+            p9 = nodes[s9 + _ONE]
+            while (p9 >> _S32) != s9:
+                s9 = (p9 >> _S32) + (np.uint64(buf[(p9 & _M32) + np.uint64(9)] > values[s9]) << _ONE)
+                p9 = nodes[s9 + _ONE]
+            acc[9] += values[s9]
+            p10 = nodes[s10 + _ONE]
+            while (p10 >> _S32) != s10:
+                s10 = (p10 >> _S32) + (np.uint64(buf[(p10 & _M32) + np.uint64(10)] > values[s10]) << _ONE)
+                p10 = nodes[s10 + _ONE]
+            acc[10] += values[s10]
+            p11 = nodes[s11 + _ONE]
+            while (p11 >> _S32) != s11:
+                s11 = (p11 >> _S32) + (np.uint64(buf[(p11 & _M32) + np.uint64(11)] > values[s11]) << _ONE)
+                p11 = nodes[s11 + _ONE]
+            acc[11] += values[s11]
+            p12 = nodes[s12 + _ONE]
+            while (p12 >> _S32) != s12:
+                s12 = (p12 >> _S32) + (np.uint64(buf[(p12 & _M32) + np.uint64(12)] > values[s12]) << _ONE)
+                p12 = nodes[s12 + _ONE]
+            acc[12] += values[s12]
+            p13 = nodes[s13 + _ONE]
+            while (p13 >> _S32) != s13:
+                s13 = (p13 >> _S32) + (np.uint64(buf[(p13 & _M32) + np.uint64(13)] > values[s13]) << _ONE)
+                p13 = nodes[s13 + _ONE]
+            acc[13] += values[s13]
+            p14 = nodes[s14 + _ONE]
+            while (p14 >> _S32) != s14:
+                s14 = (p14 >> _S32) + (np.uint64(buf[(p14 & _M32) + np.uint64(14)] > values[s14]) << _ONE)
+                p14 = nodes[s14 + _ONE]
+            acc[14] += values[s14]
+            p15 = nodes[s15 + _ONE]
+            while (p15 >> _S32) != s15:
+                s15 = (p15 >> _S32) + (np.uint64(buf[(p15 & _M32) + np.uint64(15)] > values[s15]) << _ONE)
+                p15 = nodes[s15 + _ONE]
+            acc[15] += values[s15]
+            if credit:
+                _credit(contrib[lo + 0], slot_leaf[s0 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 1], slot_leaf[s1 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 2], slot_leaf[s2 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 3], slot_leaf[s3 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 4], slot_leaf[s4 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 5], slot_leaf[s5 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 6], slot_leaf[s6 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 7], slot_leaf[s7 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 8], slot_leaf[s8 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 9], slot_leaf[s9 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 10], slot_leaf[s10 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 11], slot_leaf[s11 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 12], slot_leaf[s12 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 13], slot_leaf[s13 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 14], slot_leaf[s14 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[lo + 15], slot_leaf[s15 >> _ONE], entry_start, entry_feature, entry_value)
+        for r in range(16):
+            out[f, lo + r] = acc[r]
 
 
 @njit(cache=True, nogil=True)
-def _one(X, rows, i, buf, cols, kinds, cat_start, cat_count, cat_words, tree_root, packed, threshold,  # noqa: ANN001, ANN202
-         slot_leaf, leaf_value, with_contrib, entry_start, entry_feature, entry_value, contrib, raw):
-    """Row ``rows[i]`` alone (the last rows, fewer than a block of lanes): the same sums, in the same order."""
+def _row(X, rows, i, buf, cols, kinds, cat_start, cat_count, cat_words, forest_tree, tree_root, tree_steps, nodes, values, slot_leaf,  # noqa: ANN001, ANN202
+           with_contrib, entry_start, entry_feature, entry_value, contrib, out):
+    """Row ``rows[i]`` alone (single rows, and the rows after the last block): 8 trees walked as interleaved
+    lanes, their leaf values then added in tree order (the same sums as :func:`_block`)."""
     _fill_row(X[rows[i]], buf, 0, cols, kinds, cat_start, cat_count, cat_words)
-    score = 0.0
-    for t in range(tree_root.shape[0]):
-        s = np.int64(tree_root[t])
-        while slot_leaf[s] < 0:
-            p = packed[s]
-            s = (p >> 32) + np.int64(buf[p & 0xFFFFFFFF] > threshold[s])
-        score += leaf_value[slot_leaf[s]]
-        if with_contrib:
-            _credit(contrib[i], slot_leaf[s], entry_start, entry_feature, entry_value)
-    raw[i] = score
+    for f in range(forest_tree.shape[0] - 1):
+        credit = with_contrib and f == 0
+        a = 0.0
+        t = forest_tree[f]
+        end = forest_tree[f + 1]
+        while t + 8 <= end:
+            s0 = tree_root[t + 0]
+            s1 = tree_root[t + 1]
+            s2 = tree_root[t + 2]
+            s3 = tree_root[t + 3]
+            s4 = tree_root[t + 4]
+            s5 = tree_root[t + 5]
+            s6 = tree_root[t + 6]
+            s7 = tree_root[t + 7]
+            steps = tree_steps[t]
+            for k in range(1, 8):
+                steps = min(steps, tree_steps[t + k])
+            for _ in range(steps):
+                p0 = nodes[s0 + _ONE]
+                s0 = (p0 >> _S32) + (np.uint64(buf[p0 & _M32] > values[s0]) << _ONE)
+                p1 = nodes[s1 + _ONE]
+                s1 = (p1 >> _S32) + (np.uint64(buf[p1 & _M32] > values[s1]) << _ONE)
+                p2 = nodes[s2 + _ONE]
+                s2 = (p2 >> _S32) + (np.uint64(buf[p2 & _M32] > values[s2]) << _ONE)
+                p3 = nodes[s3 + _ONE]
+                s3 = (p3 >> _S32) + (np.uint64(buf[p3 & _M32] > values[s3]) << _ONE)
+                p4 = nodes[s4 + _ONE]
+                s4 = (p4 >> _S32) + (np.uint64(buf[p4 & _M32] > values[s4]) << _ONE)
+                p5 = nodes[s5 + _ONE]
+                s5 = (p5 >> _S32) + (np.uint64(buf[p5 & _M32] > values[s5]) << _ONE)
+                p6 = nodes[s6 + _ONE]
+                s6 = (p6 >> _S32) + (np.uint64(buf[p6 & _M32] > values[s6]) << _ONE)
+                p7 = nodes[s7 + _ONE]
+                s7 = (p7 >> _S32) + (np.uint64(buf[p7 & _M32] > values[s7]) << _ONE)
+            p0 = nodes[s0 + _ONE]
+            while (p0 >> _S32) != s0:
+                s0 = (p0 >> _S32) + (np.uint64(buf[p0 & _M32] > values[s0]) << _ONE)
+                p0 = nodes[s0 + _ONE]
+            p1 = nodes[s1 + _ONE]
+            while (p1 >> _S32) != s1:
+                s1 = (p1 >> _S32) + (np.uint64(buf[p1 & _M32] > values[s1]) << _ONE)
+                p1 = nodes[s1 + _ONE]
+            p2 = nodes[s2 + _ONE]
+            while (p2 >> _S32) != s2:
+                s2 = (p2 >> _S32) + (np.uint64(buf[p2 & _M32] > values[s2]) << _ONE)
+                p2 = nodes[s2 + _ONE]
+            p3 = nodes[s3 + _ONE]
+            while (p3 >> _S32) != s3:
+                s3 = (p3 >> _S32) + (np.uint64(buf[p3 & _M32] > values[s3]) << _ONE)
+                p3 = nodes[s3 + _ONE]
+            p4 = nodes[s4 + _ONE]
+            while (p4 >> _S32) != s4:
+                s4 = (p4 >> _S32) + (np.uint64(buf[p4 & _M32] > values[s4]) << _ONE)
+                p4 = nodes[s4 + _ONE]
+            p5 = nodes[s5 + _ONE]
+            while (p5 >> _S32) != s5:
+                s5 = (p5 >> _S32) + (np.uint64(buf[p5 & _M32] > values[s5]) << _ONE)
+                p5 = nodes[s5 + _ONE]
+            p6 = nodes[s6 + _ONE]
+            while (p6 >> _S32) != s6:
+                s6 = (p6 >> _S32) + (np.uint64(buf[p6 & _M32] > values[s6]) << _ONE)
+                p6 = nodes[s6 + _ONE]
+            p7 = nodes[s7 + _ONE]
+            while (p7 >> _S32) != s7:
+                s7 = (p7 >> _S32) + (np.uint64(buf[p7 & _M32] > values[s7]) << _ONE)
+                p7 = nodes[s7 + _ONE]
+            a += values[s0]
+            a += values[s1]
+            a += values[s2]
+            a += values[s3]
+            a += values[s4]
+            a += values[s5]
+            a += values[s6]
+            a += values[s7]
+            if credit:
+                _credit(contrib[i], slot_leaf[s0 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[i], slot_leaf[s1 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[i], slot_leaf[s2 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[i], slot_leaf[s3 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[i], slot_leaf[s4 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[i], slot_leaf[s5 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[i], slot_leaf[s6 >> _ONE], entry_start, entry_feature, entry_value)
+                _credit(contrib[i], slot_leaf[s7 >> _ONE], entry_start, entry_feature, entry_value)
+            t += 8
+        while t < end:
+            s = tree_root[t]
+            p = nodes[s + _ONE]
+            while (p >> _S32) != s:
+                s = (p >> _S32) + (np.uint64(buf[p & _M32] > values[s]) << _ONE)
+                p = nodes[s + _ONE]
+            a += values[s]
+            if credit:
+                _credit(contrib[i], slot_leaf[s >> _ONE], entry_start, entry_feature, entry_value)
+            t += 1
+        out[f, i] = a
 
 
 @njit(cache=True, nogil=True)
-def _walk_serial(X, rows, cols, kinds, cat_start, cat_count, cat_words, tree_root, tree_steps, packed,  # noqa: ANN001, ANN202
-                 threshold, slot_leaf, leaf_value, with_contrib, entry_start, entry_feature, entry_value, contrib, raw):
+def _walk_serial(X, rows, cols, kinds, cat_start, cat_count, cat_words, forest_tree, tree_root, tree_steps, nodes,  # noqa: ANN001, ANN202
+                 values, slot_leaf, with_contrib, entry_start, entry_feature, entry_value, contrib, out):
     n = rows.shape[0]
-    buf = np.empty(LANES * cols.shape[0])
-    for b in range(n // LANES):
-        _block(X, rows, b * LANES, b * LANES + LANES, buf, cols, kinds, cat_start, cat_count, cat_words,
-               tree_root, tree_steps, packed, threshold, slot_leaf, leaf_value, with_contrib, entry_start,
-               entry_feature, entry_value, contrib, raw)
-    for i in range(n - n % LANES, n):
-        _one(X, rows, i, buf, cols, kinds, cat_start, cat_count, cat_words, tree_root, packed, threshold,
-             slot_leaf, leaf_value, with_contrib, entry_start, entry_feature, entry_value, contrib, raw)
+    buf = np.full(LANES * (cols.shape[0] + 1), -np.inf)  # the last column stays -inf (read by the leaves)
+    acc = np.empty(LANES)
+    blocks = n // LANES
+    for b in range(blocks):
+        _block(X, rows, b * LANES, buf, acc, cols, kinds, cat_start, cat_count, cat_words, forest_tree, tree_root,
+               tree_steps, nodes, values, slot_leaf, with_contrib, entry_start, entry_feature, entry_value, contrib, out)
+    for i in range(blocks * LANES, n):
+        _row(X, rows, i, buf, cols, kinds, cat_start, cat_count, cat_words, forest_tree, tree_root, tree_steps, nodes,
+             values, slot_leaf, with_contrib, entry_start, entry_feature, entry_value, contrib, out)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _walk_parallel(X, rows, cols, kinds, cat_start, cat_count, cat_words, tree_root, tree_steps, packed,  # noqa: ANN001, ANN202
-                   threshold, slot_leaf, leaf_value, with_contrib, entry_start, entry_feature, entry_value, contrib, raw):
+def _walk_parallel(X, rows, cols, kinds, cat_start, cat_count, cat_words, forest_tree, tree_root, tree_steps, nodes,  # noqa: ANN001, ANN202
+                   values, slot_leaf, with_contrib, entry_start, entry_feature, entry_value, contrib, out):
     n = rows.shape[0]
-    for b in prange(n // LANES):
-        buf = np.empty(LANES * cols.shape[0])
-        _block(X, rows, b * LANES, b * LANES + LANES, buf, cols, kinds, cat_start, cat_count, cat_words,
-               tree_root, tree_steps, packed, threshold, slot_leaf, leaf_value, with_contrib, entry_start,
-               entry_feature, entry_value, contrib, raw)
-    tail = np.empty(LANES * cols.shape[0])
-    for i in range(n - n % LANES, n):
-        _one(X, rows, i, tail, cols, kinds, cat_start, cat_count, cat_words, tree_root, packed, threshold,
-             slot_leaf, leaf_value, with_contrib, entry_start, entry_feature, entry_value, contrib, raw)
+    blocks = n // LANES
+    # Runs of blocks per task: one row buffer per run, not per block.
+    runs = min(blocks, 256)
+    for c in prange(runs):
+        buf = np.full(LANES * (cols.shape[0] + 1), -np.inf)
+        acc = np.empty(LANES)
+        for b in range(c * blocks // runs, (c + 1) * blocks // runs):
+            _block(X, rows, b * LANES, buf, acc, cols, kinds, cat_start, cat_count, cat_words, forest_tree, tree_root,
+                   tree_steps, nodes, values, slot_leaf, with_contrib, entry_start, entry_feature, entry_value, contrib,
+                   out)
+    tail = np.full(LANES * (cols.shape[0] + 1), -np.inf)
+    for i in range(blocks * LANES, n):
+        _row(X, rows, i, tail, cols, kinds, cat_start, cat_count, cat_words, forest_tree, tree_root, tree_steps, nodes,
+             values, slot_leaf, with_contrib, entry_start, entry_feature, entry_value, contrib, out)
 
 
 @njit(cache=True, nogil=True)
@@ -817,24 +1079,73 @@ def _leaves(X, rows, cols, kinds, cat_start, cat_count, cat_words, tree_root, pa
             out[i, t] = slot_leaf[s] - leaf_offset[t]
 
 
-def _run(forest: CompiledForest, X: np.ndarray, rows: np.ndarray, tables: PathTables | None) -> tuple[np.ndarray, np.ndarray]:
+_NO_ENTRIES = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0), np.zeros((0, 1)))
+
+
+def _run(group: ForestGroup, X: np.ndarray, rows: np.ndarray, tables: PathTables | None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw scores ``(n_forests, len(rows))`` and, with ``tables`` (of forest 0), forest 0's path credits."""
     n = len(rows)
-    raw = np.empty(n)
+    out = np.empty((group.n_forests, n))
     if tables is None:
-        contrib = np.zeros((0, 1))
-        starts, features, values = np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0)
+        starts, features, values, contrib = _NO_ENTRIES
     else:
-        contrib = np.zeros((n, forest.n_features + 1))
+        contrib = np.zeros((n, group.n_features + 1))
         contrib[:, -1] = tables.bias
         starts, features, values = tables.entry_start, tables.entry_feature, tables.entry_value
     kernel = _walk_parallel if n >= PARALLEL_MIN_ROWS else _walk_serial
-    kernel(X, rows, forest.col_feature, forest.col_kind, forest.col_cat_start, forest.col_cat_count, forest.cat_words,
-           forest.tree_root, forest.tree_steps, forest.slot_packed, forest.slot_threshold, forest.slot_leaf,
-           forest.leaf_value, tables is not None, starts, features, values, contrib, raw)
-    return raw, contrib
+    kernel(X, rows, group.col_feature, group.col_kind, group.col_cat_start, group.col_cat_count, group.cat_words,
+           group.forest_tree, group.tree_root, group.tree_steps, group.nodes, group.values, group.slot_leaf,
+           tables is not None, starts, features, values, contrib, out)
+    return out, contrib
+
+
+def _transformed(group: ForestGroup, out: np.ndarray) -> np.ndarray:
+    for f in range(group.n_forests):
+        if group.transforms[f]:
+            _transform(out[f], group.transforms[f], group.sigmoids[f])
+    return out
 
 
 # ----------------------------------------------------------------------------- public evaluation
+
+
+def predict_group(group: ForestGroup, X: np.ndarray, rows: np.ndarray | None = None,
+                  raw_score: bool = False) -> np.ndarray:
+    """Every forest of ``group`` on the same rows, in one walk per block of rows.
+
+    ``X``: float64 ``(n, n_features)`` (see :func:`lightgbm_matrix`); ``rows``: row numbers or a
+    boolean mask of ``X`` to score (default: all), in that order. Returns float64
+    ``(n_forests, len(rows))``: row ``f`` is forest ``f``'s ``Booster.predict(X[rows])`` (its objective's
+    transform applied), or with ``raw_score`` its ``Booster.predict(X[rows], raw_score=True)``.
+    """
+    X, rows = _check_input(group.n_features, X, rows)
+    out, _ = _run(group, X, rows, None)
+    return out if raw_score else _transformed(group, out)
+
+
+def group_raw_and_contributions(
+    group: ForestGroup, tables: PathTables, X: np.ndarray, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw scores of every forest, plus the path (Saabas) contributions of forest 0, in one walk.
+
+    ``tables``: :func:`training.tree_paths.path_tables` of forest 0's booster. Returns ``raw`` float64
+    ``(n_forests, len(rows))`` (as :func:`predict_group` with ``raw_score``) and ``contrib`` float64
+    ``(len(rows), n_features + 1)`` of forest 0 (as :func:`raw_and_contributions`).
+    """
+    if tables.n_features != group.n_features or not np.array_equal(tables.leaf_offset, group.leaf_offsets[0]):
+        raise ValueError("path tables and compiled trees come from different models")
+    X, rows = _check_input(group.n_features, X, rows)
+    return _run(group, X, rows, tables)
+
+
+def to_response_scale(forest: CompiledForest, raw: np.ndarray) -> np.ndarray:
+    """The objective's output transform (exp, sigmoid, or none) applied to ``forest``'s raw scores
+    ``raw`` (float64, 1-D, C-contiguous) in place, exactly as :func:`predict` applies it; returns ``raw``."""
+    if raw.dtype != np.float64 or raw.ndim != 1 or not raw.flags.c_contiguous:
+        raise ValueError("raw scores must be a C-contiguous 1-D float64 array")
+    if forest.transform:
+        _transform(raw, forest.transform, forest.sigmoid)
+    return raw
 
 
 def predict_raw(forest: CompiledForest, X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
@@ -843,26 +1154,18 @@ def predict_raw(forest: CompiledForest, X: np.ndarray, rows: np.ndarray | None =
     ``X``: float64 ``(n, n_features)`` (see :func:`lightgbm_matrix`); ``rows``: row numbers or a
     boolean mask of ``X`` to score (default: all), in that order. Returns float64 ``(len(rows),)``.
     """
-    return _predict(forest, X, rows, transform=0)
+    return predict_group(forest.group, X, rows, raw_score=True)[0]
 
 
 def predict(forest: CompiledForest, X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """Prediction per row on the response scale: ``Booster.predict(X)`` (raw score, then the
     objective's transform: exp for poisson/gamma/tweedie, sigmoid for binary). See :func:`predict_raw`."""
-    return _predict(forest, X, rows, transform=forest.transform)
-
-
-def _predict(forest: CompiledForest, X: np.ndarray, rows: np.ndarray | None, transform: int) -> np.ndarray:
-    X, rows = _check_input(forest, X, rows)
-    raw, _ = _run(forest, X, rows, None)
-    if transform:
-        _transform(raw, transform, forest.sigmoid)
-    return raw
+    return predict_group(forest.group, X, rows)[0]
 
 
 def predict_leaves(forest: CompiledForest, X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """Leaf index of every row in every tree: ``Booster.predict(X, pred_leaf=True)``, int32 ``(n, n_trees)``."""
-    X, rows = _check_input(forest, X, rows)
+    X, rows = _check_input(forest.n_features, X, rows)
     out = np.empty((len(rows), forest.n_trees), dtype=np.int32)
     _leaves(X, rows, forest.col_feature, forest.col_kind, forest.col_cat_start, forest.col_cat_count,
             forest.cat_words, forest.tree_root, forest.slot_packed, forest.slot_threshold, forest.slot_leaf,
@@ -880,7 +1183,5 @@ def raw_and_contributions(
     ``(n,)`` (log-odds for a binary model) and ``contrib`` float64 ``(n, n_features + 1)`` (last
     column the bias; each row sums to ``raw`` up to float rounding).
     """
-    if tables.n_features != forest.n_features or not np.array_equal(tables.leaf_offset, forest.leaf_offset):
-        raise ValueError("path tables and compiled trees come from different models")
-    X, rows = _check_input(forest, X, rows)
-    return _run(forest, X, rows, tables)
+    raw, contrib = group_raw_and_contributions(forest.group, tables, X, rows)
+    return raw[0], contrib

@@ -220,7 +220,9 @@ def test_batch_reason_method_is_followed(monkeypatch: pytest.MonkeyPatch) -> Non
         return raw, contrib * 0.5
 
     monkeypatch.setattr(CalibratedBoostedClassifier, "raw_score_and_contributions", halved)
-    scorer = _scorer()
+    # The per-model route (LightGBM; the compiled default scores each row in one fused walk instead).
+    scorer = Scorer(small_bundle(), small_config(scoring={"tree_engine": "lightgbm"}), model_name="strata",
+                    model_version="3")
     fast = FastScorer(scorer)
     features = _edge_features().iloc[:300]
     assert mismatches(fast, FeatureRows.from_frame(features)) == []
@@ -228,16 +230,21 @@ def test_batch_reason_method_is_followed(monkeypatch: pytest.MonkeyPatch) -> Non
     assert set(fast._contrib_numpy.values()) == {False}
 
 
+@pytest.mark.parametrize("engine", ["compiled", "lightgbm"])
 @pytest.mark.parametrize("method", ["path", "shap"])
-def test_both_reason_methods_get_the_batch_answer(method: str) -> None:
-    config = small_config(scoring={"reason_method": method})
+def test_both_reason_methods_get_the_batch_answer(method: str, engine: str) -> None:
+    config = small_config(scoring={"reason_method": method, "tree_engine": engine})
     scorer = Scorer(small_bundle(), config, model_name="strata", model_version="3")
     fast = FastScorer(scorer)
     features = _edge_features().iloc[::4]
     assert mismatches(fast, FeatureRows.from_frame(features)) == []
     for i in range(0, len(features), 25):
         assert mismatches(fast, FeatureRows.from_frame(features.iloc[[i]])) == []
-    assert set(fast._contrib_numpy.values()) == {True}  # the NumPy route matched: no pandas per call
+    if engine == "compiled" and method == "path":
+        # One fused walk per row (ModelBundle.predict_matrix), no per-model route to choose.
+        assert scorer.bundle.has_fused_trees() and fast._contrib_numpy == {}
+    else:
+        assert set(fast._contrib_numpy.values()) == {True}  # the NumPy route matched: no pandas per call
 
 
 def test_rows_it_cannot_represent_are_left_to_the_batch_scorer() -> None:

@@ -348,3 +348,170 @@ def test_tree_engine_switch_gives_lightgbm_the_same_numbers(tmp_path: Path) -> N
     assert bundle.churn_model.compiled_trees() is not None
     with pytest.raises(ValueError, match="tree engine"):
         bundle.set_tree_engine("xgboost")
+
+
+# ----------------------------------------------------------------------------- forest groups
+
+
+def _group_boosters() -> tuple[list[lgb.Booster], np.ndarray]:
+    """Boosters on the same 6 columns that use different column sets, missing modes and objectives:
+    column 5 categorical in some, numeric in others; columns 3-4 constant (never split on) in one."""
+    X, y = _training_data(3000, seed=21)
+    base = {"verbosity": -1, "num_leaves": 15, "min_data_in_leaf": 10, "min_data_per_group": 5, "cat_smooth": 1.0,
+            "seed": 3, "num_threads": 1}
+    narrow = X.copy()
+    narrow[:, 3:5] = 1.0
+    boosters = [
+        lgb.train({**base, "objective": "binary"}, lgb.Dataset(X, (y > np.median(y)).astype(float),
+                                                               categorical_feature=[5]), 43),
+        lgb.train({**base, "objective": "tweedie", "zero_as_missing": True}, lgb.Dataset(X, np.maximum(y, 0.0)), 21),
+        lgb.train({**base, "objective": "quantile", "alpha": 0.1, "use_missing": False},
+                  lgb.Dataset(narrow, y, categorical_feature=[5]), 37),
+        lgb.train({**base, "objective": "regression"}, lgb.Dataset(X, y), 8),
+    ]
+    return boosters, X
+
+
+def test_group_equals_each_booster_bit_for_bit() -> None:
+    boosters, _ = _group_boosters()
+    forests = [compile_booster(b) for b in boosters]
+    assert len({tuple(f.col_feature) for f in forests}) == len(forests)  # the column sets differ
+    assert not {3, 4} & set(forests[2].col_feature.tolist())
+    group = compiled_trees.compile_group(forests)
+    assert group.n_forests == len(boosters)
+    assert len(group.col_feature) < sum(len(f.col_feature) for f in forests)  # shared columns filled once
+    T = _edge_matrix(boosters[0], 3000, seed=22)
+    _categorical_column(T, seed=23)
+    raw = compiled_trees.predict_group(group, T, raw_score=True)
+    pred = compiled_trees.predict_group(group, T)
+    assert raw.shape == pred.shape == (len(boosters), len(T))
+    for k, b in enumerate(boosters):
+        np.testing.assert_array_equal(raw[k], b.predict(T, raw_score=True), err_msg=f"forest {k}")
+        np.testing.assert_array_equal(pred[k], b.predict(T), err_msg=f"forest {k}")
+
+
+def test_group_rows_single_rows_and_parallel_kernel() -> None:
+    boosters, X = _group_boosters()
+    group = compiled_trees.compile_group([compile_booster(b) for b in boosters])
+    big = np.vstack([X] * (PARALLEL_MIN_ROWS // len(X) + 1))[: PARALLEL_MIN_ROWS + compiled_trees.LANES + 3]
+    everything = compiled_trees.predict_group(group, big, raw_score=True)  # parallel kernel, a tail of 3 rows
+    for k, b in enumerate(boosters):
+        np.testing.assert_array_equal(everything[k], b.predict(big, raw_score=True))
+    mask = np.zeros(len(X), dtype=bool)
+    mask[1::7] = True
+    picks = np.array([5, 2, 5, len(X) - 1])
+    for rows, want in ((mask, everything[:, : len(X)][:, mask]), (picks, everything[:, picks])):
+        np.testing.assert_array_equal(compiled_trees.predict_group(group, X, rows, raw_score=True), want)
+    for i in (0, 17, len(X) - 1):  # single rows: trees walked 8 at a time, 43 = 5 x 8 + 3 trees
+        np.testing.assert_array_equal(compiled_trees.predict_group(group, X[i : i + 1], raw_score=True),
+                                      everything[:, i : i + 1])
+    assert compiled_trees.predict_group(group, X[:0]).shape == (len(boosters), 0)
+    with pytest.raises(ValueError, match="features"):
+        compiled_trees.predict_group(group, X[:, :-1])
+    with pytest.raises(ValueError, match="out of range"):
+        compiled_trees.predict_group(group, X, np.array([-1]))
+
+
+def test_group_contributions_are_those_of_its_first_forest() -> None:
+    boosters, X = _group_boosters()
+    forests = [compile_booster(b) for b in boosters]
+    tables = path_tables(boosters[0])
+    T = _edge_matrix(boosters[0], 700, seed=24)
+    _categorical_column(T, seed=25)
+    rows = np.arange(0, 700, 3)
+    raw, contrib = compiled_trees.group_raw_and_contributions(compiled_trees.compile_group(forests), tables, T, rows)
+    raw_leaves, contrib_leaves = contributions_from_leaves(tables, boosters[0].predict(T[rows], pred_leaf=True))
+    np.testing.assert_array_equal(raw[0], raw_leaves)
+    np.testing.assert_array_equal(contrib, contrib_leaves)
+    for k, b in enumerate(boosters):
+        np.testing.assert_array_equal(raw[k], b.predict(T[rows], raw_score=True))
+    raw_one, contrib_one = compiled_trees.group_raw_and_contributions(compiled_trees.compile_group(forests), tables,
+                                                                      T[4:5])
+    np.testing.assert_array_equal(contrib_one, contributions_from_leaves(tables, boosters[0].predict(T[4:5], pred_leaf=True))[1])
+    with pytest.raises(ValueError, match="different models"):
+        compiled_trees.group_raw_and_contributions(compiled_trees.compile_group(forests[1:]), tables, T)
+
+
+def test_group_refuses_what_it_cannot_hold() -> None:
+    boosters, X = _group_boosters()
+    forest = compile_booster(boosters[0])
+    with pytest.raises(ValueError, match="at least one"):
+        compiled_trees.compile_group([])
+    other = lgb.train({"objective": "regression", "verbosity": -1, "num_threads": 1}, lgb.Dataset(X[:, :4], X[:, 0]), 3)
+    with pytest.raises(ValueError, match="same number of features"):
+        compiled_trees.compile_group([forest, compile_booster(other)])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        compiled_trees.to_response_scale(forest, np.zeros((4, 2))[:, 0])
+
+
+def test_value_model_parts_compose_as_predict() -> None:
+    """``FutureValueModel.predict_from_parts`` on the parts' own outputs gives predict() and predict_interval()."""
+    bundle = demo_fit().bundle
+    value = bundle.value_model
+    X = bundle.numeric_model_matrix(build_features(demo_data(), DEMO_END, fast_config()))
+    outputs = [p.raw_score(X) if hasattr(p, "calibrator_") else p.predict(X) for p in value.boosted_parts()]
+    got = value.predict_from_parts(outputs)
+    want = (value.predict(X), *value.predict_interval(X))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="part outputs"):
+        value.predict_from_parts(outputs[:-1])
+    assert value._compiled_group() is None  # LightGBM: every part predicts on its own
+    for a, b in zip(value.predict_with_interval(X), want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    bundle.set_tree_engine("compiled")
+    assert value._compiled_group() is not None  # one walk of every value booster
+    for rows in (slice(None), slice(3, 4), slice(0, 0)):
+        for a, b in zip(value.predict_with_interval(X[rows]), want, strict=True):
+            np.testing.assert_array_equal(a, b[rows])
+    bundle.set_tree_engine("lightgbm")
+
+
+def test_bundle_fused_scores_and_partial_fallback(tmp_path: Path) -> None:
+    """Batch scores come from the fused groups when every booster compiles; if one does not (or is
+    switched off), the others stay compiled, the scores stay those of LightGBM."""
+    demo_fit().bundle.save(tmp_path / "b")
+    features = build_features(demo_data(), DEMO_END, fast_config())
+    lightgbm_only = ModelBundle.load(tmp_path / "b")
+    want = lightgbm_only.predict_explained(features, "path")
+    bundle = ModelBundle.load(tmp_path / "b")
+    bundle.set_tree_engine("compiled")
+    groups = bundle._compiled_groups()
+    assert groups is not None and groups["buyers"].n_forests == 1 + len(bundle.value_model.boosted_parts())
+    explained = bundle.predict_explained(features, "path")
+    pd.testing.assert_frame_equal(explained.scores, want.scores, check_exact=True)
+    np.testing.assert_array_equal(explained.churn_contributions, want.churn_contributions)
+    assert (explained.conversion_contributions is None) == (want.conversion_contributions is None)
+    if want.conversion_contributions is not None:
+        np.testing.assert_array_equal(explained.conversion_contributions, want.conversion_contributions)
+    pd.testing.assert_frame_equal(bundle.predict(features), want.scores, check_exact=True)
+    bundle.value_model.q_low_.use_compiled_trees = False  # one booster back on LightGBM: no fused groups
+    assert bundle._compiled_groups() is None
+    pd.testing.assert_frame_equal(bundle.predict(features), want.scores, check_exact=True)
+    bundle.value_model.q_low_.use_compiled_trees = True
+    groups = bundle._compiled_groups()
+    assert groups is not None and bundle._compiled_groups() is groups  # cached
+    one_user = features.head(1)
+    pd.testing.assert_frame_equal(bundle.predict(one_user), lightgbm_only.predict(one_user), check_exact=True)
+
+
+def test_api_fast_path_with_compiled_trees_gives_batch_answers(tmp_path: Path) -> None:
+    """The API's fast path (serving.fast_scorer) with ``scoring.tree_engine = "compiled"``: the value
+    boosters in one compiled call, churn/conversion contributions from the compiled trees; the same JSON
+    as the batch scorer for many rows at once and for single rows."""
+    from serving.fast_scorer import FastScorer, FeatureRows, mismatches, probe_rows
+    from serving.scorer import Scorer
+
+    demo_fit().bundle.save(tmp_path / "b")
+    bundle = ModelBundle.load(tmp_path / "b")
+    config = fast_config()
+    config = config.model_copy(update={"scoring": config.scoring.model_copy(update={"tree_engine": "compiled"})})
+    scorer = Scorer(bundle, config, model_name="strata", model_version="1")
+    fast = FastScorer(scorer)
+    assert bundle.value_model._compiled_group() is not None
+    features = build_features(demo_data(), DEMO_END, fast_config())
+    rows = FeatureRows.from_frame(features.iloc[::7])
+    assert mismatches(fast, rows) == []
+    assert mismatches(fast, probe_rows(fast, n=40)) == []
+    for i in (0, 1, 2):
+        assert mismatches(fast, FeatureRows.from_frame(features.iloc[i : i + 1])) == []
