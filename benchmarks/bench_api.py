@@ -118,7 +118,7 @@ def prepare(root: Path, n_users: int, store_users: int = 0) -> tuple[list[str], 
     from training.registry import promote
     from training.train import train_model
 
-    config = load_config(_write_config(root, 0))
+    config = load_config(_write_config(root, 0, StrataConfig().scoring.tree_engine))
     as_of = pd.Timestamp(AS_OF, tz="UTC")
     t0 = time.perf_counter()
     dataset = generate_dataset(n_users=n_users, end=as_of, seed=5)
