@@ -215,18 +215,24 @@ class ServingConfig(_Section):
 
 class ScoringConfig(_Section):
     chunk_users: int = 200_000
+    pipeline: bool = True
+    """Batch scoring (``strata score``) makes the model pass (trees, reason texts) of the next chunks on
+    two helper threads and writes files on another while the current chunk is post-processed, so both
+    cores stay busy for the whole run (see :mod:`serving.batch`). False: one chunk at a time on one
+    thread (plus the trees' own threads). The output is the same byte for byte either way, so this is
+    not part of a run's identity: a run may be resumed with the other setting."""
     reason_method: Literal["path", "shap"] = "path"
     """How reason codes are computed: ``path`` (Saabas path credits from the same walk of the trees that
     gives the score, cheap) or ``shap`` (LightGBM TreeSHAP, exact Shapley values, about 17x the cost of
     the whole batch). Both add up exactly to the raw score; path credits favour features split near the
     root of the trees."""
-    tree_engine: Literal["lightgbm", "compiled"] = "lightgbm"
-    """What evaluates the boosters: ``lightgbm`` (``Booster.predict``, and one ``pred_leaf`` pass for the
-    reason codes) or ``compiled`` (LightGBM's trees flattened and walked by numba kernels,
-    :mod:`training.compiled_trees`: the same numbers bit for bit, models it does not cover fall back to
-    LightGBM). Scores are identical either way; only the speed differs. ``compiled`` is opt-in because
-    its measured gain (about 2.3-2.5x LightGBM's predict, ``benchmarks/bench_scoring.py``) is below the
-    3x the project asks of a compiled-tree evaluator before it becomes the default."""
+    tree_engine: Literal["lightgbm", "compiled"] = "compiled"
+    """What evaluates the boosters: ``compiled`` (the default: LightGBM's trees flattened and walked by
+    numba kernels, :mod:`training.compiled_trees`, every booster a row needs in one walk; the same
+    numbers as ``Booster.predict`` bit for bit; models it does not cover fall back to LightGBM, logged
+    once) or ``lightgbm`` (``Booster.predict``, and one ``pred_leaf`` pass for the reason codes). Scores
+    are identical either way; only the speed differs: the compiled trees are about 4.5x faster than
+    LightGBM's predict on the batch matrix and 8x on a single API row (``benchmarks/bench_scoring.py``)."""
 
 
 class MonitoringConfig(_Section):

@@ -70,6 +70,17 @@ class ScoringInputError(StrataError):
 
 
 @dataclass
+class ModelPass:
+    """The model work of :meth:`Scorer.score_core` for some rows (:meth:`Scorer.model_pass`): the
+    predictions (as :meth:`training.bundle.ModelBundle.predict`) and the reason texts. The contributions
+    behind the reasons are not kept: the largest arrays of a chunk, needed only to make the texts."""
+
+    predictions: pd.DataFrame
+    reasons: Any
+    arrow_text: bool
+
+
+@dataclass
 class ScoredCore:
     """Per-user scores without the action columns, and every eligible (user, action) candidate."""
 
@@ -188,21 +199,42 @@ class Scorer:
         """Budgeted greedy allocation of the candidates (see :func:`serving.interventions.allocate_budget`)."""
         return allocate_budget(candidates, float(budget), self.config.interventions.max_actions_per_user)
 
+    def explain(self, features: pd.DataFrame) -> ExplainedPrediction:
+        """Scores per row and the contributions behind the reasons (one pass of the trees)."""
+        _check_input(features)
+        # One pass per classifier gives both its score and the contributions behind the reasons.
+        return self.bundle.predict_explained(features, self.config.scoring.reason_method)
+
+    def model_pass(self, features: pd.DataFrame, *, arrow_text: bool = False) -> ModelPass:
+        """:meth:`explain` and the reason texts: the part of :meth:`score_core` that is mostly compiled
+        code releasing the GIL (LightGBM, numba, Arrow), so a batch runs it on helper threads while the
+        calling thread post-processes another chunk; pass the result to :meth:`score_core`."""
+        explained = self.explain(features)
+        return ModelPass(explained.scores, self._reasons(features, explained, arrow_text), arrow_text)
+
     def score_core(
-        self, features: pd.DataFrame, *, last_contacted: pd.DataFrame | None = None, arrow_text: bool = False
+        self,
+        features: pd.DataFrame,
+        *,
+        last_contacted: pd.DataFrame | None = None,
+        arrow_text: bool = False,
+        model_pass: ModelPass | None = None,
     ) -> ScoredCore:
         """Everything per user: scores, rule and refined layers, reasons and the eligible actions.
 
         The candidates' ``selected`` flags are all False; pick with :func:`select_without_budget` or
         :meth:`allocate`, then :meth:`finish`. With ``arrow_text`` the ``reasons`` column holds the same
         texts as a pyarrow-backed ``string`` column instead of Python strings (for writers that go
-        straight to Arrow: the batch part files); every other column is unchanged.
+        straight to Arrow: the batch part files); every other column is unchanged. ``model_pass``: the
+        result of :meth:`model_pass` on these same ``features`` with the same ``arrow_text``, if already
+        computed.
         """
-        _check_input(features)
+        if model_pass is None:
+            model_pass = self.model_pass(features, arrow_text=arrow_text)
+        elif model_pass.arrow_text != arrow_text:
+            raise ValueError("score_core: model_pass was made with another arrow_text")
         index = features.index
-        # One pass per classifier gives both its score and the contributions behind the reasons.
-        explained = self.bundle.predict_explained(features, self.config.scoring.reason_method)
-        preds = explained.scores
+        preds = model_pass.predictions
         if len(preds) != len(features) or not np.array_equal(
             preds["user_id"].to_numpy(dtype=object), features["user_id"].astype(str).to_numpy(dtype=object)
         ):
@@ -228,7 +260,7 @@ class Scorer:
         for col in ("lifecycle", "rfm_segment", "value_tier", "activity_tier"):
             out[col] = layers[col].to_numpy(dtype=object)
         out["refined_layer"] = refined.to_numpy(dtype=object)
-        out["reasons"] = self._reasons(features, explained, arrow_text)
+        out["reasons"] = model_pass.reasons
         candidates = candidate_actions(out, self.config.interventions, last_contacted=last_contacted)
         return ScoredCore(scores=out[CORE_COLUMNS], candidates=candidates)
 
