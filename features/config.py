@@ -223,7 +223,7 @@ class ScoringConfig(_Section):
     not part of a run's identity: a run may be resumed with the other setting."""
     reason_method: Literal["path", "shap"] = "path"
     """How reason codes are computed: ``path`` (Saabas path credits from the same walk of the trees that
-    gives the score, cheap) or ``shap`` (LightGBM TreeSHAP, exact Shapley values, about 17x the cost of
+    gives the score, cheap) or ``shap`` (LightGBM TreeSHAP, exact Shapley values, about 30x the cost of
     the whole batch). Both add up exactly to the raw score; path credits favour features split near the
     root of the trees."""
     tree_engine: Literal["lightgbm", "compiled"] = "compiled"
