@@ -133,17 +133,6 @@ class FeatureRows:
         return pd.DataFrame(data)
 
 
-def _value_predictions(value_model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(predicted value, p10, p90) per row of the NumPy model matrix, as batch scoring computes them.
-
-    ``FutureValueModel.predict_with_interval``: with compiled trees, one numba call walks every value
-    booster (the buy classifier and spend regression, or the Tweedie regression, and both quantile
-    models) on each row; with LightGBM, each booster predicts.
-    """
-    value, p10, p90 = value_model.predict_with_interval(X)
-    return np.asarray(value, dtype=float), np.asarray(p10, dtype=float), np.asarray(p90, dtype=float)
-
-
 @dataclass(frozen=True)
 class _MatrixPlan:
     """Column positions of one :class:`FeatureRows` layout: numeric column index by name, the model
@@ -310,7 +299,9 @@ class FastScorer:
         if n == 0:
             value = p10 = p90 = np.zeros(0)
         else:
-            value, p10, p90 = _value_predictions(self.value, X)
+            # FutureValueModel.predict_with_interval: with compiled trees, one numba call walks every value
+            # booster; with LightGBM, each booster predicts.
+            value, p10, p90 = self.value.predict_with_interval(X)
         preds = {"churn_risk": churn, "conversion_prob": conv, "predicted_value": value,
                  "value_p10": p10, "value_p90": p90}
         return preds, explained

@@ -424,7 +424,7 @@ class ModelBundle:
         does and returns ``(value, p10, p90)``; every number is the one the per-model route computes
         (same raw sums, then the same calibrators, transforms and value composition, on the same arrays).
         """
-        from training.compiled_trees import group_raw_and_contributions, predict_group, to_response_scale
+        from training.compiled_trees import group_raw_and_contributions, predict_group
 
         parts = self.value_model.boosted_parts()
         n = len(X)
@@ -448,10 +448,7 @@ class ModelBundle:
                 outputs[:] = raw[first:]
             else:
                 outputs[:, rows] = raw[first:]
-        for part, forest, row in zip(parts, groups["value"], outputs, strict=True):
-            if not isinstance(part, CalibratedBoostedClassifier):  # regressors: response scale, as predict()
-                to_response_scale(forest, row)
-        return self.value_model.predict_from_parts(list(outputs))
+        return self.value_model.predict_from_raw(outputs, groups["value"])
 
     def raw_churn_score(self, features: pd.DataFrame) -> np.ndarray:
         """Uncalibrated churn score (log-odds of the booster) per row, for every row given."""

@@ -880,13 +880,9 @@ class FutureValueModel(RegressorMixin, _BoostedBase):
         if group is None or not isinstance(X, np.ndarray):
             return (self.predict(X), *self.predict_interval(X))
         _check_matrix(self, X)
-        from training.compiled_trees import predict_group, to_response_scale
+        from training.compiled_trees import predict_group
 
-        outputs = predict_group(group[0], X, raw_score=True)
-        for part, forest, row in zip(self.boosted_parts(), group[1], outputs, strict=True):
-            if not isinstance(part, CalibratedBoostedClassifier):  # regressors: response scale, as predict()
-                to_response_scale(forest, row)
-        return self.predict_from_parts(list(outputs))
+        return self.predict_from_raw(predict_group(group[0], X, raw_score=True), group[1])
 
     def _compiled_group(self) -> tuple[Any, list[CompiledForest]] | None:
         """(ForestGroup of :meth:`boosted_parts`, their forests), or None unless every part is compiled.
@@ -915,6 +911,20 @@ class FutureValueModel(RegressorMixin, _BoostedBase):
             check_is_fitted(self, "kind_")
         main = ["buy", "spend"] if self.kind_ == "hurdle" else ["tweedie"]
         return [*(self.parts_[k] for k in main), self.q_low_, self.q_high_]
+
+    def predict_from_raw(
+        self, raw: np.ndarray, forests: list[CompiledForest]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`predict_from_parts` from the raw scores of :meth:`boosted_parts` (``raw``: float64
+        ``(n_parts, n)``, one row per part, e.g. :func:`training.compiled_trees.predict_group` with
+        ``raw_score=True``) and the parts' compiled ``forests``: each regressor's row is brought to the
+        response scale in place (its forest's transform, as ``predict`` does) first."""
+        from training.compiled_trees import to_response_scale
+
+        for part, forest, row in zip(self.boosted_parts(), forests, raw, strict=True):
+            if not isinstance(part, CalibratedBoostedClassifier):  # regressors: response scale, as predict()
+                to_response_scale(forest, row)
+        return self.predict_from_parts(list(raw))
 
     def predict_from_parts(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`predict` and :meth:`predict_interval` from the outputs of :meth:`boosted_parts` on the rows.
