@@ -9,11 +9,14 @@ DEMO_DIR ?= demo
 
 setup: $(STAMP)
 
+# --no-cache: pyspark ships only as an sdist, and uv rebuilt it on every fresh install, leaving about 1.9 GB
+# of build trees in ~/.cache/uv each time (it filled this machine's disk once). A throwaway cache costs a few
+# seconds of downloads and leaves nothing behind.
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/uv pip install --no-cache --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --no-cache --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
 demo: $(STAMP)
