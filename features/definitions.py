@@ -17,20 +17,20 @@ Each definition belongs to a *stage*, which says what its expression is evaluate
     1970-01-01), ``day_amount`` (paid spend that day) and ``gap`` (days since the previous order day,
     NULL on the first).
 ``events``
-    An aggregate over the user's per-event-type summaries of the events at or before ``as_of`` (events
-    are first counted per user and type, which keeps the per-type pivot cheap): ``event_type``, ``n``
-    (events), ``n_{w}d`` (events in the last ``w`` days, w in 30, 90), ``decay_hl{h}`` (sum of decay
-    weights), ``min_age_days``, ``value_sum`` and ``value_n`` (sum and count of non-null ``value``).
-``activity``
-    An aggregate over the user's order and event rows of the last 30 days: ``rel_day`` (whole days
-    before ``as_of``, 0..29, INTEGER) and ``day_bit`` (``2 ** rel_day`` as BIGINT, so that a set of
-    days is a ``BIT_OR`` of bits and its size a ``BIT_COUNT``: cheaper than ``COUNT(DISTINCT rel_day)``,
-    which builds a hash table of every (user, day) pair).
+    An aggregate over the user's event rows at or before ``as_of``: ``event_type``, ``value`` (NULL when
+    absent), ``age_days`` and ``w_hl{h}``, as for orders. The per-type features are conditional
+    aggregates of one ``GROUP BY user_id`` pass. (Counting per (user, type) first and pivoting those
+    rows cost the same CPU at 1M users and 60M events, about 15 CPU-s either way, in two aggregations.)
 ``users``
     A column of the user's row in ``users`` (only if ``joined_at`` is at or before ``as_of`` or unknown):
     ``joined_age_days`` and ``source_channel``.
 ``derived``
     A row-level expression over the (defaulted) outputs of the stages above, including hidden ones.
+
+Distinct active days (``active_days_30d``) are counted without a distinct aggregate: the ``orders`` and
+``events`` stages each keep a hidden BIGINT whose bit ``d`` is set when the user has a row ``d`` whole days
+before ``as_of`` (``BIT_OR`` of ``1 << d``), and the derived feature is the ``BIT_COUNT`` of their bitwise
+OR. Each source is thus read by one aggregate pass.
 
 ``default`` is the SQL literal a stage output takes for a user with no rows in that stage (e.g. ``0``
 orders for a prospect); None means NULL (NaN in the output). Hidden definitions are intermediate
@@ -47,16 +47,16 @@ from typing import Literal
 
 from features.config import StrataConfig
 
-Stage = Literal["orders", "order_days", "events", "activity", "users", "derived"]
+Stage = Literal["orders", "order_days", "events", "users", "derived"]
 Family = Literal["rfm", "recency_decay", "rhythm", "engagement", "context"]
 
-STAGES: tuple[Stage, ...] = ("orders", "order_days", "events", "activity", "users", "derived")
+STAGES: tuple[Stage, ...] = ("orders", "order_days", "events", "users", "derived")
 FAMILIES: tuple[Family, ...] = ("rfm", "recency_decay", "rhythm", "engagement", "context")
 
 #: Windows (days) of the per-event-type counts; fixed by the feature contract.
 EVENT_TYPE_WINDOWS_DAYS: tuple[int, ...] = (30, 90)
 #: Window (days) of ``active_days_30d``; fixed by the feature contract (at most 63: the active days of a
-#: user are the bits of one BIGINT, see the ``activity`` stage).
+#: user are the bits of one BIGINT, see :func:`day_bits`).
 ACTIVITY_WINDOW_DAYS = 30
 
 _LN2 = math.log(2.0)
@@ -126,7 +126,21 @@ def _count_if(cond: str) -> str:
 
 
 def _sum_if(value: str, cond: str) -> str:
-    return f"SUM(CASE WHEN {cond} THEN {value} ELSE 0 END)"
+    # NULL (not 0) where cond is false: the aggregate skips those rows instead of adding 0 (about 6% less
+    # CPU for the events pass); a user with no matching row gets NULL, which the join turns into the default
+    # 0 (every caller's definition has default "0")
+    return f"SUM(CASE WHEN {cond} THEN {value} END)"
+
+
+def day_bits(window_days: int = ACTIVITY_WINDOW_DAYS) -> str:
+    """Aggregate: a BIGINT whose bit ``d`` is set if the stage has a row ``d`` whole days before as_of (d < window).
+
+    NULL without such rows. Over ``orders`` and ``events`` alike (both have ``age_days``).
+    """
+    if not 0 < window_days <= 63:
+        raise ValueError(f"an activity window must be 1..63 days, not {window_days}")
+    return (f"BIT_OR(CASE WHEN age_days < {window_days} "
+            "THEN CAST(1 AS BIGINT) << CAST(FLOOR(age_days) AS INTEGER) END)")
 
 
 def _rfm(config: StrataConfig) -> list[FeatureDef]:
@@ -171,7 +185,7 @@ def _recency_decay(config: StrataConfig) -> list[FeatureDef]:
                                f"SUM(signed_amount * w_hl{h})", "orders", "0"))
         defs.append(FeatureDef(f"events_decay_hl{h}", "recency_decay",
                                f"Events of any type weighted by 0.5 ** (age in days / {h}).", "events", w,
-                               f"SUM(decay_hl{h})", "events", "0"))
+                               f"SUM(w_hl{h})", "events", "0"))
     return defs
 
 
@@ -241,42 +255,48 @@ def _engagement(config: StrataConfig) -> list[FeatureDef]:
         FeatureDef("last_order_row_age_days", "engagement", "Days since the last order row of any status.",
                    "days", "all time", "MIN(age_days)", "orders", hidden=True),
         FeatureDef("days_since_last_event", "engagement", "Days from the last event of any type to as_of.",
-                   "days", "all time", "MIN(min_age_days)", "events"),
+                   "days", "all time", "MIN(age_days)", "events"),
         FeatureDef("days_since_last_interaction", "engagement",
                    "Days from the last order (any status) or event to as_of.", "days", "all time",
                    "CASE WHEN last_order_row_age_days IS NULL THEN days_since_last_event "
                    "WHEN days_since_last_event IS NULL THEN last_order_row_age_days "
                    "ELSE LEAST(last_order_row_age_days, days_since_last_event) END", "derived"),
+        FeatureDef("order_day_bits_30d", "engagement",
+                   f"Bit d set: an order row (any status) d whole days before as_of (d < {ACTIVITY_WINDOW_DAYS}).",
+                   "bits", f"{ACTIVITY_WINDOW_DAYS}d", day_bits(), "orders", "0", hidden=True),
+        FeatureDef("event_day_bits_30d", "engagement",
+                   f"Bit d set: an event d whole days before as_of (d < {ACTIVITY_WINDOW_DAYS}).",
+                   "bits", f"{ACTIVITY_WINDOW_DAYS}d", day_bits(), "events", "0", hidden=True),
         FeatureDef("active_days_30d", "engagement",
                    f"Distinct days (24h periods before as_of) with any order or event in the last "
                    f"{ACTIVITY_WINDOW_DAYS} days.", "days", f"{ACTIVITY_WINDOW_DAYS}d",
-                   "BIT_COUNT(BIT_OR(day_bit))", "activity", "0"),
+                   "BIT_COUNT(order_day_bits_30d | event_day_bits_30d)", "derived"),
         FeatureDef("events_total", "engagement", "Number of events of any type.", "events", "all time",
-                   "SUM(n)", "events", "0"),
+                   "COUNT(*)", "events", "0"),
     ]
     for t in config.data.event_types:
         tok = column_token(t)
         for w in EVENT_TYPE_WINDOWS_DAYS:
             defs.append(FeatureDef(f"events_{tok}_{w}d", "engagement", f"Number of '{t}' events in the last {w} days.",
-                                   "events", f"{w}d", _sum_if(f"n_{w}d", typed(t)), "events", "0"))
+                                   "events", f"{w}d", _count_if(f"{typed(t)} AND age_days < {w}"), "events", "0"))
         defs.append(FeatureDef(f"events_{tok}_decay_hl{h_max}", "engagement",
                                f"'{t}' events weighted by 0.5 ** (age in days / {h_max}).", "events",
-                               f"half-life {h_max}d", _sum_if(f"decay_hl{h_max}", typed(t)), "events", "0"))
+                               f"half-life {h_max}d", _sum_if(f"w_hl{h_max}", typed(t)), "events", "0"))
     defs += [
         FeatureDef("shares_total", "engagement", "Number of 'share' events (influence).", "events", "all time",
-                   _sum_if("n", typed("share")), "events", "0"),
+                   _count_if(typed("share")), "events", "0"),
         FeatureDef("referrals_total", "engagement", "Number of 'referral' events (brought a new customer).",
-                   "events", "all time", _sum_if("n", typed("referral")), "events", "0"),
+                   "events", "all time", _count_if(typed("referral")), "events", "0"),
         FeatureDef("coupon_claims_total", "engagement", "Number of 'coupon_claim' events.", "events", "all time",
-                   _sum_if("n", typed("coupon_claim")), "events", "0"),
+                   _count_if(typed("coupon_claim")), "events", "0"),
         FeatureDef("coupon_redeems_total", "engagement", "Number of 'coupon_redeem' events.", "events",
-                   "all time", _sum_if("n", typed("coupon_redeem")), "events", "0"),
+                   "all time", _count_if(typed("coupon_redeem")), "events", "0"),
         FeatureDef("coupon_redeem_ratio", "engagement",
                    "Coupon redeems divided by coupon claims (NaN without claims).", "ratio", "all time",
                    _ratio("coupon_redeems_total", "coupon_claims_total"), "derived"),
         FeatureDef("review_sentiment_mean", "engagement",
                    "Mean 'value' of 'review' events (NaN without scored reviews).", "score", "all time",
-                   _ratio(_sum_if("value_sum", typed("review")), _sum_if("value_n", typed("review"))), "events"),
+                   f"AVG(CASE WHEN {typed('review')} THEN value END)", "events"),
     ]
     return defs
 

@@ -6,8 +6,8 @@ The point-in-time logic is a chain of small named steps, each a SQL builder that
    before ``as_of`` and normalise optional columns (absent ``status`` means paid, absent ``category`` or
    ``value`` is NULL) so that the definitions never depend on which optional columns exist;
 2. :func:`dedupe_orders_sql`: one row per ``(user_id, order_id, status)``, the earliest;
-3. :func:`aggregate_sql`, :func:`order_days_sql`, :func:`event_type_counts_sql`, :func:`activity_sql`:
-   one aggregate pass per source (conditional aggregates for every window and half-life);
+3. :func:`aggregate_sql`, :func:`order_days_sql`: one aggregate pass per source (conditional aggregates
+   for every window, half-life and event type);
 4. :func:`entities_sql` / :data:`KNOWN_USER_CONDITION`: the users known at ``as_of``;
 5. :func:`join_sql` and :func:`derive_sql`: join the aggregates into one row per known user, fill
    defaults, compute the row-level derived features.
@@ -39,8 +39,6 @@ from features.contract import ENTITY_KEY, SCHEMAS
 from features.cutoffs import parse_as_of
 from features.dataset import Dataset
 from features.definitions import (
-    ACTIVITY_WINDOW_DAYS,
-    EVENT_TYPE_WINDOWS_DAYS,
     STAGES,
     FeatureDef,
     Stage,
@@ -60,7 +58,7 @@ log = logging.getLogger(__name__)
 
 _SECONDS_PER_DAY = 86400
 _ALIAS: dict[Stage, str] = {
-    "orders": "or_", "order_days": "rh_", "events": "ev_", "activity": "ac_", "users": "us_",
+    "orders": "or_", "order_days": "rh_", "events": "ev_", "users": "us_",
 }
 
 
@@ -232,23 +230,6 @@ def aggregate_sql(defs: Sequence[FeatureDef], stage: Stage, source: str) -> str:
     return f"SELECT user_id{exprs} FROM {source} GROUP BY user_id"
 
 
-def event_type_counts_sql(events_source: str, config: StrataConfig) -> str:
-    """Per ``(user_id, event_type)``: ``n``, ``n_{w}d``, ``decay_hl{h}``, ``min_age_days``, ``value_sum``, ``value_n``.
-
-    The ``events`` stage aggregates (and pivots) these few rows per user instead of every event row.
-    """
-    # counts as DOUBLE: the pivot then sums doubles (exact below 2**53), not 128-bit integers
-    windows = ", ".join(
-        f"CAST(COUNT(CASE WHEN age_days < {w} THEN 1 END) AS DOUBLE) AS n_{w}d" for w in EVENT_TYPE_WINDOWS_DAYS
-    )
-    decay = ", ".join(f"SUM(w_hl{h}) AS decay_hl{h}" for h in _half_lives(config))
-    return (
-        f"SELECT user_id, event_type, CAST(COUNT(*) AS DOUBLE) AS n, {windows}, {decay}, "
-        "MIN(age_days) AS min_age_days, SUM(value) AS value_sum, CAST(COUNT(value) AS DOUBLE) AS value_n "
-        f"FROM {events_source} GROUP BY user_id, event_type"
-    )
-
-
 def order_days_sql(orders_source: str) -> str:
     """Distinct paid-order days per user with the gap (days) since the previous order day.
 
@@ -264,23 +245,6 @@ def order_days_sql(orders_source: str) -> str:
         f"day_num - LAG(day_num) {by_day}) AS gap FROM {orders_source} WHERE paid"
     )
     return f"SELECT user_id, day_num, day_amount, gap FROM ({rows}) AS od WHERE gap IS NULL OR gap > 0"
-
-
-def activity_sql(orders_source: str, events_source: str) -> str:
-    """Order and event rows of the last 30 days as ``(user_id, rel_day, day_bit)``.
-
-    ``rel_day`` is the whole days before ``as_of`` (INTEGER, 0..29) and ``day_bit`` is ``2 ** rel_day``
-    (BIGINT; a shift, exact in both engines).
-    """
-    w = ACTIVITY_WINDOW_DAYS
-    rows = (
-        f"SELECT user_id, age_days FROM {orders_source} WHERE age_days < {w} "
-        f"UNION ALL SELECT user_id, age_days FROM {events_source} WHERE age_days < {w}"
-    )
-    return (
-        "SELECT user_id, rel_day, CAST(1 AS BIGINT) << rel_day AS day_bit "
-        f"FROM (SELECT user_id, CAST(FLOOR(age_days) AS INTEGER) AS rel_day FROM ({rows}) AS a) AS r"
-    )
 
 
 def users_stage_sql(defs: Sequence[FeatureDef], users_source: str) -> str:
@@ -313,8 +277,8 @@ KNOWN_USER_CONDITION = "or_.user_id IS NOT NULL OR ev_.user_id IS NOT NULL OR us
 def join_sql(defs: Sequence[FeatureDef]) -> str:
     """Full-join the per-source aggregates into one row per known user, filling each stage's defaults.
 
-    Orders, events and visible user rows are full-joined (each aggregate is read once); the rhythm and
-    activity aggregates, whose users are a subset, are left-joined (only when ``defs`` use them). Rows
+    Orders, events and visible user rows are full-joined (each aggregate is read once); the rhythm
+    aggregates, whose users are a subset of the order users, are left-joined (only when ``defs`` use them). Rows
     are kept for known users only (:data:`KNOWN_USER_CONDITION`).
     """
     key = ENTITY_KEY
@@ -326,8 +290,6 @@ def join_sql(defs: Sequence[FeatureDef]) -> str:
     ]
     if "order_days" in stages:
         joins.append(f"LEFT JOIN rhythm_aggs AS rh_ ON rh_.{key} = or_.{key}")
-    if "activity" in stages:
-        joins.append(f"LEFT JOIN activity_aggs AS ac_ ON ac_.{key} = {any_activity}")
     selects = [f"COALESCE(or_.{key}, ev_.{key}, us_.{key}) AS {key}"]
     for stage, alias in _ALIAS.items():
         for d in _stage_defs(defs, stage):
@@ -416,7 +378,7 @@ def _compose(
         raise ValueError(f"unknown feature stages: {sorted(unknown)}")
     if families is not None:
         # a subset reads only the tables its definitions need (its users are those known from them)
-        if not stages & {"events", "activity"}:
+        if "events" not in stages:
             sources = replace(sources, events=None)
         if "users" not in stages:
             sources = replace(sources, users=None)
@@ -430,14 +392,7 @@ def _compose(
     if "order_days" in stages:
         ctes += [("order_days", order_days_sql("orders_d")),
                  ("rhythm_aggs", aggregate_sql(defs, "order_days", "order_days"))]
-    if "events" in stages:
-        ctes += [("event_types", event_type_counts_sql("events_f", config)),
-                 ("event_aggs", aggregate_sql(defs, "events", "event_types"))]
-    else:
-        ctes.append(("event_aggs", aggregate_sql(defs, "events", "events_f")))
-    if "activity" in stages:
-        ctes += [("activity_rows", activity_sql("orders_d", "events_f")),
-                 ("activity_aggs", aggregate_sql(defs, "activity", "activity_rows"))]
+    ctes.append(("event_aggs", aggregate_sql(defs, "events", "events_f")))
     ctes += [("user_aggs", users_stage_sql(defs, "users_f")), ("joined", join_sql(defs))]
     with_clause = ",\n".join(f"{name} AS (\n  {body}\n)" for name, body in ctes)
     return f"WITH {with_clause}\n{derive_sql(defs, as_of)}"
