@@ -9,6 +9,9 @@ in well under a millisecond. Two ways to write:
   holds exactly the users of that run (users absent from the run are gone). Readers never see half a
   run: a connection keeps reading the file it opened (the old inode) until it reconnects, and
   :class:`OnlineStore` reconnects as soon as the path names another file (checked on every call).
+  The first thread to reconnect also closes the other threads' idle connections to the old file, so
+  its disk space is freed even if those threads serve nothing more (a connection in use is closed by
+  its own thread, on its next call).
 * :meth:`OnlineStore.write`: an in-place upsert of some users, one transaction.
 
 The file uses SQLite's rollback journal (not WAL): a WAL file's ``-wal``/``-shm`` companions are found by
@@ -34,6 +37,7 @@ import json
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,6 +136,21 @@ def _inode(path: Path) -> int | None:
         return None
 
 
+class _Handle:
+    """One thread's connection, the inode of the file it opened, and a lock held while it is in use."""
+
+    def __init__(self, conn: sqlite3.Connection, inode: int | None) -> None:
+        self.conn = conn
+        self.inode = inode
+        self.lock = threading.RLock()  # re-entrant: a reader may nest calls on its own thread
+        self.closed = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.conn.close()
+
+
 class OnlineStore:
     """Latest features and scores per user in an SQLite file (one writer, many readers).
 
@@ -145,15 +164,66 @@ class OnlineStore:
         self.path = Path(path)
         self._local = threading.local()
         self._layout_cache: tuple[str, _FeatureLayout] | None = None
+        # Every thread's connection, so that a thread that sees a new file can close the idle connections
+        # other threads still hold on the replaced one (weak: a finished thread's connection goes with it).
+        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
+        self._handles_lock = threading.Lock()
+        self._stale = False  # some connection may still be on a replaced file
 
     # -- connections -------------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    @contextmanager
+    def _use(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection to the current file, held (not closable by other threads) while in use."""
+        while True:
+            handle = self._handle()
+            with handle.lock:
+                if not handle.closed:  # not swept by another thread between the two lines
+                    yield handle.conn
+                    break
+        if self._stale:
+            self._sweep()
+
+    def _handle(self) -> _Handle:
+        handle: _Handle | None = getattr(self._local, "handle", None)
         # Stat before (re)connecting: a file swapped in after the stat is noticed on the next call.
         inode = _inode(self.path)
-        if conn is not None and inode == self._local.inode:
-            return conn
+        if handle is not None and not handle.closed and inode == handle.inode:
+            return handle
         self.close()
+        handle = _Handle(self._open(inode), _inode(self.path) if inode is None else inode)
+        self._local.handle = handle
+        with self._handles_lock:
+            self._handles.add(handle)
+            self._stale = True
+        self._sweep()
+        return handle
+
+    def _sweep(self) -> None:
+        """Close the connections of other threads that are idle and on a replaced file.
+
+        Without this, a thread that serves no request after a swap would keep the old file (gigabytes at a
+        million users) open, so its disk space would not be freed. A connection in use is left to its own
+        thread, which reconnects on its next call; later calls sweep again until none is left.
+        """
+        inode = _inode(self.path)
+        with self._handles_lock:
+            handles = list(self._handles)
+        left = False
+        for h in handles:
+            if h.closed or h.inode == inode:
+                continue
+            if h.lock.acquire(blocking=False):
+                try:
+                    h.close()
+                finally:
+                    h.lock.release()
+            else:
+                left = True
+        with self._handles_lock:
+            self._handles = weakref.WeakSet(h for h in self._handles if not h.closed)
+            self._stale = left
+
+    def _open(self, inode: int | None) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
@@ -172,7 +242,6 @@ class OnlineStore:
                     conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
-                inode = inode if inode is not None else _inode(self.path)
             elif version != str(SCHEMA_VERSION):
                 raise OnlineStoreError(
                     f"online store {self.path}: schema version {version} (written by another version of "
@@ -185,28 +254,27 @@ class OnlineStore:
         except BaseException:
             conn.close()
             raise
-        self._local.conn = conn
-        self._local.inode = inode
         return conn
 
     def close(self) -> None:
-        """Close this thread's connection (others close when their thread ends)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-        self._local.conn = None
-        self._local.inode = None
+        """Close this thread's connection (others close when their thread ends, or are swept once idle
+        on a replaced file)."""
+        handle: _Handle | None = getattr(self._local, "handle", None)
+        if handle is not None:
+            with handle.lock:
+                handle.close()
+        self._local.handle = None
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._use() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _meta(self, conn: sqlite3.Connection, key: str) -> str | None:
         row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -252,16 +320,16 @@ class OnlineStore:
         return layout
 
     def _feature_rows(self, user_ids: Sequence[str]) -> tuple[_FeatureLayout | None, list[tuple]]:
-        conn = self._connect()
-        # One read transaction: the layout and the rows come from the same committed state.
-        conn.execute("BEGIN")
-        try:
-            layout = self._layout(conn)
-            rows = [] if layout is None else _select_by_ids(
-                conn, "SELECT user_id, as_of, numeric, strings FROM features", user_ids
-            )
-        finally:
-            conn.execute("COMMIT")
+        with self._use() as conn:
+            # One read transaction: the layout and the rows come from the same committed state.
+            conn.execute("BEGIN")
+            try:
+                layout = self._layout(conn)
+                rows = [] if layout is None else _select_by_ids(
+                    conn, "SELECT user_id, as_of, numeric, strings FROM features", user_ids
+                )
+            finally:
+                conn.execute("COMMIT")
         return layout, rows
 
     def get_features(self, user_ids: Sequence[str]) -> pd.DataFrame:
@@ -289,24 +357,26 @@ class OnlineStore:
 
     def sample_user_ids(self, n: int) -> list[str]:
         """Up to ``n`` stored user ids (the first by key order), e.g. to check a model on real rows."""
-        cur = self._connect().execute("SELECT user_id FROM features ORDER BY user_id LIMIT ?", (int(n),))
-        return [str(r[0]) for r in cur]
+        with self._use() as conn:
+            cur = conn.execute("SELECT user_id FROM features ORDER BY user_id LIMIT ?", (int(n),))
+            return [str(r[0]) for r in cur]
 
     def get_scores(self, user_ids: Sequence[str]) -> pd.DataFrame:
         """Stored score rows of the users found (request order), with the scorer's output columns."""
-        rows = _select_by_ids(
-            self._connect(), "SELECT user_id, score, reasons, interventions FROM scores", user_ids
-        )
+        with self._use() as conn:
+            rows = _select_by_ids(conn, "SELECT user_id, score, reasons, interventions FROM scores", user_ids)
         return _decode_scores(rows)
 
     def feature_timestamp(self) -> pd.Timestamp | None:
         """The latest ``as_of`` of the stored features (UTC), or None if the store is empty."""
-        raw = self._meta(self._connect(), "feature_timestamp")
+        with self._use() as conn:
+            raw = self._meta(conn, "feature_timestamp")
         return None if raw is None else pd.Timestamp(raw)
 
     def count(self) -> int:
         """Number of users with stored features."""
-        return int(self._connect().execute("SELECT COUNT(*) FROM features").fetchone()[0])
+        with self._use() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM features").fetchone()[0])
 
 
 class Snapshot:

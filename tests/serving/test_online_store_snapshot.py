@@ -253,3 +253,54 @@ def test_score_rows_without_optional_columns_and_unsorted_ids() -> None:
     encoded = _FeatureLayout.from_frame(f).encode(f)
     assert [r[0] for r in encoded] == sorted(f["user_id"])
     assert encoded[0][2] == f.iloc[-1][[c for c in f.columns if f[c].dtype == np.float64]].to_numpy(float).tobytes()
+
+
+def _open_files_under(folder: Path) -> list[str]:
+    """Targets of this process's open file descriptors inside ``folder`` (``(deleted)`` when unlinked)."""
+    out = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            out.append(target)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc to list open files")
+def test_idle_readers_let_go_of_a_replaced_store_file(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    base = _features(300)
+    writer = OnlineStore(path)
+    writer.write(base, _scores(base))
+    writer.close()
+    store = OnlineStore(path)  # shared by all threads, as in the API
+    ready, release = threading.Barrier(5), threading.Event()
+
+    def idle_reader() -> None:
+        assert len(store.get_features(["u00001"])) == 1  # opens this thread's connection on the first file
+        ready.wait()
+        release.wait()  # then stays alive without another request
+
+    threads = [threading.Thread(target=idle_reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    try:
+        assert sum(1 for f in _open_files_under(tmp_path) if f.endswith("store.db")) == 4
+        new = _features(300, as_of=AS_OF + pd.Timedelta(days=1), seed=7)
+        snap = store.snapshot("next")
+        snap.write(new, _scores(new, version="2"))
+        snap.publish()
+        assert any(f.endswith("(deleted)") for f in _open_files_under(tmp_path))  # the idle readers hold it
+        # one request on another thread: it reconnects to the new file and closes the idle connections
+        assert store.get_scores(["u00001"])["model_version"].iloc[0] == "2"
+        left = _open_files_under(tmp_path)
+        assert not [f for f in left if f.endswith("(deleted)")], left
+    finally:
+        release.set()
+        for t in threads:
+            t.join(timeout=30)
+    # the swept threads' next call reconnects (to the new file)
+    assert store.get_features(["u00001"])["as_of"].iloc[0] == AS_OF + pd.Timedelta(days=1)
