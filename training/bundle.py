@@ -38,6 +38,7 @@ from training.models import (
     FeatureMismatchError,
     FutureValueModel,
     ReasonMethod,
+    cached_for_models,
     to_model_matrix,
     to_numeric_model_matrix,
 )
@@ -392,26 +393,20 @@ class ModelBundle:
         set of compiled forests (cached here; rebuilt when the tree engine or a model changes).
         """
         models = [self.churn_model, self.conversion_model, *self.value_model.boosted_parts()]
-        # Keyed on what decides the answer, read without sklearn's fitted checks (microseconds per model,
-        # per API call): each model, its engine switch and its booster.
-        key = tuple((id(m), getattr(m, "use_compiled_trees", None), id(getattr(m, "booster_", None))) for m in models)
-        cached = getattr(self, "_group_cache", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]  # type: ignore[no-any-return]
-        forests = tuple(None if m is None else m.compiled_trees() for m in models)
-        groups: dict[str, Any] | None = None
-        # Else LightGBM: the engine, or a model the compiled trees do not cover (logged once by the model).
-        if forests[0] is not None and all(f is not None for f in forests[2:]) and (
-                self.conversion_model is None or forests[1] is not None):
-            from training.compiled_trees import compile_group
+        return cached_for_models(self, models, lambda: self._build_groups(models))
 
-            value = [f for f in forests[2:] if f is not None]
-            groups = {"buyers": compile_group([forests[0], *value]),
-                      "prospects": compile_group(value if forests[1] is None else [forests[1], *value]),
-                      "value": value}
-        # The models and boosters are held with the key, so that no other object can take their ids.
-        self._group_cache = (key, groups, models, [getattr(m, "booster_", None) for m in models])
-        return groups
+    def _build_groups(self, models: list[Any]) -> dict[str, Any] | None:
+        forests = tuple(None if m is None else m.compiled_trees() for m in models)
+        # Else LightGBM: the engine, or a model the compiled trees do not cover (logged once by the model).
+        if forests[0] is None or any(f is None for f in forests[2:]) or (
+                self.conversion_model is not None and forests[1] is None):
+            return None
+        from training.compiled_trees import compile_group
+
+        value = [f for f in forests[2:] if f is not None]
+        return {"buyers": compile_group([forests[0], *value]),
+                "prospects": compile_group(value if forests[1] is None else [forests[1], *value]),
+                "value": value}
 
     def _fused_scores(
         self, X: np.ndarray, prospect: np.ndarray, method: ReasonMethod | None, groups: dict[str, Any],

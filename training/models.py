@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -138,6 +138,25 @@ def to_model_matrix(
     """
     out = dict(_model_columns(features, feature_names, levels, source))
     return pd.DataFrame(out, index=features.index)
+
+
+_T = TypeVar("_T")
+
+
+def cached_for_models(owner: Any, models: Sequence[Any], build: Callable[[], _T]) -> _T:
+    """``build()``, cached on ``owner`` until one of ``models`` changes (itself, its tree engine switch
+    ``use_compiled_trees`` or its booster); for the forest groups built from those models' trees.
+
+    The key is read without sklearn's fitted checks (microseconds per model, per API call). The models and
+    boosters are held with the value, so that no other object can take their ids.
+    """
+    key = tuple((id(m), getattr(m, "use_compiled_trees", None), id(getattr(m, "booster_", None))) for m in models)
+    cached = getattr(owner, "_group_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]  # type: ignore[no-any-return]
+    value = build()
+    owner._group_cache = (key, value, list(models), [getattr(m, "booster_", None) for m in models])
+    return value
 
 
 def to_numeric_model_matrix(
@@ -888,20 +907,16 @@ class FutureValueModel(RegressorMixin, _BoostedBase):
         """(ForestGroup of :meth:`boosted_parts`, their forests), or None unless every part is compiled.
 
         Cached here, keyed on the parts, their engine switches and boosters (held, so ids stay theirs)."""
-        parts = self.boosted_parts()
-        key = tuple((id(p), p.use_compiled_trees, id(getattr(p, "booster_", None))) for p in parts)
-        cached = getattr(self, "_group_cache", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]  # type: ignore[no-any-return]
-        forests = [p.compiled_trees() for p in parts]
-        group = None
-        if all(f is not None for f in forests):
-            from training.compiled_trees import compile_group
+        from training.compiled_trees import compile_group
 
+        parts = self.boosted_parts()
+
+        def build() -> tuple[Any, list[CompiledForest]] | None:
+            forests = [p.compiled_trees() for p in parts]
             held = [f for f in forests if f is not None]
-            group = (compile_group(held), held)
-        self._group_cache = (key, group, parts, [p.booster_ for p in parts])
-        return group
+            return (compile_group(held), held) if len(held) == len(forests) else None
+
+        return cached_for_models(self, parts, build)
 
     def boosted_parts(self) -> list[CalibratedBoostedClassifier | BoostedRegressor]:
         """The LightGBM models behind :meth:`predict` and :meth:`predict_interval`, in the order

@@ -338,14 +338,17 @@ def test_tree_engine_switch_gives_lightgbm_the_same_numbers(tmp_path: Path) -> N
     features = build_features(demo_data(), DEMO_END, fast_config())
     compiled = bundle.predict_explained(features, "path")
     assert bundle.churn_model.compiled_trees() is not None
+    assert bundle.has_fused_trees() and bundle.value_model._compiled_group() is not None
     bundle.set_tree_engine("lightgbm")
     models = [bundle.churn_model, bundle.value_model.q_low_, bundle.value_model.q_high_]
     assert all(m.compiled_trees() is None for m in models)
+    # the cached forest groups follow the switch (keyed on each model's engine)
+    assert not bundle.has_fused_trees() and bundle.value_model._compiled_group() is None
     lightgbm = bundle.predict_explained(features, "path")
     pd.testing.assert_frame_equal(compiled.scores, lightgbm.scores, check_exact=True)
     np.testing.assert_array_equal(compiled.churn_contributions, lightgbm.churn_contributions)
     bundle.set_tree_engine("compiled")
-    assert bundle.churn_model.compiled_trees() is not None
+    assert bundle.churn_model.compiled_trees() is not None and bundle.has_fused_trees()
     with pytest.raises(ValueError, match="tree engine"):
         bundle.set_tree_engine("xgboost")
 
