@@ -34,9 +34,11 @@ Both cores stay busy (``config.scoring.pipeline``, on by default), with three ki
   manifest only after its file is in place, and the work file is recorded before any chunk.
 
 So the output, the manifest and resuming are exactly what one chunk at a time gives (the tests compare
-the bytes); at most three model passes and one finished chunk waiting for its write are in memory
-(measured peak at 1M users, chunks of 200k: 3.3 GB against 2.6 GB one chunk at a time, the Arrow copy
-of the work file now living while the first chunks are scored). Measured at 1M users on 2 cores
+the bytes); at most three model passes and one finished chunk waiting for its write are in memory,
+besides the feature table itself; the work file is written one chunk at a time (one chunk's Arrow copy).
+Measured with ``benchmarks/bench_scoring_memory.py`` (chunks of 200k, each size in a fresh process): peak
+3.3 GiB at 1M users and 11.0 GiB at 10M (3.3x for 10x the users; about 0.9 KB per additional user,
+mostly the feature table). Measured at 1M users on 2 cores
 (``benchmarks/bench_scoring.py --compare-serial``): compiled trees 10.9 s wall for 19.4 s CPU (one
 chunk at a time: 15.3 s for 18.3 s), LightGBM 17.8 s for 30.8 s (22.4 s for 29.8 s). Worker processes
 were measured and dropped: starting one (imports, bundle, numba cache) costs about 3 s of CPU, too much
@@ -477,7 +479,18 @@ def run_batch(
             os.replace(tmp_path, features_path)
 
         def write_frame_work_file(features: pd.DataFrame) -> None:
-            write_work_file(_to_arrow(features))
+            # Chunk by chunk: one chunk's Arrow copy at a time instead of the whole table's (0.75 GB per
+            # million users at 91 features), with one schema for every row group.
+            import pyarrow as pa
+
+            tmp_path = features_path.with_name(".features.parquet.tmp")
+            schema = pa.Schema.from_pandas(features, preserve_index=False)
+            with pq.ParquetWriter(tmp_path, schema, compression="none", use_dictionary=False) as out_file:
+                for start in range(0, len(features), chunk):
+                    part = features.iloc[start : start + chunk]
+                    out_file.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False),
+                                         row_group_size=chunk)
+            os.replace(tmp_path, features_path)
 
         def record_work_file(n_chunks: int) -> None:
             manifest.state["n_chunks"] = n_chunks
