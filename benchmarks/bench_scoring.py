@@ -10,9 +10,9 @@ same rows:
   buyers, conversion on prospects, every value-model booster including the p10/p90 quantile models on
   everyone), on the model matrix (built outside the timing): the baseline;
 * ``batch scoring``: :func:`serving.batch.run_batch` end to end, i.e. what ``strata score
-  --no-online-store`` does from precomputed features: reading the feature table from a Parquet file
-  (written before the timing; ``strata score`` has no ``--features FILE`` option yet, this is the work
-  one would do), the work copy of the feature table, chunks of ``scoring.chunk_users``, model matrix,
+  --no-online-store --features FILE`` does from precomputed features: reading the feature table from a
+  Parquet file (written before the timing; read here with ``pd.read_parquet``, where the command reads it
+  through pyarrow one block per column), the work copy of the feature table, chunks of ``scoring.chunk_users``, model matrix,
   scores, calibration, layers, refinement, reason codes with ``scoring.reason_method = "path"``,
   interventions, control groups, budget allocation, Parquet part files, manifest;
 * ``batch, one chunk at a time`` (``--compare-serial``): the same run with ``scoring.pipeline = false``

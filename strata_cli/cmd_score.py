@@ -70,11 +70,18 @@ def score(
         str | None, typer.Option("--spark-master", help="With --engine spark: Spark master URL (e.g. local[4], "
                                  "spark://host:7077, yarn, k8s://...); default: spark.master in the configuration, or spark-submit's.")
     ] = None,
+    features_file: Annotated[
+        Path | None,
+        typer.Option("--features", help="Score this precomputed feature table (Parquet, as written by "
+                     "`strata features --out`) instead of building features from --data; its as_of must be "
+                     "--as-of."),
+    ] = None,
 ) -> None:
     """Score every user: churn risk, value, layers, reasons and budgeted interventions.
 
-    The run is atomic and resumable: chunks go to <out>.tmp-<key>/ and the directory is renamed to --out
-    only when complete; re-running the same command after an interruption skips finished chunks.
+    Features are built from the input files as of --as-of, or read from --features. The run is atomic and
+    resumable: chunks go to <out>.tmp-<key>/ and the directory is renamed to --out only when complete;
+    re-running the same command after an interruption skips finished chunks.
     """
     from features.config import load_config
     from features.cutoffs import parse_as_of
@@ -92,6 +99,9 @@ def score(
         budget = config.interventions.budget
     if engine not in ("duckdb", "spark"):
         raise typer.BadParameter(f"expected duckdb or spark, got {engine!r}", param_hint="--engine")
+    if engine == "spark" and features_file is not None:
+        raise typer.BadParameter("--engine spark builds its features on Spark; --features is for the embedded "
+                                 "engine", param_hint="--features")
     if engine == "spark":  # Spark glue lives in serving.spark_scoring
         from features.errors import StrataError
         from serving.spark_scoring import run_score_spark
@@ -113,7 +123,15 @@ def score(
             console.print("[dim]the online store is not updated by --engine spark (load the Parquet output instead)[/]")
         return
 
-    files = find_table_files(data, orders, events, users)
+    if features_file is not None:
+        if any(x is not None for x in (data, orders, events, users)):
+            raise typer.BadParameter("give either --features or the input files (--data/--orders/--events/--users), "
+                                     "not both", param_hint="--features")
+        if not features_file.is_file():
+            raise typer.BadParameter(f"{features_file}: no such file", param_hint="--features")
+        files: dict[str, Path | None] = {"features": features_file}
+    else:
+        files = find_table_files(data, orders, events, users)
     scorer = Scorer.from_registry(config, alias=model_alias)
     console.print(
         f"scoring with [bold]{scorer.model_name}[/] version {scorer.model_version} ({model_alias}), as of "
@@ -128,6 +146,8 @@ def score(
         from features.pipeline import build_features
         from features.validation import load_dataset
 
+        if features_file is not None:
+            return read_feature_table(features_file, cutoff)
         dataset, report = load_dataset(
             data, orders=orders, events=events, users=users, config=config,
         )
@@ -156,6 +176,37 @@ def score(
         console=console,
     )
     _print_summary(summary)
+
+
+def read_feature_table(path: Path, as_of: Any) -> Any:
+    """A feature table written by ``strata features --out``, checked to be as of ``as_of``.
+
+    Raises
+    ------
+    StrataError
+        If the file is not a readable Parquet file, lacks ``user_id`` or ``as_of``, or holds rows of another
+        cutoff (the first such row and its value are named).
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from features.errors import StrataError
+
+    try:
+        # as the feature pipeline hands its table over: one block per column, Arrow buffers freed as converted
+        table = pq.read_table(path).to_pandas(split_blocks=True, self_destruct=True)
+    except Exception as err:  # noqa: BLE001 - any reader error becomes one clear message
+        raise StrataError(f"{path}: not a readable Parquet feature table ({type(err).__name__}: {err})") from None
+    for col in ("user_id", "as_of"):
+        if col not in table.columns:
+            raise StrataError(f"{path}: column {col!r} is missing; expected a table from `strata features --out`")
+    stamps = pd.to_datetime(table["as_of"], utc=True)
+    other = stamps != as_of
+    if other.any():
+        row = int(other.to_numpy().argmax())
+        raise StrataError(f"{path}: column 'as_of', row {row + 1}: {stamps.iloc[row].isoformat()} is not --as-of "
+                          f"{as_of.isoformat()} (score a feature table with the cutoff it was built for)")
+    return table
 
 
 def _print_summary(summary: BatchSummary) -> None:

@@ -211,6 +211,25 @@ def test_cli_score_with_a_registered_champion(tmp_path: Path, demo_dir: Path) ->
     )
     pd.testing.assert_frame_equal(read_scores(out), expected)
     assert OnlineStore(tmp_path / "online.db").count() == 2000
+
+    # from a precomputed feature table (`strata features --out`): the same scores
+    table = tmp_path / "features.parquet"
+    built = CliRunner().invoke(app, ["features", "--data", str(demo_dir), "--as-of", "2024-12-31", "--out", str(table),
+                                     "--config", str(cfg_path)])
+    assert built.exit_code == 0, built.output
+    from_table = [*args[:1], "--features", str(table), *args[3:]]
+    from_table[from_table.index(str(out))] = str(tmp_path / "out-f")
+    result = CliRunner().invoke(app, [*from_table, "--no-online-store"])
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(read_scores(tmp_path / "out-f"), expected)
+    both = CliRunner().invoke(app, [*args, "--features", str(table)])
+    assert both.exit_code == 2 and "not both" in both.output
+    other_day = [*from_table[:3], "--as-of", "2024-11-30", *from_table[5:]]
+    other_day[other_day.index(str(tmp_path / "out-f"))] = str(tmp_path / "out-g")
+    wrong = CliRunner().invoke(app, other_day)
+    assert wrong.exit_code != 0 and "column 'as_of', row 1" in wrong.output and "--as-of" in wrong.output
+    assert not (tmp_path / "out-g").exists()
+
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "already exists" in again.output
     missing = CliRunner().invoke(app, [*args[:6], str(tmp_path / "o2"), "--model-alias", "nope", *args[7:]])
