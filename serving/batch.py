@@ -56,6 +56,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -533,6 +534,7 @@ def run_batch(
             frame = None  # row groups are not whole chunks: read them from the file
         summary.n_chunks = n_chunks
         pfile = None
+        pfile_lock = threading.Lock()
 
         def read_chunk(i: int) -> pd.DataFrame:
             # The same data either way (the work file holds ``frame`` in row groups of ``chunk``).
@@ -541,9 +543,13 @@ def run_batch(
                 part = frame.iloc[i * chunk : (i + 1) * chunk]  # a view: the scorer never writes to it
                 part.index = pd.RangeIndex(len(part))  # as a row group reads back
                 return part
-            if pfile is None:
-                pfile = pq.ParquetFile(features_path)
-            return pfile.read_row_group(i).to_pandas()
+            # Helper threads read chunks ahead: one reader is not safe to share (pyarrow's read-range cache
+            # failed with "did not find matching cache entry" under concurrent reads), so reads take turns.
+            with pfile_lock:
+                if pfile is None:
+                    pfile = pq.ParquetFile(features_path)
+                table = pfile.read_row_group(i)
+            return table.to_pandas()
 
         def part_path(i: int) -> Path:
             return tmp / f"part-{i:05d}.{ext}"
