@@ -31,6 +31,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check features training serving strata_cli tests benchmarks notebooks
 	$(BIN)/mypy features training serving strata_cli
 
+# The main benchmarks in turn, at the sizes the README reports (tens of minutes; the first run also generates the
+# 1M-user feature data under /tmp/strata-bench, or $STRATA_BENCH_CACHE, and trains the benchmark bundle).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_features.py --users 1000000 --repeat 2
+	$(BIN)/python benchmarks/bench_scoring.py --users 1000000 --shap-users 0 --bundle $${TMPDIR:-/tmp}/strata-bench-bundle
+	$(BIN)/python benchmarks/bench_scoring_memory.py --users 1000000,10000000 --bundle $${TMPDIR:-/tmp}/strata-bench-bundle
+	$(BIN)/python benchmarks/bench_api.py
+
 lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
