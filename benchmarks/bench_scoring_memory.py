@@ -6,13 +6,13 @@ memory of 1M. For each ``--users`` size, this benchmark:
 * resamples the scoring-date features of the benchmark bundle (as ``bench_scoring.py`` does) to that many
   users with fresh ids, and writes them to a Parquet file, outside the measurement;
 * runs :func:`serving.batch.run_batch` on that file in a **fresh process** (what ``strata score
-  --no-online-store`` does from precomputed features; ``--online-store`` adds the SQLite store), so
+  --no-online-store --features FILE`` does, reading the file the same way; ``--online-store`` adds the SQLite store), so
   that its peak resident memory (``VmHWM``, the process's high-water mark) is that run's alone (with
   the model bundle loaded; "at start" is the mark before the run);
 * prints per size: peak RSS, wall and CPU seconds, and the ratio of peaks next to the ratio of users.
 
-Where the memory goes: the run holds the whole feature table (read from the Parquet file the way the
-feature pipeline hands it over, about 0.75 GB per million users at 91 numeric features, plus the user
+Where the memory goes: the run holds the whole feature table (read from the Parquet file as
+:func:`features.io.read_feature_table` reads it, about 0.75 GB per million users at 91 numeric features, plus the user
 id strings); the work file is written one chunk at a time, and everything else per chunk (model matrix,
 scores, reasons, the part file) is bounded by ``scoring.chunk_users``. So peak memory grows with the
 users, but by far less than their ratio.
@@ -50,10 +50,10 @@ def _vm_hwm() -> int:
 
 def _child(features: Path, out: Path, bundle_dir: Path, store: Path | None) -> None:
     """One batch run in this fresh process; prints one JSON line (peak RSS, wall, CPU, users)."""
-    import pandas as pd
-    import pyarrow.parquet as pq
+    import bench_scoring
 
     from features.config import StrataConfig
+    from features.io import read_feature_table
     from serving.batch import run_batch
     from serving.online_store import OnlineStore
     from serving.scorer import Scorer
@@ -63,12 +63,8 @@ def _child(features: Path, out: Path, bundle_dir: Path, store: Path | None) -> N
     start = _vm_hwm()
     before = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
-    def build() -> pd.DataFrame:
-        # As the feature pipeline hands its table over (DuckDBEngine.query_arrow): Arrow to pandas, one
-        # block per column, Arrow buffers freed as they are converted.
-        return pq.read_table(features).to_pandas(split_blocks=True, self_destruct=True)
-
-    summary = run_batch(scorer, build, out, run_args={"bench": features.name},
+    # what `strata score --features FILE` reads
+    summary = run_batch(scorer, lambda: read_feature_table(features, bench_scoring.END), out, run_args={"bench": features.name},
                         online_store=None if store is None else OnlineStore(store))
     after = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({

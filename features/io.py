@@ -304,6 +304,36 @@ def table_as_strings(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def read_feature_table(path: Path, as_of: pd.Timestamp) -> pd.DataFrame:
+    """A feature table written by ``strata features --out``, checked to be as of ``as_of``.
+
+    Converted from Arrow as the feature pipeline hands its table over (one block per column, Arrow
+    buffers freed as they are converted).
+
+    Raises
+    ------
+    InputFileError
+        If the file is not a readable Parquet file, lacks ``user_id`` or ``as_of``, or holds rows of another
+        cutoff (the first such row and its value are named).
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path).to_pandas(split_blocks=True, self_destruct=True)
+    except Exception as err:  # noqa: BLE001 - any reader error becomes one clear message
+        raise InputFileError(f"{path}: not a readable Parquet feature table ({type(err).__name__}: {err})") from None
+    for col in ("user_id", "as_of"):
+        if col not in table.columns:
+            raise InputFileError(f"{path}: column {col!r} is missing; expected a table from `strata features --out`")
+    stamps = pd.to_datetime(table["as_of"], utc=True)
+    other = stamps != as_of
+    if other.any():
+        row = int(other.to_numpy().argmax())
+        raise InputFileError(f"{path}: column 'as_of', row {row + 1}: {stamps.iloc[row].isoformat()} is not --as-of "
+                             f"{as_of.isoformat()} (score a feature table with the cutoff it was built for)")
+    return table
+
+
 def write_table(df: pd.DataFrame, path: Path | str) -> Path:
     """Write one table as CSV (``.csv``: ISO-8601 UTC timestamps, quoted strings) or Parquet (``.parquet``).
 

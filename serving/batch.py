@@ -473,10 +473,12 @@ def run_batch(
         work_file: Future[None] | None = None
         planned_chunks = 0
 
-        def write_work_file(table: Any) -> None:
+        def write_work_file(tables: Iterable[Any], schema: Any) -> None:
             tmp_path = features_path.with_name(".features.parquet.tmp")
             # A work file read once at most: no compression, no dictionaries (fastest to write and read).
-            pq.write_table(table, tmp_path, row_group_size=chunk, compression="none", use_dictionary=False)
+            with pq.ParquetWriter(tmp_path, schema, compression="none", use_dictionary=False) as out_file:
+                for table in tables:
+                    out_file.write_table(table, row_group_size=chunk)
             os.replace(tmp_path, features_path)
 
         def write_frame_work_file(features: pd.DataFrame) -> None:
@@ -484,14 +486,9 @@ def run_batch(
             # million users at 91 features), with one schema for every row group.
             import pyarrow as pa
 
-            tmp_path = features_path.with_name(".features.parquet.tmp")
             schema = pa.Schema.from_pandas(features, preserve_index=False)
-            with pq.ParquetWriter(tmp_path, schema, compression="none", use_dictionary=False) as out_file:
-                for start in range(0, len(features), chunk):
-                    part = features.iloc[start : start + chunk]
-                    out_file.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False),
-                                         row_group_size=chunk)
-            os.replace(tmp_path, features_path)
+            write_work_file((pa.Table.from_pandas(features.iloc[start : start + chunk], schema=schema, preserve_index=False)
+                             for start in range(0, len(features), chunk)), schema)
 
         def record_work_file(n_chunks: int) -> None:
             manifest.state["n_chunks"] = n_chunks
@@ -525,7 +522,7 @@ def run_batch(
                 table = _to_arrow(features)
                 frame = _as_read_back(features, table)
                 del features
-                write_work_file(table)
+                write_work_file([table], table.schema)
                 del table
                 record_work_file(pq.ParquetFile(features_path).num_row_groups if n_users else 0)
         n_users = int(manifest.state["n_users"])

@@ -190,7 +190,7 @@ class OnlineStore:
         if handle is not None and not handle.closed and inode == handle.inode:
             return handle
         self.close()
-        handle = _Handle(self._open(inode), _inode(self.path) if inode is None else inode)
+        handle = _Handle(self._open(), _inode(self.path) if inode is None else inode)
         self._local.handle = handle
         with self._handles_lock:
             self._handles.add(handle)
@@ -223,7 +223,7 @@ class OnlineStore:
             self._handles = weakref.WeakSet(h for h in self._handles if not h.closed)
             self._stale = left
 
-    def _open(self, inode: int | None) -> sqlite3.Connection:
+    def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
         try:

@@ -147,6 +147,8 @@ def score(
         from features.validation import load_dataset
 
         if features_file is not None:
+            from features.io import read_feature_table
+
             return read_feature_table(features_file, cutoff)
         dataset, report = load_dataset(
             data, orders=orders, events=events, users=users, config=config,
@@ -176,37 +178,6 @@ def score(
         console=console,
     )
     _print_summary(summary)
-
-
-def read_feature_table(path: Path, as_of: Any) -> Any:
-    """A feature table written by ``strata features --out``, checked to be as of ``as_of``.
-
-    Raises
-    ------
-    StrataError
-        If the file is not a readable Parquet file, lacks ``user_id`` or ``as_of``, or holds rows of another
-        cutoff (the first such row and its value are named).
-    """
-    import pandas as pd
-    import pyarrow.parquet as pq
-
-    from features.errors import StrataError
-
-    try:
-        # as the feature pipeline hands its table over: one block per column, Arrow buffers freed as converted
-        table = pq.read_table(path).to_pandas(split_blocks=True, self_destruct=True)
-    except Exception as err:  # noqa: BLE001 - any reader error becomes one clear message
-        raise StrataError(f"{path}: not a readable Parquet feature table ({type(err).__name__}: {err})") from None
-    for col in ("user_id", "as_of"):
-        if col not in table.columns:
-            raise StrataError(f"{path}: column {col!r} is missing; expected a table from `strata features --out`")
-    stamps = pd.to_datetime(table["as_of"], utc=True)
-    other = stamps != as_of
-    if other.any():
-        row = int(other.to_numpy().argmax())
-        raise StrataError(f"{path}: column 'as_of', row {row + 1}: {stamps.iloc[row].isoformat()} is not --as-of "
-                          f"{as_of.isoformat()} (score a feature table with the cutoff it was built for)")
-    return table
 
 
 def _print_summary(summary: BatchSummary) -> None:

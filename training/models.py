@@ -907,14 +907,16 @@ class FutureValueModel(RegressorMixin, _BoostedBase):
         """(ForestGroup of :meth:`boosted_parts`, their forests), or None unless every part is compiled.
 
         Cached here, keyed on the parts, their engine switches and boosters (held, so ids stay theirs)."""
-        from training.compiled_trees import compile_group
-
         parts = self.boosted_parts()
 
         def build() -> tuple[Any, list[CompiledForest]] | None:
             forests = [p.compiled_trees() for p in parts]
             held = [f for f in forests if f is not None]
-            return (compile_group(held), held) if len(held) == len(forests) else None
+            if len(held) != len(forests):
+                return None
+            from training.compiled_trees import compile_group  # numba: only when every part is compiled
+
+            return compile_group(held), held
 
         return cached_for_models(self, parts, build)
 

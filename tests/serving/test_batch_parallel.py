@@ -251,24 +251,15 @@ def test_a_failed_work_file_write_records_no_chunk_and_the_rerun_scores_everyone
     run fails and its manifest records no chunk (they would not be resumable without the work file)."""
     import pyarrow.parquet as pq
 
-    original = pq.write_table
+    original = pq.ParquetWriter.write_table
 
-    def failing(table: Any, where: Any, *args: Any, **kw: Any) -> None:
-        if Path(where).name == ".features.parquet.tmp":
+    def failing(self: Any, table: Any, *args: Any, **kw: Any) -> None:  # the work file, in either setting
+        if Path(str(self.where)).name == ".features.parquet.tmp":
             time.sleep(0.3)  # the first chunks are scored meanwhile
             raise OSError("disk full")
-        original(table, where, *args, **kw)
+        original(self, table, *args, **kw)
 
-    original_writer = pq.ParquetWriter.write_table
-
-    def failing_writer(self: Any, table: Any, *args: Any, **kw: Any) -> None:  # the chunk-by-chunk work file
-        if Path(str(self.where)).name == ".features.parquet.tmp":
-            time.sleep(0.3)
-            raise OSError("disk full")
-        original_writer(self, table, *args, **kw)
-
-    monkeypatch.setattr(pq, "write_table", failing)
-    monkeypatch.setattr(pq.ParquetWriter, "write_table", failing_writer)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", failing)
     out = tmp_path / "out"
     with pytest.raises(OSError, match="disk full"):
         run_batch(scorers[pipeline], _features, out, run_args=ARGS, chunk_users=400)
