@@ -12,10 +12,12 @@ Each definition belongs to a *stage*, which says what its expression is evaluate
     available: ``amount``, ``paid`` (bool), ``refunded`` (bool), ``signed_amount`` (``+amount`` if paid,
     ``-amount`` if refunded), ``age_days`` (days from the row to ``as_of``, >= 0), ``month`` (1..12, UTC),
     ``category`` (NULL when absent) and ``w_hl{h}`` (decay weight ``0.5 ** (age_days / h)``).
-``order_days``
-    An aggregate over the user's distinct paid-order days (UTC calendar days): ``day_num`` (days since
-    1970-01-01), ``day_amount`` (paid spend that day) and ``gap`` (days since the previous order day,
-    NULL on the first).
+``paid_orders``
+    An aggregate over the user's paid order rows (after de-duplication) in order of their UTC calendar
+    day: ``day_num`` (days since 1970-01-01), ``amount``, ``category``, ``first_day`` (the ``day_num`` of
+    the user's first paid order) and ``gap``: on the first row of each order day the days since the
+    previous order day, 0 on further rows of the same day, NULL on the user's very first row. So
+    ``gap > 0`` picks one row per repeat order day and ``gap IS NULL OR gap > 0`` one row per order day.
 ``events``
     An aggregate over the user's event rows at or before ``as_of``: ``event_type``, ``value`` (NULL when
     absent), ``age_days`` and ``w_hl{h}``, as for orders. The per-type features are conditional
@@ -47,10 +49,10 @@ from typing import Literal
 
 from features.config import StrataConfig
 
-Stage = Literal["orders", "order_days", "events", "users", "derived"]
+Stage = Literal["orders", "paid_orders", "events", "users", "derived"]
 Family = Literal["rfm", "recency_decay", "rhythm", "engagement", "context"]
 
-STAGES: tuple[Stage, ...] = ("orders", "order_days", "events", "users", "derived")
+STAGES: tuple[Stage, ...] = ("orders", "paid_orders", "events", "users", "derived")
 FAMILIES: tuple[Family, ...] = ("rfm", "recency_decay", "rhythm", "engagement", "context")
 
 #: Windows (days) of the per-event-type counts; fixed by the feature contract.
@@ -127,8 +129,8 @@ def _count_if(cond: str) -> str:
 
 def _sum_if(value: str, cond: str) -> str:
     # NULL (not 0) where cond is false: the aggregate skips those rows instead of adding 0 (about 6% less
-    # CPU for the events pass); a user with no matching row gets NULL, which the join turns into the default
-    # 0 (every caller's definition has default "0")
+    # CPU for the events pass); a user with no matching row gets NULL, which the join turns into the
+    # definition's default (0 for counts and spends; first_order_value has a matching row for every buyer)
     return f"SUM(CASE WHEN {cond} THEN {value} END)"
 
 
@@ -168,7 +170,7 @@ def _rfm(config: StrataConfig) -> list[FeatureDef]:
                    "MAX(CASE WHEN paid THEN amount END)", "orders"),
         FeatureDef("first_order_value", "rfm",
                    "Paid amount on the first order day (UTC; same-day orders count as one first purchase).",
-                   "currency", "all time", "MIN_BY(day_amount, day_num)", "order_days"),
+                   "currency", "all time", _sum_if("amount", "day_num = first_day"), "paid_orders"),
     ]
     return defs
 
@@ -198,13 +200,13 @@ def _rhythm(config: StrataConfig) -> list[FeatureDef]:
     last, prev = f"age_days < {t}", f"age_days >= {t} AND age_days < {2 * t}"
     return [
         FeatureDef("order_days_total", "rhythm", "Number of distinct UTC days with a paid order.", "days",
-                   "all time", "COUNT(*)", "order_days", "0"),
+                   "all time", _count_if("gap IS NULL OR gap > 0"), "paid_orders", "0"),
         FeatureDef("gap_mean_days", "rhythm",
                    "Mean gap between consecutive distinct paid-order days (NaN with fewer than 2).", "days",
-                   "all time", "AVG(gap)", "order_days"),
+                   "all time", "AVG(CASE WHEN gap > 0 THEN gap END)", "paid_orders"),
         FeatureDef("gap_std_days", "rhythm",
                    "Population standard deviation of the gaps between paid-order days (NaN with fewer than 2).",
-                   "days", "all time", "STDDEV_POP(gap)", "order_days"),
+                   "days", "all time", "STDDEV_POP(CASE WHEN gap > 0 THEN gap END)", "paid_orders"),
         FeatureDef("overdue_ratio", "rhythm",
                    "Days since the last order divided by the user's mean gap (>1: later than usual).", "ratio",
                    "all time", _ratio("days_since_last_order", "gap_mean_days"), "derived"),
@@ -308,7 +310,7 @@ def _context(config: StrataConfig) -> list[FeatureDef]:
         FeatureDef("source_channel", "context", "Acquisition channel from users.source_channel ('unknown' if absent).",
                    "category", "-", "COALESCE(source_channel, 'unknown')", "users", "'unknown'", dtype="string"),
         FeatureDef("category_count", "context", "Distinct product categories among paid orders (0 if none known).",
-                   "categories", "all time", "COUNT(DISTINCT CASE WHEN paid THEN category END)", "orders", "0"),
+                   "categories", "all time", "COUNT(DISTINCT category)", "paid_orders", "0"),
         FeatureDef("refund_rows_total", "context", "Number of refunded order rows.", "orders", "all time",
                    _count_if("refunded"), "orders", "0", hidden=True),
         FeatureDef("refund_rate", "context", "Refunded order rows divided by paid orders (NaN without paid orders).",

@@ -6,7 +6,7 @@ The point-in-time logic is a chain of small named steps, each a SQL builder that
    before ``as_of`` and normalise optional columns (absent ``status`` means paid, absent ``category`` or
    ``value`` is NULL) so that the definitions never depend on which optional columns exist;
 2. :func:`dedupe_orders_sql`: one row per ``(user_id, order_id, status)``, the earliest;
-3. :func:`aggregate_sql`, :func:`order_days_sql`: one aggregate pass per source (conditional aggregates
+3. :func:`aggregate_sql`, :func:`paid_orders_sql`: one aggregate pass per source (conditional aggregates
    for every window, half-life and event type);
 4. :func:`entities_sql` / :data:`KNOWN_USER_CONDITION`: the users known at ``as_of``;
 5. :func:`join_sql` and :func:`derive_sql`: join the aggregates into one row per known user, fill
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 _SECONDS_PER_DAY = 86400
 _ALIAS: dict[Stage, str] = {
-    "orders": "or_", "order_days": "rh_", "events": "ev_", "users": "us_",
+    "orders": "or_", "paid_orders": "po_", "events": "ev_", "users": "us_",
 }
 
 
@@ -230,21 +230,23 @@ def aggregate_sql(defs: Sequence[FeatureDef], stage: Stage, source: str) -> str:
     return f"SELECT user_id{exprs} FROM {source} GROUP BY user_id"
 
 
-def order_days_sql(orders_source: str) -> str:
-    """Distinct paid-order days per user with the gap (days) since the previous order day.
+def paid_orders_sql(orders_source: str) -> str:
+    """The paid rows of ``orders_source`` in day order, with their gap since the previous order day.
 
-    Output: ``user_id, day_num, day_amount`` (paid spend that day), ``gap`` (NULL on the first day).
-    One window pass over the paid rows, sorted by user and day: the first row of each day carries the
-    gap since the previous day and the day's total (a peer-range sum). This avoids a ``GROUP BY
-    (user_id, day_num)`` whose hash table holds about one entry per order (most order days have one
-    order), which cost as much as the window itself at 20M orders.
+    Output: ``user_id, day_num, amount, category, first_day`` (the user's first paid-order day) and
+    ``gap`` (see the ``paid_orders`` stage in :mod:`features.definitions`). One window sort by user
+    and day serves both window functions, and the stage's aggregates read its rows directly: no
+    ``GROUP BY (user_id, day_num)`` (whose hash table holds about one entry per order, since most
+    order days have one order) and no peer-range sum per day. The distinct categories are counted
+    here too, over the paid rows only, rather than as a distinct aggregate among the many aggregates
+    of the ``orders`` pass (which DuckDB plans as a separate grouping and join: about 1 CPU-s more at
+    16M orders).
     """
-    by_day = "OVER (PARTITION BY user_id ORDER BY day_num"
-    rows = (
-        f"SELECT user_id, day_num, SUM(amount) {by_day} RANGE BETWEEN CURRENT ROW AND CURRENT ROW) AS day_amount, "
-        f"day_num - LAG(day_num) {by_day}) AS gap FROM {orders_source} WHERE paid"
+    by_day = "OVER (PARTITION BY user_id ORDER BY day_num)"
+    return (
+        f"SELECT user_id, day_num, amount, category, day_num - LAG(day_num) {by_day} AS gap, "
+        f"FIRST_VALUE(day_num) {by_day} AS first_day FROM {orders_source} WHERE paid"
     )
-    return f"SELECT user_id, day_num, day_amount, gap FROM ({rows}) AS od WHERE gap IS NULL OR gap > 0"
 
 
 def users_stage_sql(defs: Sequence[FeatureDef], users_source: str) -> str:
@@ -277,8 +279,8 @@ KNOWN_USER_CONDITION = "or_.user_id IS NOT NULL OR ev_.user_id IS NOT NULL OR us
 def join_sql(defs: Sequence[FeatureDef]) -> str:
     """Full-join the per-source aggregates into one row per known user, filling each stage's defaults.
 
-    Orders, events and visible user rows are full-joined (each aggregate is read once); the rhythm
-    aggregates, whose users are a subset of the order users, are left-joined (only when ``defs`` use them). Rows
+    Orders, events and visible user rows are full-joined (each aggregate is read once); the
+    ``paid_orders`` aggregates, whose users are a subset of the order users, are left-joined (only when ``defs`` use them). Rows
     are kept for known users only (:data:`KNOWN_USER_CONDITION`).
     """
     key = ENTITY_KEY
@@ -288,8 +290,8 @@ def join_sql(defs: Sequence[FeatureDef]) -> str:
         f"FROM order_aggs AS or_ FULL OUTER JOIN event_aggs AS ev_ ON ev_.{key} = or_.{key}",
         f"FULL OUTER JOIN user_aggs AS us_ ON us_.{key} = {any_activity}",
     ]
-    if "order_days" in stages:
-        joins.append(f"LEFT JOIN rhythm_aggs AS rh_ ON rh_.{key} = or_.{key}")
+    if "paid_orders" in stages:
+        joins.append(f"LEFT JOIN paid_order_aggs AS po_ ON po_.{key} = or_.{key}")
     selects = [f"COALESCE(or_.{key}, ev_.{key}, us_.{key}) AS {key}"]
     for stage, alias in _ALIAS.items():
         for d in _stage_defs(defs, stage):
@@ -389,9 +391,9 @@ def _compose(
         ("users_f", filter_users_sql(as_of, sources.users)),
         ("order_aggs", aggregate_sql(defs, "orders", "orders_d")),
     ]
-    if "order_days" in stages:
-        ctes += [("order_days", order_days_sql("orders_d")),
-                 ("rhythm_aggs", aggregate_sql(defs, "order_days", "order_days"))]
+    if "paid_orders" in stages:
+        ctes += [("paid_orders", paid_orders_sql("orders_d")),
+                 ("paid_order_aggs", aggregate_sql(defs, "paid_orders", "paid_orders"))]
     ctes.append(("event_aggs", aggregate_sql(defs, "events", "events_f")))
     ctes += [("user_aggs", users_stage_sql(defs, "users_f")), ("joined", join_sql(defs))]
     with_clause = ",\n".join(f"{name} AS (\n  {body}\n)" for name, body in ctes)
@@ -416,7 +418,7 @@ def finalize_features(
     as_of_col = pd.DatetimeIndex(np.full(len(raw), naive, dtype="datetime64[ns]")).tz_localize("UTC")
     names = [ENTITY_KEY, *(d.name for d in defs)]
     floats = [d.name for d in defs if d.dtype == "float"]
-    if list(raw.columns) == names and (raw[floats].dtypes == "float64").all() and raw[ENTITY_KEY].dtype == object:
+    if list(raw.columns) == names and (raw.dtypes[floats] == "float64").all() and raw[ENTITY_KEY].dtype == object:
         # the DuckDB result already has the contract's layout: adjust in place (no copy of the table)
         out = raw
         for d in defs:
@@ -627,10 +629,15 @@ class DuckDBEngine:
         :meth:`query` at 870k rows x 100 DOUBLE columns. Strings come back as Python ``str`` objects,
         DOUBLE as float64 with NaN for NULL.
         """
+        import pyarrow as pa
+
         self.con.complete()  # finish any pending statement: a relation may not start while one is open
         table = self.con.sql(sql).to_arrow_table()
-        # one block per column and Arrow buffers freed as they are converted: no consolidation copy
-        return table.to_pandas(split_blocks=True, self_destruct=True)
+        # One block per column and Arrow buffers freed as they are converted: no consolidation copy.
+        # The pandas arrays come from the system allocator, not Arrow's default pool (mimalloc): mimalloc
+        # asks for transparent huge pages, and where the kernel compacts memory for them at fault time
+        # (THP defrag "madvise", the default) first-touching 700 MB of new arrays took 1.5 s instead of 0.5.
+        return table.to_pandas(split_blocks=True, self_destruct=True, memory_pool=pa.system_memory_pool())
 
     def features(
         self, as_of: pd.Timestamp, config: StrataConfig, families: Iterable[str] | None = None

@@ -23,7 +23,7 @@ from features.pipeline import (
     filter_orders_sql,
     filter_users_sql,
     finalize_features,
-    order_days_sql,
+    paid_orders_sql,
 )
 
 AS_OF = pd.Timestamp("2024-03-01", tz="UTC")
@@ -141,19 +141,25 @@ def test_dedupe_keeps_the_earliest_copy_of_an_order(con: duckdb.DuckDBPyConnecti
     assert got["ordered_at"].iloc[0] == pd.Timestamp("2024-02-01", tz="UTC")
 
 
-def test_order_days_gaps_between_distinct_paid_days(con: duckdb.DuckDBPyConnection) -> None:
+def test_paid_orders_carry_the_gap_to_the_previous_order_day_and_the_first_day(con: duckdb.DuckDBPyConnection) -> None:
     orders = orders_frame([
         ("a", "1", "2024-01-01 08:00", 10.0, "paid"),
-        ("a", "2", "2024-01-01 20:00", 5.0, "paid"),  # same day: one order day of 15
+        ("a", "2", "2024-01-01 20:00", 5.0, "paid"),  # same day: gap 0, still the first day
         ("a", "3", "2024-01-04 09:00", 1.0, "paid"),
         ("a", "4", "2024-01-05 09:00", 7.0, "refunded"),  # refunds are not order days
         ("a", "5", "2024-01-10 09:00", 2.0, "paid"),
+        ("b", "6", "2024-01-20 09:00", 4.0, "paid"),
     ])
     con.register("orders", orders)
-    sql = f"WITH o AS ({filter_orders_sql(AS_OF, None, orders.columns)}) {order_days_sql('o')}"
-    got = run(con, sql + " ORDER BY day_num")
-    assert got["day_amount"].tolist() == [15.0, 1.0, 2.0]
-    assert got["gap"].tolist()[1:] == [3, 6] and pd.isna(got["gap"].iloc[0])
+    sql = f"WITH o AS ({filter_orders_sql(AS_OF, None, orders.columns)}) {paid_orders_sql('o')}"
+    got = run(con, sql + " ORDER BY user_id, day_num, amount")
+    assert got["amount"].tolist() == [5.0, 10.0, 1.0, 2.0, 4.0]
+    a, b = got[got["user_id"] == "a"], got[got["user_id"] == "b"]
+    # one of the two first-day rows has NULL (the user's first row), the other 0 (same day)
+    assert sorted(a["gap"].iloc[:2].fillna(-1).tolist()) == [-1, 0]
+    assert a["gap"].iloc[2:].tolist() == [3, 6]
+    assert (a["first_day"] == a["day_num"].min()).all() and (b["first_day"] == b["day_num"]).all()
+    assert pd.isna(b["gap"].iloc[0])
 
 
 def test_entities_are_users_with_activity_or_a_join_by_as_of(con: duckdb.DuckDBPyConnection) -> None:
@@ -285,7 +291,7 @@ def test_feature_sql_transpiles_to_spark_and_parses(has_events: bool, has_users:
     tree = sqlglot.parse_one(spark_sql, read="spark")  # raises on anything Spark's grammar lacks
     functions = {type(node).__name__ for node in tree.walk() if isinstance(node, sqlglot.exp.Func)}
     assert "Anonymous" not in functions, "a function SQLGlot does not know would be passed through verbatim"
-    assert "EPOCH(" not in spark_sql and "MIN_BY(" in spark_sql
+    assert "EPOCH(" not in spark_sql and "LAG(" in spark_sql and "FIRST_VALUE(" in spark_sql
     generic = feature_queries(CFG, AS_OF, "spark2", has_events=has_events, has_users=has_users)
     sqlglot.parse_one(generic, read="spark2")  # plain SQLGlot transpilation parses too
 
