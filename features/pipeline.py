@@ -51,6 +51,7 @@ from features.definitions import (
 
 if TYPE_CHECKING:
     import duckdb
+    import sqlglot
 
     from features.config import StrataConfig
 
@@ -363,7 +364,16 @@ def feature_queries(
         return transpile_for_spark(sql)
     import sqlglot
 
-    return sqlglot.transpile(sql, read="duckdb", write=dialect)[0]
+    return strip_materialization_hints(sqlglot.parse_one(sql, read="duckdb")).sql(dialect=dialect)
+
+
+def strip_materialization_hints(tree: sqlglot.exp.Expression) -> sqlglot.exp.Expression:
+    """``tree`` without DuckDB's ``AS [NOT] MATERIALIZED`` CTE hints (Spark's grammar has none; it inlines CTEs)."""
+    import sqlglot
+
+    for cte in tree.find_all(sqlglot.exp.CTE):
+        cte.set("materialized", None)
+    return tree
 
 
 def _compose(
@@ -384,6 +394,11 @@ def _compose(
             sources = replace(sources, events=None)
         if "users" not in stages:
             sources = replace(sources, users=None)
+    # Without de-duplication the filtered orders are inlined into both of their readers (the orders pass
+    # and the paid-orders window) rather than materialised once: DuckDB then scans the Parquet twice but
+    # never holds a copy of every order row with its derived columns (peak memory 2.5 GiB instead of 3.9
+    # at 1M users, and a little faster). A de-duplicated relation stays materialised: its window runs once.
+    inline = () if dedupe_orders else ("orders_f", "orders_d")
     ctes = [
         ("orders_f", filter_orders_sql(as_of, config, sources.orders)),
         ("orders_d", dedupe_orders_sql("orders_f") if dedupe_orders else "SELECT * FROM orders_f"),
@@ -396,7 +411,9 @@ def _compose(
                  ("paid_order_aggs", aggregate_sql(defs, "paid_orders", "paid_orders"))]
     ctes.append(("event_aggs", aggregate_sql(defs, "events", "events_f")))
     ctes += [("user_aggs", users_stage_sql(defs, "users_f")), ("joined", join_sql(defs))]
-    with_clause = ",\n".join(f"{name} AS (\n  {body}\n)" for name, body in ctes)
+    with_clause = ",\n".join(
+        f"{name} AS {'NOT MATERIALIZED ' if name in inline else ''}(\n  {body}\n)" for name, body in ctes
+    )
     return f"WITH {with_clause}\n{derive_sql(defs, as_of)}"
 
 

@@ -245,7 +245,8 @@ def transpile_for_spark(duckdb_sql: str) -> str:
 
     SQLGlot translates DuckDB ``EPOCH(ts)`` (seconds as DOUBLE, microsecond precision) into Spark
     ``UNIX_TIMESTAMP(ts)``, which truncates to whole seconds; here it becomes
-    ``UNIX_MICROS(ts) / 1e6`` instead, so ages in days agree to the microsecond with DuckDB.
+    ``UNIX_MICROS(ts) / 1e6`` instead, so ages in days agree to the microsecond with DuckDB. DuckDB's
+    CTE materialisation hints are dropped (Spark inlines CTEs and has no syntax for them).
     """
     import sqlglot
     from sqlglot import exp
@@ -257,7 +258,9 @@ def transpile_for_spark(duckdb_sql: str) -> str:
             return exp.Paren(this=micros)
         return node
 
-    tree = sqlglot.parse_one(duckdb_sql, read="duckdb").transform(fix)
+    from features.pipeline import strip_materialization_hints
+
+    tree = strip_materialization_hints(sqlglot.parse_one(duckdb_sql, read="duckdb")).transform(fix)
     return tree.sql(dialect="spark")
 
 

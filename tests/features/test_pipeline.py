@@ -285,15 +285,19 @@ def test_definitions_are_well_formed() -> None:
 # ------------------------------------------------------------------ the engine-neutral SQL
 
 
-@pytest.mark.parametrize("has_events,has_users", [(True, True), (False, False)])
-def test_feature_sql_transpiles_to_spark_and_parses(has_events: bool, has_users: bool) -> None:
-    spark_sql = feature_queries(CFG, AS_OF, "spark", has_events=has_events, has_users=has_users)
+@pytest.mark.parametrize("has_events,has_users,dedupe", [(True, True, True), (False, False, True), (True, True, False)])
+def test_feature_sql_transpiles_to_spark_and_parses(has_events: bool, has_users: bool, dedupe: bool) -> None:
+    kw = {"has_events": has_events, "has_users": has_users, "dedupe_orders": dedupe}
+    spark_sql = feature_queries(CFG, AS_OF, "spark", **kw)
     tree = sqlglot.parse_one(spark_sql, read="spark")  # raises on anything Spark's grammar lacks
     functions = {type(node).__name__ for node in tree.walk() if isinstance(node, sqlglot.exp.Func)}
     assert "Anonymous" not in functions, "a function SQLGlot does not know would be passed through verbatim"
     assert "EPOCH(" not in spark_sql and "LAG(" in spark_sql and "FIRST_VALUE(" in spark_sql
-    generic = feature_queries(CFG, AS_OF, "spark2", has_events=has_events, has_users=has_users)
+    generic = feature_queries(CFG, AS_OF, "spark2", **kw)
     sqlglot.parse_one(generic, read="spark2")  # plain SQLGlot transpilation parses too
+    # DuckDB's CTE hint (inline the filtered orders when they need no de-duplication) is not Spark SQL
+    assert ("NOT MATERIALIZED" in feature_queries(CFG, AS_OF, "duckdb", **kw)) is not dedupe
+    assert "MATERIALIZED" not in spark_sql and "MATERIALIZED" not in generic
 
 
 def test_duckdb_sql_runs_on_tables_named_orders_events_users(con: duckdb.DuckDBPyConnection) -> None:
