@@ -55,8 +55,11 @@ Family = Literal["rfm", "recency_decay", "rhythm", "engagement", "context"]
 STAGES: tuple[Stage, ...] = ("orders", "paid_orders", "events", "users", "derived")
 FAMILIES: tuple[Family, ...] = ("rfm", "recency_decay", "rhythm", "engagement", "context")
 
-#: Windows (days) of the per-event-type counts; fixed by the feature contract.
-EVENT_TYPE_WINDOWS_DAYS: tuple[int, ...] = (30, 90)
+#: Windows (days) of the per-event-type counts, shorter first; fixed by the feature contract. Both counts of
+#: a type come from one packed aggregate (:func:`packed_window_counts`).
+EVENT_TYPE_WINDOWS_DAYS: tuple[int, int] = (30, 90)
+#: Bits of the longer window's count in a packed pair of window counts (:func:`packed_window_counts`).
+PACKED_COUNT_BITS = 30
 #: Window (days) of ``active_days_30d``; fixed by the feature contract (at most 63: the active days of a
 #: user are the bits of one BIGINT, see :func:`day_bits`).
 ACTIVITY_WINDOW_DAYS = 30
@@ -132,6 +135,31 @@ def _sum_if(value: str, cond: str) -> str:
     # CPU for the events pass); a user with no matching row gets NULL, which the join turns into the
     # definition's default (0 for counts and spends; first_order_value has a matching row for every buyer)
     return f"SUM(CASE WHEN {cond} THEN {value} END)"
+
+
+def packed_window_counts(cond: str, short_days: int, long_days: int) -> str:
+    """Aggregate: the rows with ``cond`` in the last ``long_days`` and in the last ``short_days``, in one SUM.
+
+    Each such row adds 1, plus ``2 ** PACKED_COUNT_BITS`` if it is also within ``short_days``: the sum is
+    ``short_count * 2**30 + long_count``, read back by :func:`unpack_window_count`. One aggregate instead
+    of two (about 0.12 CPU-s less per event type at 49M events). The per-row term is an INTEGER, so
+    DuckDB sums in 64-bit integers (a BIGINT term would make it sum in 128 bits, which costs more than it
+    saves); Spark's SUM of INT is a BIGINT. Exact while ``long_count < 2**30``.
+    """
+    if not 0 < short_days < long_days:
+        raise ValueError(f"windows must satisfy 0 < short < long, not {short_days} and {long_days}")
+    return (f"SUM(CASE WHEN {cond} AND age_days < {long_days} THEN CASE WHEN age_days < {short_days} "
+            f"THEN CAST({2 ** PACKED_COUNT_BITS + 1} AS INTEGER) ELSE CAST(1 AS INTEGER) END END)")
+
+
+def unpack_window_count(packed: str, which: Literal["short", "long"], bound: str) -> str:
+    """Derived: one count of a :func:`packed_window_counts` pair; NULL unless ``bound < 2**30`` (exactness).
+
+    ``bound`` is an expression no smaller than the longer window's count (e.g. the user's ``events_total``).
+    """
+    field = (f"({packed} >> {PACKED_COUNT_BITS})" if which == "short"
+             else f"({packed} & {2 ** PACKED_COUNT_BITS - 1})")
+    return f"CASE WHEN {bound} < {2 ** PACKED_COUNT_BITS} THEN {field} END"
 
 
 def day_bits(window_days: int = ACTIVITY_WINDOW_DAYS) -> str:
@@ -276,11 +304,18 @@ def _engagement(config: StrataConfig) -> list[FeatureDef]:
         FeatureDef("events_total", "engagement", "Number of events of any type.", "events", "all time",
                    "COUNT(*)", "events", "0"),
     ]
+    short, long = EVENT_TYPE_WINDOWS_DAYS
     for t in config.data.event_types:
         tok = column_token(t)
-        for w in EVENT_TYPE_WINDOWS_DAYS:
+        packed = f"events_{tok}_{short}d_{long}d_packed"
+        defs.append(FeatureDef(packed, "engagement",
+                               f"'{t}' events in the last {long} days + 2**{PACKED_COUNT_BITS} x those in the last {short}.",
+                               "events", f"{long}d", packed_window_counts(typed(t), short, long), "events", "0",
+                               hidden=True))
+        windows: tuple[tuple[int, Literal["short", "long"]], ...] = ((short, "short"), (long, "long"))
+        for w, which in windows:
             defs.append(FeatureDef(f"events_{tok}_{w}d", "engagement", f"Number of '{t}' events in the last {w} days.",
-                                   "events", f"{w}d", _count_if(f"{typed(t)} AND age_days < {w}"), "events", "0"))
+                                   "events", f"{w}d", unpack_window_count(packed, which, "events_total"), "derived"))
         defs.append(FeatureDef(f"events_{tok}_decay_hl{h_max}", "engagement",
                                f"'{t}' events weighted by 0.5 ** (age in days / {h_max}).", "events",
                                f"half-life {h_max}d", _sum_if(f"w_hl{h_max}", typed(t)), "events", "0"))
