@@ -367,7 +367,7 @@ def feature_queries(
     return strip_materialization_hints(sqlglot.parse_one(sql, read="duckdb")).sql(dialect=dialect)
 
 
-def strip_materialization_hints(tree: sqlglot.exp.Expression) -> sqlglot.exp.Expression:
+def strip_materialization_hints(tree: sqlglot.exp.Expr) -> sqlglot.exp.Expr:
     """``tree`` without DuckDB's ``AS [NOT] MATERIALIZED`` CTE hints (Spark's grammar has none; it inlines CTEs)."""
     import sqlglot
 
