@@ -65,3 +65,26 @@ def test_unknown_event_types_count_in_totals_only() -> None:
     got = build_features(Dataset(orders=orders, events=events), AS_OF, StrataConfig()).set_index("user_id")
     assert got.loc["a", "events_total"] == 2 and got.loc["a", "events_share_30d"] == 1
     assert not any("livestream" in c for c in got.columns)
+
+
+def test_packed_window_counts_unpack_exactly_up_to_their_bound() -> None:
+    """A type's 30- and 90-day counts share one integer SUM; derived definitions read them back, and give
+    NULL (NaN) rather than a wrong count once the bound (events_total) reaches 2**30."""
+    import duckdb
+
+    from features.definitions import PACKED_COUNT_BITS, packed_window_counts, unpack_window_count
+
+    con = duckdb.connect()
+    rows = pd.DataFrame({"age_days": [0.5, 29.9, 30.0, 89.9, 90.0, 400.0], "kind": ["x", "x", "x", "x", "x", "y"]})
+    con.register("r", rows)
+    agg = packed_window_counts("kind = 'x'", 30, 90)
+    packed = con.execute(f"SELECT {agg} FROM r").fetchone()
+    assert packed is not None and packed[0] == 2 * 2**PACKED_COUNT_BITS + 4  # 2 rows under 30 days, 4 under 90
+    limit = 2**PACKED_COUNT_BITS
+    big = (limit - 1) * limit + (limit - 1)  # the largest exact pair: both counts 2**30 - 1
+    for p, bound, short, long in ((packed[0], 6, 2, 4), (big, limit - 1, limit - 1, limit - 1), (big, limit, None, None)):
+        got = con.execute(f"SELECT {unpack_window_count('p', 'short', 'b')}, {unpack_window_count('p', 'long', 'b')} "
+                          f"FROM (SELECT CAST({p} AS HUGEINT) AS p, CAST({bound} AS BIGINT) AS b)").fetchone()
+        assert got == (short, long)
+    with pytest.raises(ValueError):
+        packed_window_counts("TRUE", 90, 30)
