@@ -281,8 +281,8 @@ def join_sql(defs: Sequence[FeatureDef]) -> str:
     """Full-join the per-source aggregates into one row per known user, filling each stage's defaults.
 
     Orders, events and visible user rows are full-joined (each aggregate is read once); the
-    ``paid_orders`` aggregates, whose users are a subset of the order users, are left-joined (only when ``defs`` use them). Rows
-    are kept for known users only (:data:`KNOWN_USER_CONDITION`).
+    ``paid_orders`` aggregates, whose users are a subset of the order users, are left-joined (only when
+    ``defs`` use them). Rows are kept for known users only (:data:`KNOWN_USER_CONDITION`).
     """
     key = ENTITY_KEY
     stages = {d.stage for d in defs}
