@@ -17,6 +17,7 @@ import csv
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -304,11 +305,24 @@ def table_as_strings(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def arrow_to_frame(table: Any) -> pd.DataFrame:
+    """A pyarrow Table as pandas the way feature tables are handed over: one block per column and the
+    Arrow buffers freed as they are converted (no consolidation copy; do not use ``table`` afterwards).
+
+    The pandas arrays come from the system allocator, not Arrow's default pool (mimalloc): mimalloc asks
+    for transparent huge pages, and where the kernel compacts memory for them at fault time (THP defrag
+    "madvise", the default) first-touching the 700 MB feature table of 1M users after the feature query
+    took 1.5 s instead of 0.5.
+    """
+    import pyarrow as pa
+
+    return table.to_pandas(split_blocks=True, self_destruct=True, memory_pool=pa.system_memory_pool())
+
+
 def read_feature_table(path: Path, as_of: pd.Timestamp) -> pd.DataFrame:
     """A feature table written by ``strata features --out``, checked to be as of ``as_of``.
 
-    Converted from Arrow as the feature pipeline hands its table over (one block per column, Arrow
-    buffers freed as they are converted).
+    Converted from Arrow as the feature pipeline hands its table over (:func:`arrow_to_frame`).
 
     Raises
     ------
@@ -319,7 +333,7 @@ def read_feature_table(path: Path, as_of: pd.Timestamp) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path).to_pandas(split_blocks=True, self_destruct=True)
+        table = arrow_to_frame(pq.read_table(path))
     except Exception as err:  # noqa: BLE001 - any reader error becomes one clear message
         raise InputFileError(f"{path}: not a readable Parquet feature table ({type(err).__name__}: {err})") from None
     for col in ("user_id", "as_of"):

@@ -48,6 +48,7 @@ from features.definitions import (
     output_features,
     select_families,
 )
+from features.io import arrow_to_frame
 
 if TYPE_CHECKING:
     import duckdb
@@ -644,15 +645,8 @@ class DuckDBEngine:
         :meth:`query` at 870k rows x 100 DOUBLE columns. Strings come back as Python ``str`` objects,
         DOUBLE as float64 with NaN for NULL.
         """
-        import pyarrow as pa
-
         self.con.complete()  # finish any pending statement: a relation may not start while one is open
-        table = self.con.sql(sql).to_arrow_table()
-        # One block per column and Arrow buffers freed as they are converted: no consolidation copy.
-        # The pandas arrays come from the system allocator, not Arrow's default pool (mimalloc): mimalloc
-        # asks for transparent huge pages, and where the kernel compacts memory for them at fault time
-        # (THP defrag "madvise", the default) first-touching 700 MB of new arrays took 1.5 s instead of 0.5.
-        return table.to_pandas(split_blocks=True, self_destruct=True, memory_pool=pa.system_memory_pool())
+        return arrow_to_frame(self.con.sql(sql).to_arrow_table())
 
     def features(
         self, as_of: pd.Timestamp, config: StrataConfig, families: Iterable[str] | None = None

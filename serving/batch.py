@@ -487,7 +487,7 @@ def run_batch(
             import pyarrow as pa
 
             schema = pa.Schema.from_pandas(features, preserve_index=False)
-            write_work_file((pa.Table.from_pandas(features.iloc[start : start + chunk], schema=schema, preserve_index=False)
+            write_work_file((_to_arrow(features.iloc[start : start + chunk], schema)
                              for start in range(0, len(features), chunk)), schema)
 
         def record_work_file(n_chunks: int) -> None:
@@ -757,11 +757,11 @@ def _as_read_back(features: pd.DataFrame, table: Any) -> pd.DataFrame:
     return features if _reads_back_unchanged(features) else table.to_pandas()
 
 
-def _to_arrow(features: pd.DataFrame) -> Any:
+def _to_arrow(features: pd.DataFrame, schema: Any = None) -> Any:
     import pyarrow as pa
 
     # preserve_index=False drops the index: no need to copy the frame to reset it first.
-    return pa.Table.from_pandas(features, preserve_index=False)
+    return pa.Table.from_pandas(features, schema=schema, preserve_index=False)
 
 
 def _scores_to_arrow(frame: pd.DataFrame) -> Any:
