@@ -472,6 +472,9 @@ FEATURE_INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: DuckDB optimizers the engine turns off (see :meth:`DuckDBEngine._connect` for the measured reason).
+DISABLED_OPTIMIZERS = "partitioned_execution"
+
 _SQL_TYPES = {"string": "VARCHAR", "timestamp": "TIMESTAMPTZ", "float": "DOUBLE", "int": "BIGINT"}
 
 
@@ -522,6 +525,15 @@ class DuckDBEngine:
         # every result that needs an order says so (ORDER BY); letting DuckDB drop insertion order
         # saves about 1 CPU-s of the feature query at 1M users
         self.con.execute("SET preserve_insertion_order = false")
+        try:
+            # DuckDB 2.0's partitioned execution splits a large GROUP BY into user_id ranges when the row
+            # groups look partitioned by user (as Parquet written in user chunks does). Over our typed views
+            # the range filter cannot reach the Parquet reader, so every split rescans the whole file: at 1M
+            # users the bare count/sum/max aggregate took 2.6 s instead of 1.9, the feature query 12.5
+            # instead of 11.9 (benchmarks/bench_features.py data, 2 cores).
+            self.con.execute(f"SET disabled_optimizers = '{DISABLED_OPTIMIZERS}'")
+        except duckdb.Error:
+            log.debug("DuckDB %s has no %s optimizer to disable", duckdb.__version__, DISABLED_OPTIMIZERS)
         try:
             self.con.execute("SET enable_progress_bar = false")  # the CLI shows its own progress
         except duckdb.Error:

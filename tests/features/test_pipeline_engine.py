@@ -111,3 +111,15 @@ def test_active_days_sql_transpiles_to_spark_with_a_shift(families: list[str] | 
     sql = feature_queries(CFG, AS_OF, "spark", families=families)
     assert sql.count("SHIFTLEFT(CAST(1 AS BIGINT)") == 2
     assert "BIT_COUNT(order_day_bits_30d | event_day_bits_30d)" in sql
+
+
+def test_engines_turn_off_partitioned_execution(tmp_path: Path) -> None:
+    """Its user-range splits rescan the whole Parquet file per range over the engine's typed views."""
+    frames = Dataset(orders=pd.DataFrame({"user_id": ["u1"], "order_id": ["o1"], "ordered_at": days_ago(3),
+                                          "amount": [10.0], "status": ["paid"]}))
+    path = tmp_path / "orders.parquet"
+    frames.orders.to_parquet(path)
+    for engine in (DuckDBEngine(frames), DuckDBEngine.from_parquet(path)):
+        with engine:
+            setting = engine.con.execute("SELECT current_setting('disabled_optimizers')").fetchone()
+            assert setting is not None and "partitioned_execution" in setting[0]
