@@ -335,18 +335,17 @@ def main() -> None:
     print(f"after: {_load()}")
 
     best_wall = {m: min(res.wall) for m, res in results.items()}
+    median_wall = {m: float(np.median(res.wall)) for m, res in results.items()}
     best_cpu = {m: min(res.cpu) for m, res in results.items()}
     header = (f"{'method':32s} {'best s':>7s} {'median s':>9s} {'CPU s':>7s} {'peak RSS GiB':>13s} "
               f"{'rows read':>13s} {'rows/s':>12s} {'users out':>10s}")
     print(header)
     print("-" * len(header))
     for m, res in results.items():
-        print(f"{LABELS[m]:32s} {best_wall[m]:7.2f} {float(np.median(res.wall)):9.2f} {best_cpu[m]:7.2f} "
+        print(f"{LABELS[m]:32s} {best_wall[m]:7.2f} {median_wall[m]:9.2f} {best_cpu[m]:7.2f} "
               f"{max(res.peak) / 2**30:13.2f} {res.rows_in:13,d} {res.rows_in / best_wall[m]:12,.0f} {res.rows_out:10,d}")
     print(f"(peak RSS is the process's ru_maxrss, including ~{results['full'].rss_before / 2**30:.2f} GiB of "
           "interpreter and imports; rows/s are over the rows of the tables each method reads)")
-
-    median_wall = {m: float(np.median(res.wall)) for m, res in results.items()}
 
     def ratio(num: str, den: str, label: str, target: str) -> None:
         # best against best, and median against median: a short baseline makes the ratio noisy

@@ -240,9 +240,9 @@ def paid_orders_sql(orders_source: str) -> str:
     and day serves both window functions, and the stage's aggregates read its rows directly: no
     ``GROUP BY (user_id, day_num)`` (whose hash table holds about one entry per order, since most
     order days have one order) and no peer-range sum per day. The distinct categories are counted
-    here too, over the paid rows only, rather than as a distinct aggregate among the many aggregates
-    of the ``orders`` pass (which DuckDB plans as a separate grouping and join: about 1 CPU-s more at
-    16M orders).
+    over these rows too, the paid rows only. DuckDB still plans that distinct count as a grouping of
+    its own, fed from this window's output, but as a distinct aggregate among the many aggregates of
+    the ``orders`` pass it cost about 1 CPU-s more at 16M orders.
     """
     by_day = "OVER (PARTITION BY user_id ORDER BY day_num)"
     return (
