@@ -7,11 +7,12 @@ industry, so every layer threshold and the intervention playbook are configurati
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from features.contract import DEFAULT_EVENT_TYPES
 from features.errors import StrataError
@@ -43,6 +44,24 @@ class FeatureConfig(_Section):
     half_lives_days: list[int] = Field(default_factory=lambda: [7, 30, 90])
     trend_window_days: int = 90
     """Trend compares the last ``trend_window_days`` with the ones before."""
+    engine_memory_limit: str | None = None
+    """Memory the in-process engine (DuckDB) may use for feature queries, e.g. ``"8GB"``; above it, it spills
+    to ``engine_temp_directory``. None: DuckDB's default, 80% of the machine's memory."""
+    engine_temp_directory: str | None = None
+    """Where DuckDB spills when a feature query outgrows its memory. None: a directory of its own in the
+    system temp directory, created only when needed and removed when the engine closes."""
+
+
+    @field_validator("engine_memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str | None) -> str | None:
+        if value is not None and not _MEMORY_SIZE.match(value):
+            raise ValueError("expected a size such as '8GB', '512MB' or '16GiB'")
+        return value
+
+
+#: What DuckDB's ``memory_limit`` accepts (decimal and binary units).
+_MEMORY_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
 
 
 class LabelConfig(_Section):

@@ -20,3 +20,7 @@ class InsufficientDataError(StrataError):
 
 class ModelNotFoundError(StrataError):
     """No registered model (or alias) to load."""
+
+
+class EngineMemoryError(StrataError):
+    """The in-process engine ran out of the memory it may use; the message names the limit and the setting."""

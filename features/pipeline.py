@@ -23,10 +23,14 @@ seconds and are time-zone independent.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import os
+import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -47,7 +51,9 @@ from features.definitions import (
     feature_definitions,
     output_features,
     select_families,
+    sql_string,
 )
+from features.errors import EngineMemoryError
 from features.io import arrow_to_frame
 
 if TYPE_CHECKING:
@@ -59,6 +65,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SECONDS_PER_DAY = 86400
+#: Numbers the engines of this process (their default spill directories must differ).
+_ENGINE_IDS = itertools.count()
 _ALIAS: dict[Stage, str] = {
     "orders": "or_", "paid_orders": "po_", "events": "ev_", "users": "us_",
 }
@@ -495,33 +503,57 @@ class DuckDBEngine:
     typed views over Parquet files instead (no pandas frames at all). ``orders_unique=True`` says
     ``(user_id, order_id, status)`` is known to be unique, as in data that passed
     :func:`features.validation.load_dataset` (it rejects duplicate and missing ``order_id``): the
-    duplicate check (one pass over the orders) and the de-duplication step are skipped. Use as a
+    duplicate check (one pass over the orders) and the de-duplication step are skipped. ``config``
+    sets DuckDB's memory limit and spill directory (``[features] engine_memory_limit`` and
+    ``engine_temp_directory``); the features' own configuration is passed to :meth:`features`. Use as a
     context manager or call :meth:`close`.
     """
 
     def __init__(
-        self, dataset: Dataset, threads: int | None = None, *, copy: bool = True, orders_unique: bool = False
+        self,
+        dataset: Dataset,
+        threads: int | None = None,
+        *,
+        copy: bool = True,
+        orders_unique: bool = False,
+        config: StrataConfig | None = None,
     ) -> None:
         self.dataset: Dataset | None = dataset
         self.copy = copy
-        self._connect(threads)
+        self._connect(threads, config)
         t0 = time.perf_counter()
         columns: dict[str, frozenset[str] | None] = {"orders": None, "events": None, "users": None}
         frames = {"orders": dataset.orders, "events": dataset.events if dataset.has_events else None,
                   "users": dataset.users if dataset.has_users else None}
-        for name, frame in frames.items():
-            if frame is not None:
-                columns[name] = self._load(name, frame)
-        self.sources = SourceColumns(orders=columns["orders"] or frozenset(), events=columns["events"],
-                                     users=columns["users"])
-        self.has_duplicate_orders = False if orders_unique else self._has_duplicate_orders()
+        try:
+            with self._memory_errors("loading the data"):
+                for name, frame in frames.items():
+                    if frame is not None:
+                        columns[name] = self._load(name, frame)
+                self.sources = SourceColumns(orders=columns["orders"] or frozenset(), events=columns["events"],
+                                             users=columns["users"])
+                self.has_duplicate_orders = False if orders_unique else self._has_duplicate_orders()
+        except EngineMemoryError:
+            self.close()
+            raise
         log.debug("registered tables with DuckDB in %.2fs", time.perf_counter() - t0)
 
-    def _connect(self, threads: int | None) -> None:
+    def _connect(self, threads: int | None, config: StrataConfig | None = None) -> None:
         import duckdb
 
         self.con: duckdb.DuckDBPyConnection = duckdb.connect(":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
+        # Spills (a query outgrowing the memory limit) go to a directory of this engine's own in the system
+        # temp directory, not DuckDB's default ".tmp" in whatever the working directory is. DuckDB creates
+        # it only when it spills and removes it on close.
+        features = config.features if config is not None else None
+        spill = (features.engine_temp_directory if features is not None else None) or str(
+            Path(tempfile.gettempdir()) / f"strata-duckdb-{os.getpid()}-{next(_ENGINE_IDS)}"
+        )
+        self.con.execute(f"SET temp_directory = {sql_string(spill)}")
+        self.memory_limit = features.engine_memory_limit.strip() if features and features.engine_memory_limit else None
+        if self.memory_limit is not None:
+            self.con.execute(f"SET memory_limit = {sql_string(self.memory_limit)}")
         # every result that needs an order says so (ORDER BY); letting DuckDB drop insertion order
         # saves about 1 CPU-s of the feature query at 1M users
         self.con.execute("SET preserve_insertion_order = false")
@@ -552,6 +584,7 @@ class DuckDBEngine:
         threads: int | None = None,
         *,
         orders_unique: bool = False,
+        config: StrataConfig | None = None,
     ) -> DuckDBEngine:
         """An engine whose tables are typed views over Parquet files, read by DuckDB at each query.
 
@@ -577,7 +610,7 @@ class DuckDBEngine:
         engine = cls.__new__(cls)
         engine.dataset = None
         engine.copy = False
-        engine._connect(threads)
+        engine._connect(threads, config)
         columns: dict[str, frozenset[str] | None] = {"orders": None, "events": None, "users": None}
         for name, path in (("orders", orders), ("events", events), ("users", users)):
             if path is None:
@@ -604,7 +637,12 @@ class DuckDBEngine:
             columns[name] = frozenset(cols)
         engine.sources = SourceColumns(orders=columns["orders"] or frozenset(), events=columns["events"],
                                      users=columns["users"])
-        engine.has_duplicate_orders = False if orders_unique else engine._has_duplicate_orders()
+        try:
+            with engine._memory_errors("checking the orders for duplicates"):
+                engine.has_duplicate_orders = False if orders_unique else engine._has_duplicate_orders()
+        except EngineMemoryError:
+            engine.close()
+            raise
         return engine
 
     def _load(self, name: str, frame: pd.DataFrame) -> frozenset[str]:
@@ -668,11 +706,28 @@ class DuckDBEngine:
         as_of = parse_as_of(as_of)
         t0 = time.perf_counter()
         sql = _compose(config, as_of, self.sources, dedupe_orders=self.has_duplicate_orders, families=families)
-        raw = self.query_arrow(sql)
+        with self._memory_errors(f"computing features as of {as_of.isoformat()}"):
+            raw = self.query_arrow(sql)
         out = finalize_features(raw, as_of, config, families)
         log.info("features as of %s: %d users x %d features in %.2fs", as_of.isoformat(), len(out),
                  out.shape[1] - 2, time.perf_counter() - t0)
         return out
+
+    @contextlib.contextmanager
+    def _memory_errors(self, doing: str) -> Iterator[None]:
+        """Turn DuckDB's out-of-memory error into an :class:`EngineMemoryError` naming the limit to change."""
+        import duckdb
+
+        try:
+            yield
+        except duckdb.OutOfMemoryException as err:
+            limit = (f"the configured limit [features] engine_memory_limit = {self.memory_limit!r}"
+                     if self.memory_limit is not None else "DuckDB's default limit (80% of this machine's memory)")
+            detail = str(err).splitlines()[0]
+            raise EngineMemoryError(
+                f"out of memory while {doing} under {limit} ({detail}); raise [features] engine_memory_limit, "
+                "or compute features with --engine spark"
+            ) from None
 
     def close(self) -> None:
         """Close the connection."""
@@ -695,7 +750,7 @@ def build_features(dataset: Dataset, as_of: pd.Timestamp, config: StrataConfig) 
     catalog; float64 with NaN where undefined; ``source_channel`` str). Runs the SQL of
     :func:`feature_queries` on an in-process DuckDB (over views of the frames: no copy of the data).
     """
-    with DuckDBEngine(dataset, copy=False) as engine:
+    with DuckDBEngine(dataset, copy=False, config=config) as engine:
         return engine.features(as_of, config)
 
 

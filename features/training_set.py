@@ -118,7 +118,7 @@ def build_training_set(
     """
     cutoffs = usable_cutoffs(dataset, end, config)
     parts = []
-    with DuckDBEngine(dataset) as engine:
+    with DuckDBEngine(dataset, config=config) as engine:
         for i, cutoff in enumerate(cutoffs, start=1):
             features = engine.features(cutoff, config)
             labels = labels_from_engine(engine, cutoff, config.labels.horizon_days)

@@ -193,7 +193,7 @@ def backtest_health(
 
     step = progress or (lambda _msg: None)
     rows = []
-    with DuckDBEngine(dataset) as engine:
+    with DuckDBEngine(dataset, config=config) as engine:
         for c in cutoffs:
             step(f"backtest as of {c.date()}")
             features = engine.features(c, config)

@@ -231,7 +231,7 @@ def run_monitor(
     if note:
         notes.append(note)
 
-    with DuckDBEngine(dataset) as engine:
+    with DuckDBEngine(dataset, config=config) as engine:
         step(f"features as of {as_of.date()}")
         features = engine.features(as_of, config)
         if features.empty:

@@ -495,7 +495,7 @@ class StrataService:
         return {u: encode_result(r) for u, r in found.items()}
 
     def _score_raw(self, live: LiveModel[Scorer], request: PredictRequest) -> dict[str, bytes]:
-        from features.errors import StrataError
+        from features.errors import EngineMemoryError, StrataError
         from features.pipeline import build_features
         from serving.fast_scorer import FastPathUnsupported, FeatureRows
 
@@ -511,6 +511,8 @@ class StrataService:
             if fast is not None:
                 return fast
             scores = live.scorer.score_features(features)
+        except EngineMemoryError as err:  # not the rows' fault: the server's engine memory limit is too low
+            raise APIError(503, f"the service could not compute features: {err}") from None
         except StrataError as err:  # the caller's rows are unusable: say why (messages name the data)
             raise APIError(422, f"rows: {err}", field="rows") from None
         self._count("batch", len(scores))

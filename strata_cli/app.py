@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import rich.markup
 import typer
 from rich.console import Console
 
@@ -56,7 +57,8 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except StrataError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            # the message is text, not markup: "[features] engine_memory_limit" or a value like "[1, 2]" must print as is
+            err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=err.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

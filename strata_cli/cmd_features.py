@@ -122,7 +122,7 @@ def features_cmd(
         bar.update(task, description="loading into DuckDB")
         # load_dataset rejects missing and duplicate order_id, so (user_id, order_id, status) is unique:
         # the engine's duplicate check (a pass over every order) would find nothing
-        with DuckDBEngine(dataset, copy=False, orders_unique=True) as duck:
+        with DuckDBEngine(dataset, copy=False, orders_unique=True, config=cfg) as duck:
             bar.update(task, description=f"computing features as of {cutoff.isoformat()}")
             table = duck.features(cutoff, cfg)
         bar.update(task, description=f"writing {out}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import rich.markup
 import typer
 
 from features.errors import StrataError
@@ -106,7 +107,7 @@ def _compute(
                 f"[yellow]validation rejected {report.rows_rejected:,} of {report.rows_in:,} input rows; "
                 "run `strata validate` for details[/]"
             )
-        with DuckDBEngine(dataset) as engine:
+        with DuckDBEngine(dataset, config=config) as engine:
             for ts in cutoffs:
                 progress.update(task, description=f"features and layers as of {ts.date()}")
                 features = engine.features(ts, config)
@@ -347,7 +348,7 @@ def _model_sections(
             )
         except StrataError as err:
             # The layer report stays useful without the drift section; say why it is missing.
-            err_console.print(f"[yellow]warning:[/] no monitoring section: {err}")
+            err_console.print(f"[yellow]warning:[/] no monitoring section: {rich.markup.escape(str(err))}")
         else:
             sections.extend(monitoring_sections(result))
     return sections

@@ -105,3 +105,14 @@ def test_help_texts() -> None:
                        (["import", "cdnow", "--help"], "CDNOW_master.txt")):
         res = runner.invoke(app, args)
         assert res.exit_code == 0 and text in res.output
+
+
+def test_features_out_of_engine_memory_exits_2_naming_the_setting(generated: Path, tmp_path: Path) -> None:
+    config = tmp_path / "strata.toml"
+    config.write_text('[features]\nengine_memory_limit = "1MB"\n')
+    res = runner.invoke(app, ["features", "--data", str(generated), "--as-of", "2024-06-30", "--out",
+                              str(tmp_path / "f.parquet"), "--config", str(config)])
+    assert res.exit_code == 2, res.output
+    # the message is printed as text: the section name in brackets is not taken for console markup
+    assert "[features] engine_memory_limit = '1MB'" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "f.parquet").exists()

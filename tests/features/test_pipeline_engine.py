@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import StrataConfig
+from features.config import ConfigError, StrataConfig, config_from_dict
 from features.dataset import Dataset
+from features.demo_data import generate_dataset
+from features.errors import EngineMemoryError
 from features.pipeline import DuckDBEngine, build_features, feature_queries
 from features.validation import load_dataset
 
@@ -123,3 +126,80 @@ def test_engines_turn_off_partitioned_execution(tmp_path: Path) -> None:
         with engine:
             setting = engine.con.execute("SELECT current_setting('disabled_optimizers')").fetchone()
             assert setting is not None and "partitioned_execution" in setting[0]
+
+
+# --------------------------------------------------------------------------- memory limit and spilling
+
+
+def _memory_setting(limit: str) -> str:
+    """How DuckDB reports ``memory_limit`` once set to ``limit`` (it normalises the unit)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{limit}'")
+    row = con.execute("SELECT current_setting('memory_limit')").fetchone()
+    con.close()
+    assert row is not None
+    return str(row[0])
+
+
+def _settings(engine: DuckDBEngine) -> tuple[str, str]:
+    row = engine.con.execute("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1])
+
+
+def test_engine_memory_limit_and_spill_directory_come_from_the_configuration(tmp_path: Path) -> None:
+    frames = Dataset(orders=pd.DataFrame({"user_id": ["u1"], "order_id": ["o1"], "ordered_at": days_ago(3),
+                                          "amount": [10.0], "status": ["paid"]}))
+    path = tmp_path / "orders.parquet"
+    frames.orders.to_parquet(path)
+    cfg = config_from_dict({"features": {"engine_memory_limit": "300MB", "engine_temp_directory": str(tmp_path / "spill")}})
+    for engine in (DuckDBEngine(frames, config=cfg), DuckDBEngine.from_parquet(path, config=cfg)):
+        with engine:
+            assert _settings(engine) == (_memory_setting("300MB"), str(tmp_path / "spill"))
+    # without a configuration: DuckDB's memory limit, and a spill directory of each engine's own in the
+    # system temp directory (not ".tmp" in the working directory)
+    with DuckDBEngine(frames) as a, DuckDBEngine(frames, config=StrataConfig()) as b:
+        (limit_a, spill_a), (limit_b, spill_b) = _settings(a), _settings(b)
+        assert limit_a == limit_b != _memory_setting("300MB")
+        assert spill_a != spill_b
+        for spill in (spill_a, spill_b):
+            assert Path(spill).parent == Path(tempfile.gettempdir()) and not Path(spill).exists()
+
+
+@pytest.fixture(scope="module")
+def ds20k() -> Dataset:
+    return generate_dataset(20_000, pd.Timestamp("2024-06-30", tz="UTC"), seed=3)
+
+
+def test_a_spilling_engine_gives_the_same_features_and_cleans_up(ds20k: Dataset, tmp_path: Path) -> None:
+    ds = ds20k
+    as_of = pd.Timestamp("2024-03-31", tz="UTC")
+    with DuckDBEngine(ds, 2, copy=False) as engine:
+        expected = engine.features(as_of, CFG)
+    spill = tmp_path / "spill"
+    # 72MB with 2 threads is below what this query needs in memory (DuckDB 2.0: it spills from about 64MB
+    # up, and fails below 56MB), so DuckDB must write to the spill directory
+    cfg = config_from_dict({"features": {"engine_memory_limit": "72MB", "engine_temp_directory": str(spill)}})
+    with DuckDBEngine(ds, 2, copy=False, config=cfg) as engine:
+        got = engine.features(as_of, cfg)
+        assert spill.is_dir(), "the query did not spill: lower the limit of this test"
+    pd.testing.assert_frame_equal(got, expected)
+    assert not spill.exists()  # DuckDB removes its spill directory on close
+
+
+def test_running_out_of_engine_memory_is_a_clear_error(ds20k: Dataset) -> None:
+    ds = ds20k
+    cfg = config_from_dict({"features": {"engine_memory_limit": "4MB"}})
+    with pytest.raises(EngineMemoryError, match=r"loading the data under the configured limit .*engine_memory_limit = '4MB'"):
+        DuckDBEngine(ds, config=cfg)
+    with DuckDBEngine(ds, 2, copy=False, config=config_from_dict({"features": {"engine_memory_limit": "8MB"}})) as engine:
+        with pytest.raises(EngineMemoryError, match=r"computing features as of 2024-03-31.*raise \[features\] engine_memory_limit"):
+            engine.features(pd.Timestamp("2024-03-31", tz="UTC"), CFG)
+
+
+@pytest.mark.parametrize("bad", ["lots", "8", "-1GB", "8 parsecs"])
+def test_engine_memory_limit_must_be_a_size(bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"strata.toml: key 'features.engine_memory_limit': .*such as '8GB'"):
+        config_from_dict({"features": {"engine_memory_limit": bad}}, source="strata.toml")

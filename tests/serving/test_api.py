@@ -385,6 +385,29 @@ def test_empty_registry_is_alive_but_never_ready(tmp_path_factory: pytest.TempPa
         server.stop()
 
 
+def test_a_feature_engine_without_memory_is_never_ready_and_says_why(tmp_path_factory: pytest.TempPathFactory,
+                                                                    trained_env: TrainedEnv,
+                                                                    config_writer: Callable[..., Any],
+                                                                    server_factory: Callable[..., Any]) -> None:
+    """``[features] engine_memory_limit`` too low for any feature query: the model's load check (it scores
+    raw rows) fails, so the server stays unready and answers a structured 503 naming the setting."""
+    root = tmp_path_factory.mktemp("tiny_engine")
+    config_path = config_writer(root, poll_seconds=0.5, tracking_db=trained_env.root / "mlflow.db",
+                                extra='[features]\nengine_memory_limit = "1MB"')
+    server = server_factory(config_path, root, wait_ready=False)
+    try:
+        with server.client(timeout=60) as c:
+            deadline = time.monotonic() + 60.0
+            while "engine_memory_limit" not in c.get("/readyz").text and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert_error_shape(c.get("/readyz"), 503)
+            resp = c.post("/predict", json={"user_ids": ["a"]})
+            err = assert_error_shape(resp, 503)
+            assert "engine_memory_limit = '1MB'" in err["message"] and "Traceback" not in resp.text, err
+    finally:
+        server.stop()
+
+
 # ----------------------------------------------------------------------------- model swap without downtime
 
 
