@@ -75,7 +75,7 @@ def label_queries(
 def labels_from_engine(engine: DuckDBEngine, as_of: pd.Timestamp, horizon_days: int) -> pd.DataFrame:
     """:func:`build_labels` on an already loaded :class:`~features.pipeline.DuckDBEngine`."""
     sql = label_queries(as_of, horizon_days, engine.sources, dedupe_orders=engine.has_duplicate_orders)
-    raw = engine.query(sql)
+    raw = engine.query(sql, f"computing labels as of {parse_as_of(as_of).isoformat()}")
     out = pd.DataFrame({ENTITY_KEY: raw[ENTITY_KEY].astype(str).to_numpy(dtype=object)})
     for col in LABEL_COLUMNS:
         out[col] = raw[col].astype("float64").to_numpy()

@@ -684,11 +684,12 @@ class DuckDBEngine:
         row = self.con.execute(sql).fetchone()
         return bool(row and row[0])
 
-    def query(self, sql: str) -> pd.DataFrame:
-        """Run ``sql`` and return the result as a pandas frame."""
-        return self.con.execute(sql).df()
+    def query(self, sql: str, doing: str = "running a query") -> pd.DataFrame:
+        """Run ``sql`` and return the result as a pandas frame (``doing`` names it in an out-of-memory error)."""
+        with self._memory_errors(doing):
+            return self.con.execute(sql).df()
 
-    def query_arrow(self, sql: str) -> pd.DataFrame:
+    def query_arrow(self, sql: str, doing: str = "running a query") -> pd.DataFrame:
         """Run ``sql`` and return the result as a pandas frame converted from Arrow.
 
         For wide numeric results (the feature table): about 1 CPU-s instead of 2.5 to 4 for
@@ -696,7 +697,8 @@ class DuckDBEngine:
         DOUBLE as float64 with NaN for NULL.
         """
         self.con.complete()  # finish any pending statement: a relation may not start while one is open
-        return arrow_to_frame(self.con.sql(sql).to_arrow_table())
+        with self._memory_errors(doing):
+            return arrow_to_frame(self.con.sql(sql).to_arrow_table())
 
     def features(
         self, as_of: pd.Timestamp, config: StrataConfig, families: Iterable[str] | None = None
@@ -706,8 +708,7 @@ class DuckDBEngine:
         as_of = parse_as_of(as_of)
         t0 = time.perf_counter()
         sql = _compose(config, as_of, self.sources, dedupe_orders=self.has_duplicate_orders, families=families)
-        with self._memory_errors(f"computing features as of {as_of.isoformat()}"):
-            raw = self.query_arrow(sql)
+        raw = self.query_arrow(sql, f"computing features as of {as_of.isoformat()}")
         out = finalize_features(raw, as_of, config, families)
         log.info("features as of %s: %d users x %d features in %.2fs", as_of.isoformat(), len(out),
                  out.shape[1] - 2, time.perf_counter() - t0)
