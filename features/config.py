@@ -48,8 +48,9 @@ class FeatureConfig(_Section):
     """Memory the in-process engine (DuckDB) may use for feature queries, e.g. ``"8GB"``; above it, it spills
     to ``engine_temp_directory``. None: DuckDB's default, 80% of the machine's memory."""
     engine_temp_directory: str | None = None
-    """Where DuckDB spills when a feature query outgrows its memory. None: a directory of its own in the
-    system temp directory, created only when needed and removed when the engine closes."""
+    """Where DuckDB spills when a feature query outgrows its memory: each engine spills into a directory of
+    its own in it, created only when needed and removed when the engine closes. None: the system temp
+    directory."""
 
 
     @field_validator("engine_memory_limit")

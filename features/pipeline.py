@@ -543,14 +543,16 @@ class DuckDBEngine:
 
         self.con: duckdb.DuckDBPyConnection = duckdb.connect(":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
-        # Spills (a query outgrowing the memory limit) go to a directory of this engine's own in the system
-        # temp directory, not DuckDB's default ".tmp" in whatever the working directory is. DuckDB creates
-        # it only when it spills and removes it on close.
+        # Spills (a query outgrowing the memory limit) go to a directory of this engine's own, in the
+        # configured directory or the system temp directory (not DuckDB's default ".tmp" in whatever the
+        # working directory is). Engines never share one: DuckDB names its files by process and removes the
+        # directory on close. DuckDB creates it only when it spills.
         features = config.features if config is not None else None
-        spill = (features.engine_temp_directory if features is not None else None) or str(
-            Path(tempfile.gettempdir()) / f"strata-duckdb-{os.getpid()}-{next(_ENGINE_IDS)}"
-        )
-        self.con.execute(f"SET temp_directory = {sql_string(spill)}")
+        base = Path(features.engine_temp_directory) if features and features.engine_temp_directory else None
+        if base is not None:
+            base.mkdir(parents=True, exist_ok=True)
+        self.spill_directory = (base or Path(tempfile.gettempdir())) / f"strata-duckdb-{os.getpid()}-{next(_ENGINE_IDS)}"
+        self.con.execute(f"SET temp_directory = {sql_string(str(self.spill_directory))}")
         self.memory_limit = features.engine_memory_limit.strip() if features and features.engine_memory_limit else None
         if self.memory_limit is not None:
             self.con.execute(f"SET memory_limit = {sql_string(self.memory_limit)}")

@@ -155,9 +155,13 @@ def test_engine_memory_limit_and_spill_directory_come_from_the_configuration(tmp
     path = tmp_path / "orders.parquet"
     frames.orders.to_parquet(path)
     cfg = config_from_dict({"features": {"engine_memory_limit": "300MB", "engine_temp_directory": str(tmp_path / "spill")}})
+    spills = []
     for engine in (DuckDBEngine(frames, config=cfg), DuckDBEngine.from_parquet(path, config=cfg)):
         with engine:
-            assert _settings(engine) == (_memory_setting("300MB"), str(tmp_path / "spill"))
+            limit, spill = _settings(engine)
+            assert limit == _memory_setting("300MB") and Path(spill).parent == tmp_path / "spill"
+            spills.append(spill)
+    assert spills[0] != spills[1]  # engines never share a spill directory (DuckDB removes it on close)
     # without a configuration: DuckDB's memory limit, and a spill directory of each engine's own in the
     # system temp directory (not ".tmp" in the working directory)
     with DuckDBEngine(frames) as a, DuckDBEngine(frames, config=StrataConfig()) as b:
@@ -184,9 +188,10 @@ def test_a_spilling_engine_gives_the_same_features_and_cleans_up(ds20k: Dataset,
     cfg = config_from_dict({"features": {"engine_memory_limit": "72MB", "engine_temp_directory": str(spill)}})
     with DuckDBEngine(ds, 2, copy=False, config=cfg) as engine:
         got = engine.features(as_of, cfg)
-        assert spill.is_dir(), "the query did not spill: lower the limit of this test"
+        assert engine.spill_directory.parent == spill
+        assert engine.spill_directory.is_dir(), "the query did not spill: lower the limit of this test"
     pd.testing.assert_frame_equal(got, expected)
-    assert not spill.exists()  # DuckDB removes its spill directory on close
+    assert not engine.spill_directory.exists()  # DuckDB removes the engine's spill directory on close
 
 
 def test_running_out_of_engine_memory_is_a_clear_error(ds20k: Dataset) -> None:
