@@ -52,13 +52,14 @@ class FeatureConfig(_Section):
     its own in it, created only when needed and removed when the engine closes. None: the system temp
     directory."""
 
-
     @field_validator("engine_memory_limit")
     @classmethod
     def _memory_size(cls, value: str | None) -> str | None:
-        if value is not None and not _MEMORY_SIZE.match(value):
+        if value is None:
+            return None
+        if not _MEMORY_SIZE.match(value):
             raise ValueError("expected a size such as '8GB', '512MB' or '16GiB'")
-        return value
+        return value.strip()
 
 
 #: What DuckDB's ``memory_limit`` accepts (decimal and binary units).

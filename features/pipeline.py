@@ -525,17 +525,13 @@ class DuckDBEngine:
         columns: dict[str, frozenset[str] | None] = {"orders": None, "events": None, "users": None}
         frames = {"orders": dataset.orders, "events": dataset.events if dataset.has_events else None,
                   "users": dataset.users if dataset.has_users else None}
-        try:
-            with self._memory_errors("loading the data"):
-                for name, frame in frames.items():
-                    if frame is not None:
-                        columns[name] = self._load(name, frame)
-                self.sources = SourceColumns(orders=columns["orders"] or frozenset(), events=columns["events"],
-                                             users=columns["users"])
-                self.has_duplicate_orders = False if orders_unique else self._has_duplicate_orders()
-        except EngineMemoryError:
-            self.close()
-            raise
+        with self._setup_memory_errors("loading the data"):
+            for name, frame in frames.items():
+                if frame is not None:
+                    columns[name] = self._load(name, frame)
+            self.sources = SourceColumns(orders=columns["orders"] or frozenset(), events=columns["events"],
+                                         users=columns["users"])
+            self.has_duplicate_orders = False if orders_unique else self._has_duplicate_orders()
         log.debug("registered tables with DuckDB in %.2fs", time.perf_counter() - t0)
 
     def _connect(self, threads: int | None, config: StrataConfig | None = None) -> None:
@@ -548,12 +544,12 @@ class DuckDBEngine:
         # working directory is). Engines never share one: DuckDB names its files by process and removes the
         # directory on close. DuckDB creates it only when it spills.
         features = config.features if config is not None else None
-        base = Path(features.engine_temp_directory) if features and features.engine_temp_directory else None
+        base = Path(features.engine_temp_directory) if features is not None and features.engine_temp_directory else None
         if base is not None:
             base.mkdir(parents=True, exist_ok=True)
         self.spill_directory = (base or Path(tempfile.gettempdir())) / f"strata-duckdb-{os.getpid()}-{next(_ENGINE_IDS)}"
         self.con.execute(f"SET temp_directory = {sql_string(str(self.spill_directory))}")
-        self.memory_limit = features.engine_memory_limit.strip() if features and features.engine_memory_limit else None
+        self.memory_limit = features.engine_memory_limit if features is not None else None
         if self.memory_limit is not None:
             self.con.execute(f"SET memory_limit = {sql_string(self.memory_limit)}")
         # every result that needs an order says so (ORDER BY); letting DuckDB drop insertion order
@@ -639,12 +635,8 @@ class DuckDBEngine:
             columns[name] = frozenset(cols)
         engine.sources = SourceColumns(orders=columns["orders"] or frozenset(), events=columns["events"],
                                      users=columns["users"])
-        try:
-            with engine._memory_errors("checking the orders for duplicates"):
-                engine.has_duplicate_orders = False if orders_unique else engine._has_duplicate_orders()
-        except EngineMemoryError:
-            engine.close()
-            raise
+        with engine._setup_memory_errors("checking the orders for duplicates"):
+            engine.has_duplicate_orders = False if orders_unique else engine._has_duplicate_orders()
         return engine
 
     def _load(self, name: str, frame: pd.DataFrame) -> frozenset[str]:
@@ -731,6 +723,16 @@ class DuckDBEngine:
                 f"out of memory while {doing} under {limit} ({detail}); raise [features] engine_memory_limit, "
                 "or compute features with --engine spark"
             ) from None
+
+    @contextlib.contextmanager
+    def _setup_memory_errors(self, doing: str) -> Iterator[None]:
+        """:meth:`_memory_errors` while the engine is being built: it closes the half-built engine first."""
+        try:
+            with self._memory_errors(doing):
+                yield
+        except EngineMemoryError:
+            self.close()
+            raise
 
     def close(self) -> None:
         """Close the connection."""
