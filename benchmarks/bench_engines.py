@@ -37,8 +37,6 @@ from pathlib import Path
 from typing import Any
 
 ENGINES = ("duckdb", "chdb", "polars")
-#: Packed 30/90-day counts: the 90-day count plus 2**30 times the 30-day count (as the product computes them).
-PACK = 2**30
 
 
 # --------------------------------------------------------------------------- queries (run in the child)
@@ -82,7 +80,7 @@ def _chdb(spec: dict, events: Path, bare: bool) -> Any:
             "groupBitOr(if(age_days < 30, bitShiftLeft(toInt64(1), toUInt8(floor(age_days))), 0)) AS event_day_bits_30d",
             "count() AS events_total"]
     for t, tok in spec["types"].items():
-        aggs.append(f"sumIf(if(age_days < 30, {PACK + 1}, 1), event_type = '{t}' AND age_days < 90) AS events_{tok}_30d_90d_packed")
+        aggs.append(f"sumIf(if(age_days < 30, {spec['pack'] + 1}, 1), event_type = '{t}' AND age_days < 90) AS events_{tok}_30d_90d_packed")
         aggs.append(f"sumIf(w_hl{hmax}, event_type = '{t}') AS events_{tok}_decay_hl{hmax}")
     for t, name in spec["totals"].items():
         aggs.append(f"countIf(event_type = '{t}') AS {name}")
@@ -131,7 +129,7 @@ def _checksums(table: Any, spec: dict, bare: bool) -> dict[str, float]:
         short, long = out[f"events_{tok}_30d"], out[f"events_{tok}_90d"]
     else:
         packed = [p or 0 for p in out[f"events_{tok}_30d_90d_packed"]]
-        short, long = [p // PACK for p in packed], [p % PACK for p in packed]
+        short, long = [p // spec['pack'] for p in packed], [p % spec['pack'] for p in packed]
     sums[f"events_{tok}_30d"], sums[f"events_{tok}_90d"] = float(sum(short)), float(sum(long))
     sums[f"events_{tok}_decay_hl{hmax}"] = sum(v or 0.0 for v in out[f"events_{tok}_decay_hl{hmax}"])
     return sums
@@ -161,7 +159,7 @@ def _spec() -> dict:
     from bench_features import AS_OF
 
     from features.config import StrataConfig
-    from features.definitions import column_token, decay_rate
+    from features.definitions import PACKED_COUNT_BITS, column_token, decay_rate
     from features.pipeline import epoch_seconds
 
     config = StrataConfig()
@@ -174,6 +172,8 @@ def _spec() -> dict:
         "totals": {"share": "shares_total", "referral": "referrals_total", "coupon_claim": "coupon_claims_total",
                    "coupon_redeem": "coupon_redeems_total"},
         "check_type": "page_view",
+        # packed 30/90-day counts, as the product computes them: the 90-day count plus this times the 30-day one
+        "pack": 2**PACKED_COUNT_BITS,
     }
 
 

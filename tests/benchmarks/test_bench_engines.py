@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -23,18 +24,9 @@ CFG = StrataConfig()
 USERS = 2000
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def mods() -> tuple[ModuleType, ModuleType]:
-    return _load("bench_features"), _load("bench_engines")
+def mods(bench_script: Callable[[str], ModuleType]) -> tuple[ModuleType, ModuleType]:
+    return bench_script("bench_features"), bench_script("bench_engines")
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,8 @@ what it claims, and that chunked generation keeps ids unique.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -20,18 +19,12 @@ import pytest
 from features.config import StrataConfig
 from features.pipeline import DuckDBEngine
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_features.py"
 CFG = StrataConfig()
 
 
 @pytest.fixture(scope="module")
-def bf() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_features", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_features"] = module
-    spec.loader.exec_module(module)
-    return module
+def bf(bench_script: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_script("bench_features")
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ metric for the model and both baselines and a verdict per target, not that the t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -21,13 +21,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quality" / "run_q
 
 
 @pytest.fixture(scope="module")
-def rq() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("run_quality", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_quality"] = module
-    spec.loader.exec_module(module)
-    return module
+def rq(bench_script: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_script("quality/run_quality")
 
 
 def _cutoff(rq: ModuleType, day: str, model: dict[str, float], bgnbd: dict[str, float]) -> object:
