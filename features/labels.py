@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from features.config import StrataConfig
 from features.contract import ENTITY_KEY
 from features.cutoffs import parse_as_of
 from features.dataset import Dataset
@@ -84,8 +85,14 @@ def labels_from_engine(engine: DuckDBEngine, as_of: pd.Timestamp, horizon_days: 
     return out
 
 
-def build_labels(dataset: Dataset, as_of: pd.Timestamp, horizon_days: int) -> pd.DataFrame:
+def build_labels(
+    dataset: Dataset, as_of: pd.Timestamp, horizon_days: int, config: StrataConfig | None = None
+) -> pd.DataFrame:
     """Labels of every user known at ``as_of`` over the window ``(as_of, as_of + horizon_days]``.
+
+    ``config`` sets the engine's memory limit and spill directory (``[features] engine_memory_limit`` and
+    ``engine_temp_directory``; None: DuckDB's defaults); ``horizon_days`` is given on its own, so that a
+    caller can ask for another window than ``[labels] horizon_days``.
 
     Returns
     -------
@@ -93,5 +100,5 @@ def build_labels(dataset: Dataset, as_of: pd.Timestamp, horizon_days: int) -> pd
     ``label_value`` (net spend in the window, shop currency, floored at 0) and ``label_convert``
     (prospects: 1.0 if a first paid order in the window, else 0.0; NaN for buyers), sorted by user.
     """
-    with DuckDBEngine(dataset, copy=False) as engine:
+    with DuckDBEngine(dataset, copy=False, config=config) as engine:
         return labels_from_engine(engine, as_of, horizon_days)

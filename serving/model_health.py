@@ -244,7 +244,7 @@ def scored_health(
                 )
                 continue
             step(f"outcomes of the scoring as of {c.date()}")
-            labels = realised_labels(build_labels(dataset, c, config.labels.horizon_days), part["user_id"])
+            labels = realised_labels(build_labels(dataset, c, config.labels.horizon_days, config), part["user_id"])
             rows.append(_row(c, "scores", str(version), _is_out_of_time(c, trained_until), outcome_metrics(part, labels)))
     return health_table(rows), notes
 

@@ -69,3 +69,13 @@ def test_labels_cover_exactly_the_feature_users() -> None:
 def test_horizon_must_be_positive() -> None:
     with pytest.raises(StrataError, match="horizon"):
         build_labels(dataset(), AS_OF, 0)
+
+
+def test_labels_run_under_the_configured_engine_memory_limit() -> None:
+    from features.config import config_from_dict
+    from features.errors import EngineMemoryError
+
+    cfg = config_from_dict({"features": {"engine_memory_limit": "4MB"}})
+    with pytest.raises(EngineMemoryError, match=r"engine_memory_limit = '4MB'"):
+        build_labels(dataset(), AS_OF, 90, cfg)
+    pd.testing.assert_frame_equal(build_labels(dataset(), AS_OF, 90, StrataConfig()), build_labels(dataset(), AS_OF, 90))
