@@ -46,7 +46,14 @@ from features.lifecycle import LIFECYCLE_COLUMNS, lifecycle_rules, lifecycle_sta
 from features.rfm_segments import rfm_flags, rfm_segment_codes
 from features.tiers import VALUE_WINDOW_DAYS, activity_tier_codes, value_tier_codes
 from serving.interventions import Playbook, expected_incremental_value, mix64, stable_hash64
-from serving.reasons import VALUE_DIGITS, feature_labels, number_strings, top_indices
+from serving.reasons import (
+    VALUE_DIGITS,
+    feature_labels,
+    float_texts,
+    number_texts,
+    rounded_texts,
+    top_indices,
+)
 from serving.refinement import refined_layer_codes
 
 if TYPE_CHECKING:
@@ -391,9 +398,6 @@ class FastScorer:
         together, one pyarrow call each: the formatting is element-wise, and its fixed cost is most of
         the cost of a few rows.
         """
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         out = ["[]"] * len(rows)
         names = self.feature_names
         col = {c: j for j, c in enumerate(rows.numeric_names)}
@@ -421,9 +425,8 @@ class FastScorer:
             return out
         numbers = np.array([rows.numeric[i, col[names[j]]] if names[j] in col else np.nan
                             for i, j, _, _, _ in picks], dtype=float)
-        value_text = number_strings(numbers, VALUE_DIGITS).to_pylist()
-        c_values = np.array([cv for *_, cv in picks], dtype=float)
-        contrib_text = pc.cast(pa.array(c_values, type=pa.float64()), pa.string()).to_pylist()
+        value_text = number_texts(numbers, VALUE_DIGITS)
+        contrib_text = float_texts([cv for *_, cv in picks])
         items: dict[int, list[str]] = {}
         for t, (i, j, direction, score, _) in enumerate(picks):
             name = names[j]
@@ -444,9 +447,6 @@ class FastScorer:
     def interventions(self, user_ids: list[str], lifecycle: np.ndarray, refined: np.ndarray,
                       preds: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         """Action columns per row as in batch without a budget: best selected action and the JSON list."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         cfg = self.config.interventions
         pos_l: list[int] = []
         act_l: list[int] = []
@@ -470,7 +470,7 @@ class FastScorer:
             control = np.zeros(len(pos), dtype=bool)
         else:
             control = mix64(stable_hash64(user_ids)[pos] ^ self._action_hash[act]) < self._control_limit
-        eiv_text = pc.cast(pc.round(pa.array(eiv, type=pa.float64()), 4), pa.string()).to_pylist() if len(eiv) else []
+        eiv_text = rounded_texts(eiv, 4)
         out: list[dict[str, Any]] = [
             {"action_id": None, "action_name": None, "action_cost": math.nan, "expected_incremental_value": math.nan,
              "control": False} for _ in user_ids
