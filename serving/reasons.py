@@ -119,8 +119,8 @@ def number_texts(values: np.ndarray, digits: int | None = None) -> list[str]:
     """``number_strings(values, digits).to_pylist()``, the same texts, in Python for a few values.
 
     The online fast path formats a handful of reason values per request; for up to :data:`SMALL_TEXTS`
-    values this avoids Arrow's per-call overhead. Equal to the Arrow path text for text (tests compare
-    millions of values, powers of ten and their neighbours, subnormals and signed zeros included).
+    values this avoids Arrow's per-call overhead. Equal to the Arrow path text for text (the tests compare
+    over 400,000 values: powers of ten and their neighbours, subnormals and signed zeros included).
     """
     v = np.asarray(values, dtype=float)
     if len(v) > SMALL_TEXTS:
