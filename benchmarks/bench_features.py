@@ -17,7 +17,11 @@ peak resident memory is its own (not the generator's, not another method's). Met
 * ``pandas_vec``: the same subset in vectorised pandas (one groupby over per-row window columns);
 * ``frames`` (with ``--frames``): every feature from pandas frames, the path of ``strata features``
   after validation (:func:`features.pipeline.build_features`); the frames are read before the clock
-  starts, so its input differs from the others (reported apart).
+  starts, so its input differs from the others (reported apart);
+* with ``--stages``, where the time of ``full_unique`` goes: each aggregate stage of the feature query run
+  on its own (:func:`features.pipeline.stage_query`: the orders pass, the paid-orders window, the events
+  pass; each a per-user aggregate over one source, fetched into Arrow), next to the bare aggregate of
+  that source alone (``bare_orders``: count, sum and max per user; ``bare_events``: count and max).
 
 Runs are interleaved over ``--repeat`` rounds (other load hits all methods alike); best wall time and
 best process CPU time (all threads) are reported, with the peak RSS of the process (``ru_maxrss``) and
@@ -48,6 +52,7 @@ AS_OF = pd.Timestamp("2024-03-31", tz="UTC")
 ORDER_RATE, EVENT_RATE = 5.4, 1.55
 PANDAS_COLUMNS = ["user_id", "order_id", "ordered_at", "amount", "status"]
 METHODS = ("full", "full_unique", "bare", "rfm", "pandas", "pandas_vec")
+STAGE_METHODS = ("stage_orders", "stage_paid_orders", "stage_events", "bare_orders", "bare_events")
 LABELS = {
     "full": "full feature set (DuckDB)",
     "full_unique": "full set, orders known unique",
@@ -56,6 +61,11 @@ LABELS = {
     "pandas": "pandas RFM, straightforward",
     "pandas_vec": "pandas RFM, vectorised",
     "frames": "full set from pandas frames",
+    "stage_orders": "stage: orders pass",
+    "stage_paid_orders": "stage: paid-orders window",
+    "stage_events": "stage: events pass",
+    "bare_orders": "bare aggregate, orders only",
+    "bare_events": "bare aggregate, events only",
 }
 
 
@@ -121,22 +131,24 @@ def generate(out: Path, users: int, seed: int, order_rate: float, event_rate: fl
 # --------------------------------------------------------------------------- methods
 
 
-def bare_sql(has_events: bool, as_of: pd.Timestamp) -> str:
-    """Count, sum and max per user over orders and events at or before ``as_of`` (one pass each), joined."""
+def bare_table_sql(table: str, as_of: pd.Timestamp) -> str:
+    """The part of :func:`bare_sql` over one table: count, (sum,) max per user at or before ``as_of``."""
     from features.pipeline import timestamp_literal
 
     cut = timestamp_literal(as_of)
-    events = (
-        f"SELECT user_id, COUNT(*) AS n_events, MAX(occurred_at) AS last_event FROM events "
-        f"WHERE occurred_at <= {cut} GROUP BY user_id"
-    )
+    if table == "orders":
+        return (f"SELECT user_id, COUNT(*) AS n_orders, SUM(amount) AS spend, MAX(ordered_at) AS last_order "
+                f"FROM orders WHERE ordered_at <= {cut} GROUP BY user_id")
+    return (f"SELECT user_id, COUNT(*) AS n_events, MAX(occurred_at) AS last_event FROM events "
+            f"WHERE occurred_at <= {cut} GROUP BY user_id")
+
+
+def bare_sql(has_events: bool, as_of: pd.Timestamp) -> str:
+    """Count, sum and max per user over orders and events at or before ``as_of`` (one pass each), joined."""
+    events = bare_table_sql("events", as_of)
     if not has_events:
         events = "SELECT CAST(NULL AS VARCHAR) AS user_id, 0 AS n_events, NULL AS last_event WHERE 1 = 0"
-    return (
-        f"WITH o AS (SELECT user_id, COUNT(*) AS n_orders, SUM(amount) AS spend, MAX(ordered_at) AS last_order "
-        f"FROM orders WHERE ordered_at <= {cut} GROUP BY user_id), e AS ({events}) "
-        "SELECT * FROM o FULL OUTER JOIN e USING (user_id)"
-    )
+    return f"WITH o AS ({bare_table_sql('orders', as_of)}), e AS ({events}) SELECT * FROM o FULL OUTER JOIN e USING (user_id)"
 
 
 def pandas_rfm_straightforward(orders: pd.DataFrame, as_of: pd.Timestamp, windows: list[int]) -> pd.DataFrame:
@@ -211,6 +223,18 @@ def run_method(method: str, data: Path, as_of: pd.Timestamp) -> tuple[int, int]:
     if method == "bare":
         with DuckDBEngine.from_parquet(paths["orders"], paths["events"], orders_unique=True) as engine:
             return n["orders"] + n["events"], len(engine.query(bare_sql(engine.sources.events is not None, as_of)))
+    if method.startswith("stage_"):
+        from features.pipeline import stage_query
+
+        stage = method.removeprefix("stage_")
+        with DuckDBEngine.from_parquet(paths["orders"], paths["events"], paths["users"], orders_unique=True) as engine:
+            sql = stage_query(config, as_of, engine.sources, stage, dedupe_orders=False)
+            rows = n["events"] if stage == "events" else n["orders"]
+            return rows, engine.con.sql(sql).to_arrow_table().num_rows
+    if method in ("bare_orders", "bare_events"):
+        table = method.removeprefix("bare_")
+        with DuckDBEngine.from_parquet(paths["orders"], paths["events"], orders_unique=True) as engine:
+            return n[table], engine.con.sql(bare_table_sql(table, as_of)).to_arrow_table().num_rows
     if method == "rfm":
         with DuckDBEngine.from_parquet(paths["orders"], paths["events"], paths["users"]) as engine:
             return n["orders"], len(engine.features(as_of, config, families=["rfm"]))
@@ -292,7 +316,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="Rounds of interleaved runs (best is reported).")
     parser.add_argument("--skip-pandas", action="store_true", help="Do not run the pandas baselines (e.g. at 10M users).")
     parser.add_argument("--frames", action="store_true", help="Also run the full set from pandas frames (product path).")
-    parser.add_argument("--child", choices=[*METHODS, "frames"], help=argparse.SUPPRESS)
+    parser.add_argument("--stages", action="store_true",
+                        help="Also run each aggregate stage of the feature query alone, and the bare aggregate of each "
+                             "source alone (where the time goes).")
+    parser.add_argument("--child", choices=[*METHODS, *STAGE_METHODS, "frames"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -326,6 +353,8 @@ def main() -> None:
     methods = [m for m in METHODS if not (args.skip_pandas and m.startswith("pandas"))]
     if args.frames:
         methods.append("frames")
+    if args.stages:
+        methods += STAGE_METHODS
     results = {m: Result(m) for m in methods}
     for r in range(args.repeat):
         for m in methods:
@@ -360,6 +389,14 @@ def main() -> None:
         ratio("pandas", "full", "pandas straightforward RFM / full feature set (RFM only vs all features)", "")
     if args.frames:
         ratio("frames", "full", "full set from pandas frames / from Parquet", "")
+    if args.stages:
+        ratio("stage_orders", "bare_orders", "orders pass / bare aggregate of the orders", "")
+        ratio("stage_paid_orders", "bare_orders", "paid-orders window / bare aggregate of the orders", "")
+        ratio("stage_events", "bare_events", "events pass / bare aggregate of the events", "")
+        parts = sum(best_wall[m] for m in ("stage_orders", "stage_paid_orders", "stage_events"))
+        print(f"the three stages alone: {parts:.2f} s wall in all, against {best_wall['full_unique']:.2f} s for the "
+              "whole query (the rest: users, the join, derived features, sorting, conversion to pandas; minus what "
+              "the stages share in one query)")
 
 
 if __name__ == "__main__":

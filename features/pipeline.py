@@ -392,6 +392,37 @@ def _compose(
     dedupe_orders: bool = True,
     families: Iterable[str] | None = None,
 ) -> str:
+    defs, with_clause = _feature_ctes(config, as_of, sources, dedupe_orders, families)
+    return f"{with_clause}\n{derive_sql(defs, as_of)}"
+
+
+#: The CTE of each aggregate stage in the composed feature query (:func:`stage_query`).
+STAGE_CTES: dict[str, str] = {"orders": "order_aggs", "paid_orders": "paid_order_aggs", "events": "event_aggs"}
+
+
+def stage_query(
+    config: StrataConfig, as_of: pd.Timestamp, sources: SourceColumns, stage: str, dedupe_orders: bool = True
+) -> str:
+    """One aggregate stage of the feature query on its own (``orders``, ``paid_orders`` or ``events``): the
+    same CTEs as :func:`feature_queries` composes, selecting that stage's per-user aggregates only.
+
+    For measuring where the time of the feature query goes (``benchmarks/bench_features.py --stages``).
+    """
+    if stage not in STAGE_CTES:
+        raise ValueError(f"stage must be one of {sorted(STAGE_CTES)}, not {stage!r}")
+    _, with_clause = _feature_ctes(config, as_of, sources, dedupe_orders, None)
+    return f"{with_clause}\nSELECT * FROM {STAGE_CTES[stage]}"
+
+
+def _feature_ctes(
+    config: StrataConfig,
+    as_of: pd.Timestamp,
+    sources: SourceColumns,
+    dedupe_orders: bool,
+    families: Iterable[str] | None,
+) -> tuple[list[FeatureDef], str]:
+    """The definitions of ``families`` and the ``WITH`` clause of their stages (inputs, per-stage
+    aggregates, users, the join)."""
     defs = select_families(feature_definitions(config), families)
     stages = {d.stage for d in defs}
     unknown = stages - set(STAGES)
@@ -423,7 +454,7 @@ def _compose(
     with_clause = ",\n".join(
         f"{name} AS {'NOT MATERIALIZED ' if name in inline else ''}(\n  {body}\n)" for name, body in ctes
     )
-    return f"WITH {with_clause}\n{derive_sql(defs, as_of)}"
+    return defs, f"WITH {with_clause}"
 
 
 def finalize_features(

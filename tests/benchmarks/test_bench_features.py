@@ -74,7 +74,18 @@ def test_bare_aggregate_counts_the_rows_at_or_before_as_of(bf: ModuleType, data:
     assert bare["n_events"].sum() == (events["occurred_at"] <= bf.AS_OF).sum()
 
 
-@pytest.mark.parametrize("method", ["full", "full_unique", "bare", "rfm", "pandas", "pandas_vec"])
+@pytest.mark.parametrize("method", ["full", "full_unique", "bare", "rfm", "pandas", "pandas_vec", "stage_orders",
+                                    "stage_paid_orders", "stage_events", "bare_orders", "bare_events"])
 def test_every_method_runs(bf: ModuleType, data: Path, method: str) -> None:
+    assert method in (*bf.METHODS, *bf.STAGE_METHODS)
     rows_in, rows_out = bf.run_method(method, data, bf.AS_OF)
     assert rows_in > 0 and rows_out > 0
+
+
+def test_the_bare_aggregate_is_its_two_one_table_parts_joined(bf: ModuleType, data: Path) -> None:
+    with DuckDBEngine.from_parquet(data / "orders.parquet", data / "events.parquet", orders_unique=True) as engine:
+        bare = engine.query(bf.bare_sql(True, bf.AS_OF))
+        orders = engine.query(bf.bare_table_sql("orders", bf.AS_OF))
+        events = engine.query(bf.bare_table_sql("events", bf.AS_OF))
+    assert bare["n_orders"].sum() == orders["n_orders"].sum() and bare["n_events"].sum() == events["n_events"].sum()
+    assert bare["user_id"].notna().sum() == len(set(orders["user_id"]) | set(events["user_id"]))

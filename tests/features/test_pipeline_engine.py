@@ -208,3 +208,23 @@ def test_running_out_of_engine_memory_is_a_clear_error(ds20k: Dataset) -> None:
 def test_engine_memory_limit_must_be_a_size(bad: str) -> None:
     with pytest.raises(ConfigError, match=r"strata.toml: key 'features.engine_memory_limit': .*such as '8GB'"):
         config_from_dict({"features": {"engine_memory_limit": bad}}, source="strata.toml")
+
+
+def test_each_stage_alone_gives_the_feature_querys_aggregates(ds20k: Dataset) -> None:
+    from features.pipeline import stage_query
+
+    as_of = pd.Timestamp("2024-03-31", tz="UTC")
+    with DuckDBEngine(ds20k, 2, copy=False, orders_unique=True) as engine:
+        full = engine.features(as_of, CFG).set_index("user_id")
+        checks = {"orders": ["orders_total", "spend_total", "days_since_last_order"],
+                  "paid_orders": ["gap_mean_days", "order_days_total", "first_order_value"],
+                  "events": ["events_total", "days_since_last_event", "events_decay_hl30"]}
+        for stage, columns in checks.items():
+            alone = engine.query(stage_query(CFG, as_of, engine.sources, stage)).set_index("user_id")
+            assert alone.index.is_unique and len(alone) > 1000, stage
+            for col in columns:
+                # a stage's users are those with rows in its source; the rest get the definition's default
+                np.testing.assert_allclose(alone[col].to_numpy(float), full.loc[alone.index, col].to_numpy(float),
+                                           rtol=1e-12, err_msg=f"{stage}: {col}")
+    with pytest.raises(ValueError, match="stage must be one of"):
+        stage_query(CFG, as_of, engine.sources, "derived")
