@@ -166,6 +166,8 @@ def _to_object(s: pd.Series, null: np.ndarray) -> np.ndarray:
 
 
 _ISO_Z = "%Y-%m-%dT%H:%M:%SZ"
+#: Whole seconds within datetime64[ns] (about 1677-09-21 to 2262-04-11).
+_NS_MIN_SECONDS, _NS_MAX_SECONDS = -(2**63) // 10**9 + 1, (2**63 - 1) // 10**9
 
 
 def _parse_iso(s: pd.Series, null: np.ndarray) -> pd.DatetimeIndex:
@@ -185,7 +187,11 @@ def _parse_iso(s: pd.Series, null: np.ndarray) -> pd.DatetimeIndex:
         arr = pa.array(s.array) if _is_arrow_string(s) else pa.array(s.to_numpy(dtype=object), type=pa.string())
         parsed = pc.strptime(arr, format=_ISO_Z, unit="s", error_is_null=True)
         exact = pc.equal(pc.strftime(parsed, format=_ISO_Z), arr)
-        parsed = pc.cast(parsed, pa.timestamp("ns"))
+        # Years beyond datetime64[ns] (1677-2262) are left to the slow path, which reports them as future
+        # or too old: cast to nanoseconds, they would overflow.
+        seconds = pc.cast(parsed, pa.int64())
+        exact = pc.and_(exact, pc.and_(pc.greater_equal(seconds, _NS_MIN_SECONDS), pc.less_equal(seconds, _NS_MAX_SECONDS)))
+        parsed = pc.cast(pc.if_else(exact, parsed, pa.scalar(None, parsed.type)), pa.timestamp("ns"))
         fast = pc.fill_null(exact, False).to_numpy(zero_copy_only=False) & ~null
         if fast.any():
             result[fast] = parsed.to_numpy(zero_copy_only=False)[fast]
@@ -218,6 +224,72 @@ def _parse_float(s: pd.Series, null: np.ndarray) -> tuple[np.ndarray, np.ndarray
     vals = np.where(null, np.nan, vals)
     non_numeric = ~null & ~np.isfinite(vals)
     return vals, non_numeric
+
+
+def _typed_kind(s: pd.Series) -> str | None:
+    """``timestamp`` or ``float`` for a column read typed from Parquet (``read_table(typed_parquet=True)``)."""
+    import pyarrow as pa
+
+    if not isinstance(s.dtype, pd.ArrowDtype):
+        return None
+    t = s.dtype.pyarrow_dtype
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    return "float" if pa.types.is_float64(t) else None
+
+
+def _check_typed(
+    s: pd.Series, col: str, kind: str, required: bool, rej: _Rejector, accepted: dict[str, Any],
+    ts_min: pd.Timestamp, ts_max: pd.Timestamp, max_amount: float,
+) -> None:
+    """:func:`validate_table`'s checks of a typed Parquet column: the same reasons, in the same order, as
+    for its text (a null, or a NaN, is a missing value; an infinity is not numeric)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(s.array)
+    null = arr.is_null().to_numpy(zero_copy_only=False)
+    if kind == "timestamp":
+        if required:
+            rej.flag(null, f"missing {col}")
+        # Compared in the column's own unit (a year 2999 in microseconds is "future", not an overflow):
+        # v units > M ns exactly when v > floor(M / f), and v units < m ns when v < ceil(m / f).
+        unit = arr.type.unit
+        per = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[unit]
+        utype = pa.timestamp(unit, tz="UTC")
+        future = pc.greater(arr, pa.scalar(ts_max.value // per, utype))
+        old = pc.less(arr, pa.scalar(-(-ts_min.value // per), utype))
+        rej.flag(pc.fill_null(future, False).to_numpy(zero_copy_only=False), f"future {col}")
+        rej.flag(pc.fill_null(old, False).to_numpy(zero_copy_only=False), f"too old {col}")
+        kept = pc.if_else(pa.array(~(null | rej.bad)), arr, pa.scalar(None, utype))
+        ns = pc.cast(kept, pa.timestamp("ns", tz="UTC")).to_numpy(zero_copy_only=False)
+        accepted[col] = pd.DatetimeIndex(ns).tz_localize("UTC").array
+        return
+    vals = arr.to_numpy(zero_copy_only=False).astype(float, copy=False)
+    nan = np.isnan(vals)
+    null = null | nan
+    vals = np.where(null, np.nan, vals)
+    if required:
+        rej.flag(null, f"missing {col}")
+    rej.flag(np.isinf(vals), f"non-numeric {col}")
+    if col == "amount":
+        rej.flag(vals < 0, "negative amount")
+        rej.flag(vals > max_amount, "implausible amount")
+    accepted[col] = vals
+
+
+def _as_text(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a raw table with typed Parquet columns turned into the text the string path reads."""
+    import pyarrow as pa
+
+    from features.io import parquet_text
+
+    out = rows.copy()
+    for col in rows.columns:
+        if _typed_kind(rows[col]) is not None:
+            text = parquet_text(pa.array(rows[col].array))
+            out[col] = pd.Series(pd.arrays.ArrowExtensionArray(text), index=rows.index)
+    return out
 
 
 def validate_table(
@@ -273,6 +345,10 @@ def validate_table(
             continue
         kind = schema.required.get(col) or schema.optional[col]
         required = col in schema.required
+        typed = _typed_kind(raw[col])
+        if typed is not None and typed == kind:
+            _check_typed(raw[col], col, kind, required, rej, accepted, ts_min, ts_max, rules.max_amount)
+            continue
         s = _strip(raw[col])
         null = _is_null(s)
         if required:
@@ -324,7 +400,7 @@ def validate_table(
         warnings.append(f"{n_no_status:,} orders without a status were taken as paid")
         warning_counts["status missing, taken as paid"] = n_no_status
 
-    rejected = raw.loc[rej.bad].astype(object)
+    rejected = _as_text(raw.loc[rej.bad]).astype(object)
     rejected.insert(0, "reason", rej.reason[rej.bad])
     rejected.insert(0, "row", rows[rej.bad])
     if malformed:
@@ -403,7 +479,7 @@ def load_dataset(
         if path is None:
             continue
         step(name)
-        raw = read_table(path, schema, arrow_strings=True)
+        raw = read_table(path, schema, arrow_strings=True, typed_parquet=True)
         results[name] = validate_table(raw, schema, config, now_ts, known_users=known, path=path)
         del raw
         if name == "users":

@@ -333,3 +333,94 @@ def test_demo_data_validates_cleanly(demo_dir: Path) -> None:
     assert report.rows_rejected == 0
     assert report.rows_in == len(ds.orders) + len(ds.events) + len(ds.users)  # type: ignore[arg-type]
     assert np.isfinite(ds.orders["amount"]).all()
+
+
+# ---------------------------------------------------------------- typed Parquet columns (load_dataset's path)
+
+
+def _typed_vs_text(path: Path, schema: TableSchema) -> TableResult:
+    """Validate a Parquet file with its timestamp and float64 columns typed, check that the result is the one
+    of the all-text path, and return it."""
+    typed_raw = read_table(path, schema, arrow_strings=True, typed_parquet=True)
+    text_raw = read_table(path, schema, arrow_strings=True)
+    assert any(isinstance(typed_raw[c].dtype, pd.ArrowDtype) and not pa.types.is_string(typed_raw[c].dtype.pyarrow_dtype)
+               for c in typed_raw.columns), "nothing was read typed"
+    typed = validate_table(typed_raw, schema, CFG, NOW, path=path)
+    _same_result(typed, validate_table(text_raw, schema, CFG, NOW, path=path))
+    _accounted(typed)
+    return typed
+
+
+@pytest.mark.parametrize("unit", ["ns", "us", "ms", "s"])
+@pytest.mark.parametrize("zone", [None, "UTC", "Asia/Shanghai"])
+def test_typed_parquet_orders_validate_as_their_text(tmp_path: Path, unit: str, zone: str | None) -> None:
+    import pyarrow.parquet as pq
+
+    when = [
+        pd.Timestamp("2024-06-01 10:00:00"), pd.Timestamp("2024-06-01 10:00:00.123456789"), None,
+        pd.Timestamp("2025-01-11 11:59:59"), pd.Timestamp("2025-01-12 20:00:01"),  # within / past the tolerance (UTC)
+        pd.Timestamp("1989-12-31 23:59:59"), pd.Timestamp("1990-01-01"),  # just too old / the first allowed
+        pd.Timestamp("2024-02-29 00:00:00"), pd.Timestamp("2024-06-02"), pd.Timestamp("2024-06-03"),
+        pd.Timestamp("2024-06-04"), pd.Timestamp("2024-06-05"), pd.Timestamp("2024-06-06"),
+    ]
+    amount = [12.5, 0.1, 3.0, 4.0, 5.0, 6.0, 7.0, np.nan, None, np.inf, -np.inf, -1.0, 2e9]
+    ts = pa.array([None if w is None else w.value for w in when], pa.timestamp("ns"))
+    if zone is not None:
+        ts = pa.array([None if w is None else w.tz_localize(zone).value for w in when], pa.timestamp("ns", tz=zone))
+    ts = ts.cast(pa.timestamp(unit, tz=zone), safe=False)
+    n = len(when)
+    table = pa.table({
+        "user_id": [f"u{i}" for i in range(n)], "order_id": [f"o{i}" for i in range(n)], "ordered_at": ts,
+        "amount": pa.array(amount, pa.float64()), "status": ["paid"] * n,
+    })
+    path = tmp_path / "orders.parquet"
+    pq.write_table(table, path)
+    res = _typed_vs_text(path, ORDERS)
+    assert res.reasons["missing ordered_at"] == 1 and res.reasons["missing amount"] == 2
+    assert {"future ordered_at", "too old ordered_at", "non-numeric amount", "negative amount",
+            "implausible amount"} <= set(res.reasons)
+
+
+def test_typed_parquet_out_of_range_years_and_signed_nan(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    us = pa.timestamp("us", tz="UTC")
+    micros = [pd.Timestamp("2024-06-01", tz="UTC").value // 1000, 32_503_680_000 * 10**6, -11_676_096_000 * 10**6]
+    table = pa.table({
+        "user_id": ["u1", "u2", "u3"], "occurred_at": pa.array(micros, us),  # 2024, 3000 and 1600
+        "event_type": ["review"] * 3, "value": pa.array([np.copysign(np.nan, -1), 0.5, -0.0]),
+    })
+    path = tmp_path / "events.parquet"
+    pq.write_table(table, path)
+    res = _typed_vs_text(path, EVENTS)
+    assert res.reasons == {"future occurred_at": 1, "too old occurred_at": 1}
+    assert res.rejected["occurred_at"].tolist() == ["3000-01-01T00:00:00Z", "1600-01-01T00:00:00Z"]
+    assert np.isnan(res.accepted["value"].iloc[0])
+
+
+def test_load_dataset_reads_typed_parquet_like_csv(tmp_path: Path) -> None:
+    from features.demo_data import generate_dataset
+
+    ds = generate_dataset(300, pd.Timestamp("2024-06-30", tz="UTC"), seed=5)
+    parquet, csv = tmp_path / "p", tmp_path / "c"
+    for d in (parquet, csv):
+        d.mkdir()
+    for name in ("orders", "events", "users"):
+        frame = getattr(ds, name)
+        frame.to_parquet(parquet / f"{name}.parquet", index=False)
+        frame.to_csv(csv / f"{name}.csv", index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+    got, got_report = load_dataset(parquet, config=CFG, now=NOW)
+    want, want_report = load_dataset(csv, config=CFG, now=NOW)
+    for name in ("orders", "events", "users"):
+        pd.testing.assert_frame_equal(getattr(got, name), getattr(want, name), check_exact=False, rtol=1e-15)
+    assert got_report.rows_in == want_report.rows_in and got_report.rows_rejected == want_report.rows_rejected
+
+
+@pytest.mark.parametrize(("stamp", "reason"), [("3000-01-01T00:00:00Z", "future occurred_at"),
+                                               ("1600-01-01T00:00:00Z", "too old occurred_at"),
+                                               ("2262-04-12T00:00:00Z", "future occurred_at")])
+def test_years_beyond_nanoseconds_in_the_common_form_are_rejected_not_a_crash(stamp: str, reason: str) -> None:
+    # "YYYY-MM-DDTHH:MM:SSZ" is parsed in Arrow; cast to nanoseconds, such years used to raise ArrowInvalid
+    for raw in (_frame([{**GOOD_EVENT, "occurred_at": stamp}]), _arrow(_frame([{**GOOD_EVENT, "occurred_at": stamp}]))):
+        res = validate_table(raw, EVENTS, CFG, NOW)
+        assert res.reasons == {reason: 1}
