@@ -394,7 +394,10 @@ def validate_table(
         rej.flag(dup, f"duplicate {key}")
 
     keep = ~rej.bad
-    acc = pd.DataFrame({c: v[keep] for c, v in accepted.items()})
+    # no copy of the columns when every row is kept, and none to consolidate them into 2-D blocks either
+    # (each would briefly double the table: tens of millions of rows)
+    kept = accepted if keep.all() else {c: v[keep] for c, v in accepted.items()}
+    acc = pd.DataFrame(kept, copy=False)
     n_no_status = int((no_status & keep).sum())
     if n_no_status:
         warnings.append(f"{n_no_status:,} orders without a status were taken as paid")
