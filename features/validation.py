@@ -392,8 +392,10 @@ def validate_table(
             rej.flag(~null & ~status.isin(ORDER_STATUSES).to_numpy(), "unknown status")
             no_status = null
             accepted[col] = status.where(~null, "paid").to_numpy(dtype=object)
-        else:
+        elif col in ("user_id", "order_id"):  # their codes serve the duplicate and unknown-user checks below
             accepted[col], codes[col], distinct[col] = _factorized(s, null)
+        else:
+            accepted[col] = _to_object(s, null)
 
     key = {"orders": "order_id", "users": "user_id"}.get(schema.name)
     if key is not None and key in accepted:
