@@ -172,6 +172,15 @@ def _factorized(s: pd.Series, null: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return out, codes, distinct
 
 
+def _per_distinct(s: pd.Series, null: np.ndarray, lookup: Callable[[str], Any]) -> np.ndarray:
+    """Object array of ``lookup(text)`` per row (None where null), called once per distinct text."""
+    _, codes, distinct = _factorized(s, null)
+    mapped = np.array([lookup(v) for v in distinct] + [None], dtype=object)  # the last: code -1 (missing)
+    out = mapped[codes]
+    out[null] = None
+    return out
+
+
 _ISO_Z = "%Y-%m-%dT%H:%M:%SZ"
 #: Whole seconds within datetime64[ns] (about 1677-09-21 to 2262-04-11).
 _NS_MIN_SECONDS, _NS_MAX_SECONDS = -(2**63) // 10**9 + 1, (2**63 - 1) // 10**9
@@ -382,16 +391,15 @@ def validate_table(
             rej.flag(bad, f"bad {col}")
             accepted[col] = pd.array(np.where(null | bad, np.nan, vals), dtype="Float64").astype("Int64")
         elif col == "event_type":
-            lowered = _to_object(s.str.lower(), null)
-            known = pd.Series(lowered).isin(event_types).to_numpy()
-            rej.flag(~null & ~known, "unknown event_type")
-            canon = np.array([event_types.get(v) for v in pd.unique(lowered)], dtype=object)
-            accepted[col] = canon[pd.Index(pd.unique(lowered)).get_indexer(lowered)]
+            # looked up once per distinct lowered text, then spread to the rows by their codes
+            canon = _per_distinct(s.str.lower(), null, event_types.get)
+            rej.flag(~null & (canon == None), "unknown event_type")  # noqa: E711  (elementwise, object array)
+            accepted[col] = canon
         elif col == "status":
-            status = pd.Series(_to_object(s.str.lower(), null))
-            rej.flag(~null & ~status.isin(ORDER_STATUSES).to_numpy(), "unknown status")
+            status = _per_distinct(s.str.lower(), null, lambda v: v if v in ORDER_STATUSES else None)
+            rej.flag(~null & (status == None), "unknown status")  # noqa: E711
             no_status = null
-            accepted[col] = status.where(~null, "paid").to_numpy(dtype=object)
+            accepted[col] = np.where(null, "paid", status).astype(object)
         elif col in ("user_id", "order_id"):  # their codes serve the duplicate and unknown-user checks below
             accepted[col], codes[col], distinct[col] = _factorized(s, null)
         else:
