@@ -363,11 +363,14 @@ def validate_table(
             continue
         kind = schema.required.get(col) or schema.optional[col]
         required = col in schema.required
-        typed = _typed_kind(raw[col])
-        if typed is not None and typed == kind:
-            _check_typed(raw[col], col, kind, required, rej, accepted, ts_min, ts_max, rules.max_amount)
+        column = raw[col]
+        typed = _typed_kind(column)
+        if typed == kind:
+            _check_typed(column, col, kind, required, rej, accepted, ts_min, ts_max, rules.max_amount)
             continue
-        s = _strip(raw[col])
+        if typed is not None:  # typed, but not as the contract types it: checked as its text
+            column = _as_text(raw[[col]])[col]
+        s = _strip(column)
         null = _is_null(s)
         if required:
             rej.flag(null, f"missing {col}")

@@ -424,3 +424,32 @@ def test_years_beyond_nanoseconds_in_the_common_form_are_rejected_not_a_crash(st
     for raw in (_frame([{**GOOD_EVENT, "occurred_at": stamp}]), _arrow(_frame([{**GOOD_EVENT, "occurred_at": stamp}]))):
         res = validate_table(raw, EVENTS, CFG, NOW)
         assert res.reasons == {reason: 1}
+
+
+def test_typed_parquet_columns_the_contract_types_otherwise_are_checked_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    import features.validation as validation
+
+    table = pa.table({
+        "user_id": pa.array([1.0, 2.0, np.nan]), "order_id": ["o1", "o2", "o3"],  # numeric ids, as pandas writes them
+        "ordered_at": pa.array([pd.Timestamp("2024-06-01").value] * 3, pa.timestamp("ns")),
+        "amount": [1.0, 2.0, 3.0], "quantity": pa.array([1.5, np.nan, 1.0]),  # an int column written as float64
+        "category": pa.array([pd.Timestamp("2024-01-01").value] * 3, pa.timestamp("ns")),  # a string column
+    })
+    path = tmp_path / "orders.parquet"
+    pq.write_table(table, path)
+    raw = read_table(path, ORDERS, arrow_strings=True, typed_parquet=True)
+    assert [c for c in raw.columns if not pa.types.is_string(raw[c].dtype.pyarrow_dtype)] == ["ordered_at", "amount"]
+    res = _typed_vs_text(path, ORDERS)
+    assert res.reasons == {"missing user_id": 1, "bad quantity": 1}
+    assert res.accepted["user_id"].tolist() == ["2"] and res.accepted["category"].iloc[0] == "2024-01-01T00:00:00Z"
+    # a column typed otherwise than the contract reaches validate_table as its text, never the typed checks
+    raw["user_id"] = pd.Series(pd.arrays.ArrowExtensionArray(pa.array([1.0, 2.0, None])), index=raw.index)
+    checked: list[str] = []
+    original = validation._check_typed
+    monkeypatch.setattr(validation, "_check_typed", lambda s, col, *a: (checked.append(col), original(s, col, *a))[1])
+    again = validate_table(raw, ORDERS, CFG, NOW, path=path)
+    assert checked == ["ordered_at", "amount"] and again.reasons == res.reasons
