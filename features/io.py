@@ -191,7 +191,8 @@ def _read_parquet(path: Path, schema: TableSchema, arrow_strings: bool, typed: b
     for name, col in zip(table.column_names, table.columns, strict=True):
         t = col.type
         kind = schema.required.get(name) or schema.optional.get(name)
-        if typed and ((pa.types.is_timestamp(t) and kind == "timestamp") or (pa.types.is_float64(t) and kind == "float")):
+        if typed and ((pa.types.is_timestamp(t) and kind == "timestamp") or (pa.types.is_float64(t) and kind == "float")
+                      or (pa.types.is_integer(t) and kind == "int")):
             # kept typed (the text is made only for rejected rows, by parquet_text): parsing 60M timestamps
             # back from their text took longer than everything else of validation
             col = _utc(col) if pa.types.is_timestamp(t) else col
@@ -245,8 +246,9 @@ def read_table(
     string for a missing value); nothing is coerced. With ``arrow_strings`` the columns are
     Arrow-backed strings (``pd.ArrowDtype(pa.string())``) instead: the same values, several times
     faster to read and validate and far smaller in memory for tens of millions of rows.
-    With ``typed_parquet``, a Parquet file's timestamp columns of contract timestamps and float64 columns of
-    contract decimals stay typed (Arrow-backed, timestamps in UTC, nulls as nulls); :func:`features.validation.validate_table` checks them as they
+    With ``typed_parquet``, a Parquet file's timestamp columns of contract timestamps, float64 columns of
+    contract decimals and integer columns of contract integers stay typed (Arrow-backed, timestamps in UTC,
+    nulls as nulls); :func:`features.validation.validate_table` checks them as they
     are and gives rejected rows the text :func:`parquet_text` makes, as the string path would.
 
     Raises

@@ -243,7 +243,7 @@ def _parse_float(s: pd.Series, null: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _typed_kind(s: pd.Series) -> str | None:
-    """``timestamp`` or ``float`` for a column read typed from Parquet (``read_table(typed_parquet=True)``)."""
+    """``timestamp``, ``float`` or ``int`` for a column read typed from Parquet (``read_table(typed_parquet=True)``)."""
     import pyarrow as pa
 
     if not isinstance(s.dtype, pd.ArrowDtype):
@@ -251,15 +251,18 @@ def _typed_kind(s: pd.Series) -> str | None:
     t = s.dtype.pyarrow_dtype
     if pa.types.is_timestamp(t):
         return "timestamp"
+    if pa.types.is_integer(t):
+        return "int"
     return "float" if pa.types.is_float64(t) else None
 
 
 def _check_typed(
     s: pd.Series, col: str, kind: str, required: bool, rej: _Rejector, accepted: dict[str, Any],
-    ts_min: pd.Timestamp, ts_max: pd.Timestamp, max_amount: float,
+    ts_min: pd.Timestamp, ts_max: pd.Timestamp, max_amount: float, max_quantity: float,
 ) -> None:
     """:func:`validate_table`'s checks of a typed Parquet column: the same reasons, in the same order, as
-    for its text (a null, or a NaN, is a missing value; an infinity is not numeric)."""
+    for its text (a null, or a NaN, is a missing value; an infinity is not numeric; an integer outside
+    1..max_quantity is bad)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -280,6 +283,12 @@ def _check_typed(
         kept = pc.if_else(pa.array(~(null | rej.bad)), arr, pa.scalar(None, utype))
         ns = pc.cast(kept, pa.timestamp("ns", tz="UTC")).to_numpy(zero_copy_only=False)
         accepted[col] = pd.DatetimeIndex(ns).tz_localize("UTC").array
+        return
+    if kind == "int":
+        vals = pc.cast(arr, pa.float64(), safe=False).to_numpy(zero_copy_only=False)  # nulls become NaN
+        bad = ~null & ((vals < 1) | (vals > max_quantity))
+        rej.flag(bad, f"bad {col}")
+        accepted[col] = pd.array(np.where(null | bad, np.nan, vals), dtype="Float64").astype("Int64")
         return
     vals = arr.to_numpy(zero_copy_only=False).astype(float, copy=False)
     nan = np.isnan(vals)
@@ -366,7 +375,8 @@ def validate_table(
         column = raw[col]
         typed = _typed_kind(column)
         if typed == kind:
-            _check_typed(column, col, kind, required, rej, accepted, ts_min, ts_max, rules.max_amount)
+            _check_typed(column, col, kind, required, rej, accepted, ts_min, ts_max, rules.max_amount,
+                         rules.max_quantity)
             continue
         if typed is not None:  # typed, but not as the contract types it: checked as its text
             column = _as_text(raw[[col]])[col]

@@ -372,13 +372,14 @@ def test_typed_parquet_orders_validate_as_their_text(tmp_path: Path, unit: str, 
     table = pa.table({
         "user_id": [f"u{i}" for i in range(n)], "order_id": [f"o{i}" for i in range(n)], "ordered_at": ts,
         "amount": pa.array(amount, pa.float64()), "status": ["paid"] * n,
+        "quantity": pa.array([2, None, 5, 0, 1, -3, 10**18, 6, 7, 8, 9, 10, 11], pa.int64()),
     })
     path = tmp_path / "orders.parquet"
     pq.write_table(table, path)
     res = _typed_vs_text(path, ORDERS)
     assert res.reasons["missing ordered_at"] == 1 and res.reasons["missing amount"] == 2
     assert {"future ordered_at", "too old ordered_at", "non-numeric amount", "negative amount",
-            "implausible amount"} <= set(res.reasons)
+            "implausible amount", "bad quantity"} <= set(res.reasons)
 
 
 def test_typed_parquet_out_of_range_years_and_signed_nan(tmp_path: Path) -> None:
