@@ -256,51 +256,44 @@ def _typed_kind(s: pd.Series) -> str | None:
     return "float" if pa.types.is_float64(t) else None
 
 
-def _check_typed(
-    s: pd.Series, col: str, kind: str, required: bool, rej: _Rejector, accepted: dict[str, Any],
-    ts_min: pd.Timestamp, ts_max: pd.Timestamp, max_amount: float, max_quantity: float,
-) -> None:
-    """:func:`validate_table`'s checks of a typed Parquet column: the same reasons, in the same order, as
-    for its text (a null, or a NaN, is a missing value; an infinity is not numeric; an integer outside
-    1..max_quantity is bad)."""
+def _typed_values(s: pd.Series) -> tuple[Any, np.ndarray]:
+    """The Arrow values of a typed Parquet column and its missing cells: nulls, and NaN in a float column
+    (its text, ``nan``, is a null token)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     arr = pa.array(s.array)
-    null = arr.is_null().to_numpy(zero_copy_only=False)
-    if kind == "timestamp":
-        if required:
-            rej.flag(null, f"missing {col}")
-        # Compared in the column's own unit (a year 2999 in microseconds is "future", not an overflow):
-        # v units > M ns exactly when v > floor(M / f), and v units < m ns when v < ceil(m / f).
-        unit = arr.type.unit
-        per = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[unit]
-        utype = pa.timestamp(unit, tz="UTC")
-        future = pc.greater(arr, pa.scalar(ts_max.value // per, utype))
-        old = pc.less(arr, pa.scalar(-(-ts_min.value // per), utype))
-        rej.flag(pc.fill_null(future, False).to_numpy(zero_copy_only=False), f"future {col}")
-        rej.flag(pc.fill_null(old, False).to_numpy(zero_copy_only=False), f"too old {col}")
-        kept = pc.if_else(pa.array(~(null | rej.bad)), arr, pa.scalar(None, utype))
-        ns = pc.cast(kept, pa.timestamp("ns", tz="UTC")).to_numpy(zero_copy_only=False)
-        accepted[col] = pd.DatetimeIndex(ns).tz_localize("UTC").array
-        return
-    if kind == "int":
-        vals = pc.cast(arr, pa.float64(), safe=False).to_numpy(zero_copy_only=False)  # nulls become NaN
-        bad = ~null & ((vals < 1) | (vals > max_quantity))
-        rej.flag(bad, f"bad {col}")
-        accepted[col] = pd.array(np.where(null | bad, np.nan, vals), dtype="Float64").astype("Int64")
-        return
-    vals = arr.to_numpy(zero_copy_only=False).astype(float, copy=False)
-    nan = np.isnan(vals)
-    null = null | nan
-    vals = np.where(null, np.nan, vals)
-    if required:
-        rej.flag(null, f"missing {col}")
-    rej.flag(np.isinf(vals), f"non-numeric {col}")
-    if col == "amount":
-        rej.flag(vals < 0, "negative amount")
-        rej.flag(vals > max_amount, "implausible amount")
-    accepted[col] = vals
+    null = arr.is_null()
+    if pa.types.is_floating(arr.type):
+        null = pc.or_(null, pc.fill_null(pc.is_nan(arr), False))
+    return arr, np.asarray(null.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _typed_timestamps(arr: Any, null: np.ndarray) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_parse_timestamps` of a typed Parquet timestamp column (in UTC): (timestamps, unparseable,
+    beyond max, before min). Values outside datetime64[ns] are beyond max or before min (as a year 3000 or
+    1600 is in text), compared in the column's own unit, so that nothing overflows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    per = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[arr.type.unit]
+    values = pc.cast(arr, pa.int64())
+    too_big = pc.fill_null(pc.greater(values, (2**63 - 1) // per), False).to_numpy(zero_copy_only=False)
+    too_small = pc.fill_null(pc.less(values, -((2**63 - 1) // per)), False).to_numpy(zero_copy_only=False)
+    within = pa.array(~(null | too_big | too_small))
+    ns = pc.cast(pc.if_else(within, arr, pa.scalar(None, arr.type)), pa.timestamp("ns", tz="UTC"))
+    ts = pd.DatetimeIndex(ns.to_numpy(zero_copy_only=False)).tz_localize("UTC")
+    return ts, np.zeros(len(null), dtype=bool), np.asarray(too_big, dtype=bool), np.asarray(too_small, dtype=bool)
+
+
+def _typed_numbers(arr: Any, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_parse_float` of a typed Parquet number column: (values, non-numeric mask); missing cells give
+    NaN and are not flagged, infinities are not numeric."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    vals = np.where(null, np.nan, pc.cast(arr, pa.float64(), safe=False).to_numpy(zero_copy_only=False))
+    return vals, ~null & ~np.isfinite(vals)
 
 
 def _as_text(rows: pd.DataFrame) -> pd.DataFrame:
@@ -374,31 +367,30 @@ def validate_table(
         required = col in schema.required
         column = raw[col]
         typed = _typed_kind(column)
-        if typed == kind:
-            _check_typed(column, col, kind, required, rej, accepted, ts_min, ts_max, rules.max_amount,
-                         rules.max_quantity)
-            continue
-        if typed is not None:  # typed, but not as the contract types it: checked as its text
-            column = _as_text(raw[[col]])[col]
-        s = _strip(column)
-        null = _is_null(s)
+        if typed is not None and typed != kind:  # typed, but not as the contract types it: checked as its text
+            column, typed = _as_text(raw[[col]])[col], None
+        if typed is None:
+            s = _strip(column)
+            null = _is_null(s)
+        else:  # a typed Parquet column (read_table(typed_parquet=True)): its values, not their text
+            arr, null = _typed_values(column)
         if required:
             rej.flag(null, f"missing {col}")
         if kind == "timestamp":
-            ts, failed, too_big, too_small = _parse_timestamps(s, null)
+            ts, failed, too_big, too_small = _parse_timestamps(s, null) if typed is None else _typed_timestamps(arr, null)
             rej.flag(failed, f"unparseable {col}")
             rej.flag(too_big | np.asarray(ts > ts_max), f"future {col}")
             rej.flag(too_small | np.asarray(ts < ts_min), f"too old {col}")
             accepted[col] = ts.array
         elif kind == "float":
-            vals, non_numeric = _parse_float(s, null)
+            vals, non_numeric = _parse_float(s, null) if typed is None else _typed_numbers(arr, null)
             rej.flag(non_numeric, f"non-numeric {col}")
             if col == "amount":
                 rej.flag(vals < 0, "negative amount")
                 rej.flag(vals > rules.max_amount, "implausible amount")
             accepted[col] = vals
         elif kind == "int":
-            vals, non_numeric = _parse_float(s, null)
+            vals, non_numeric = _parse_float(s, null) if typed is None else _typed_numbers(arr, null)
             with np.errstate(invalid="ignore"):
                 bad = non_numeric | (~null & ((vals != np.round(vals)) | (vals < 1) | (vals > rules.max_quantity)))
             rej.flag(bad, f"bad {col}")

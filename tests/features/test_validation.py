@@ -450,7 +450,7 @@ def test_typed_parquet_columns_the_contract_types_otherwise_are_checked_as_text(
     # a column typed otherwise than the contract reaches validate_table as its text, never the typed checks
     raw["user_id"] = pd.Series(pd.arrays.ArrowExtensionArray(pa.array([1.0, 2.0, None])), index=raw.index)
     checked: list[str] = []
-    original = validation._check_typed
-    monkeypatch.setattr(validation, "_check_typed", lambda s, col, *a: (checked.append(col), original(s, col, *a))[1])
+    original = validation._typed_values
+    monkeypatch.setattr(validation, "_typed_values", lambda s: (checked.append(str(s.name)), original(s))[1])
     again = validate_table(raw, ORDERS, CFG, NOW, path=path)
     assert checked == ["ordered_at", "amount"] and again.reasons == res.reasons
