@@ -6,11 +6,12 @@ trained and promoted in a temporary MLflow store, a real online store filled by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -360,29 +361,38 @@ def test_a_broken_champion_never_replaces_the_served_version(api_server: Running
 # ----------------------------------------------------------------------------- no model: never ready
 
 
+@contextlib.contextmanager
+def _unready_server(name: str, tmp_path_factory: pytest.TempPathFactory, trained_env: TrainedEnv,
+                    config_writer: Callable[..., Any], server_factory: Callable[..., Any],
+                    **config: Any) -> Iterator[httpx.Client]:
+    """A client of a server on the session's MLflow store (already created: creating one takes seconds),
+    started without waiting for it to be ready; ``config`` goes to ``config_writer``."""
+    root = tmp_path_factory.mktemp(name)
+    config_path = config_writer(root, poll_seconds=0.5, tracking_db=trained_env.root / "mlflow.db", **config)
+    server = server_factory(config_path, root, wait_ready=False)
+    try:
+        with server.client(timeout=60) as c:
+            yield c
+    finally:
+        server.stop()
+
+
 def test_empty_registry_is_alive_but_never_ready(tmp_path_factory: pytest.TempPathFactory, trained_env: TrainedEnv,
                                                  config_writer: Callable[..., Any],
                                                  server_factory: Callable[..., Any]) -> None:
     """No version registered under the configured model name: alive, never ready, 503 everywhere."""
-    root = tmp_path_factory.mktemp("empty_registry")
-    # The session's MLflow store (already created: creating one takes seconds), but a model name with
-    # no registered version at all.
-    config_path = config_writer(root, poll_seconds=0.5, tracking_db=trained_env.root / "mlflow.db",
-                                model_name="never_trained")
-    server = server_factory(config_path, root, wait_ready=False)
-    try:
-        with server.client(timeout=60) as c:
-            deadline = time.monotonic() + 4.0
-            while time.monotonic() < deadline:
-                assert c.get("/livez").status_code == 200
-                assert_error_shape(c.get("/readyz"), 503)
-                time.sleep(0.5)
-            err = assert_error_shape(c.post("/predict", json={"user_ids": ["a"]}), 503)
-            assert "no model" in err["message"]
-            assert_error_shape(c.get("/metadata"), 503)
-            assert_error_shape(c.post("/admin/reload"), 503)
-    finally:
-        server.stop()
+    # a model name with no registered version at all
+    with _unready_server("empty_registry", tmp_path_factory, trained_env, config_writer, server_factory,
+                         model_name="never_trained") as c:
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            assert c.get("/livez").status_code == 200
+            assert_error_shape(c.get("/readyz"), 503)
+            time.sleep(0.5)
+        err = assert_error_shape(c.post("/predict", json={"user_ids": ["a"]}), 503)
+        assert "no model" in err["message"]
+        assert_error_shape(c.get("/metadata"), 503)
+        assert_error_shape(c.post("/admin/reload"), 503)
 
 
 def test_a_feature_engine_without_memory_is_never_ready_and_says_why(tmp_path_factory: pytest.TempPathFactory,
@@ -391,21 +401,15 @@ def test_a_feature_engine_without_memory_is_never_ready_and_says_why(tmp_path_fa
                                                                     server_factory: Callable[..., Any]) -> None:
     """``[features] engine_memory_limit`` too low for any feature query: the model's load check (it scores
     raw rows) fails, so the server stays unready and answers a structured 503 naming the setting."""
-    root = tmp_path_factory.mktemp("tiny_engine")
-    config_path = config_writer(root, poll_seconds=0.5, tracking_db=trained_env.root / "mlflow.db",
-                                extra='[features]\nengine_memory_limit = "1MB"')
-    server = server_factory(config_path, root, wait_ready=False)
-    try:
-        with server.client(timeout=60) as c:
-            deadline = time.monotonic() + 60.0
-            while "engine_memory_limit" not in c.get("/readyz").text and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert_error_shape(c.get("/readyz"), 503)
-            resp = c.post("/predict", json={"user_ids": ["a"]})
-            err = assert_error_shape(resp, 503)
-            assert "engine_memory_limit = '1MB'" in err["message"] and "Traceback" not in resp.text, err
-    finally:
-        server.stop()
+    with _unready_server("tiny_engine", tmp_path_factory, trained_env, config_writer, server_factory,
+                         extra='[features]\nengine_memory_limit = "1MB"') as c:
+        deadline = time.monotonic() + 60.0
+        while "engine_memory_limit" not in c.get("/readyz").text and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert_error_shape(c.get("/readyz"), 503)
+        resp = c.post("/predict", json={"user_ids": ["a"]})
+        err = assert_error_shape(resp, 503)
+        assert "engine_memory_limit = '1MB'" in err["message"] and "Traceback" not in resp.text, err
 
 
 # ----------------------------------------------------------------------------- model swap without downtime
