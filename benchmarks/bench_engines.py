@@ -8,8 +8,8 @@ count and max per user over the same rows. The full feature set's 4x target is m
 each per-type aggregate costs about 0.25 CPU-s per 49M events; this benchmark asks whether another
 in-process engine does the same work for less, on the same Parquet file (the feature benchmark's data):
 
-* ``duckdb``: the product's own SQL (:func:`features.pipeline.filter_events_sql` and
-  :func:`features.pipeline.aggregate_sql` over the ``events`` definitions), through the engine's typed views;
+* ``duckdb``: the product's own SQL (the feature query's events stage, :func:`features.pipeline.stage_query`),
+  through the engine's typed views;
 * ``chdb`` (embedded ClickHouse, if importable): the same aggregates written the idiomatic ClickHouse way
   (``sumIf``/``countIf`` combinators, non-nullable schema inference, which roughly halves its time);
 * ``polars`` (if importable): the same aggregates as a lazy ``group_by().agg()``.
@@ -46,19 +46,15 @@ def _duckdb(spec: dict, events: Path, bare: bool) -> Any:
     import pandas as pd
 
     from features.config import StrataConfig
-    from features.definitions import feature_definitions
-    from features.pipeline import DuckDBEngine, aggregate_sql, filter_events_sql, timestamp_literal
+    from features.pipeline import DuckDBEngine, stage_query, timestamp_literal
 
     as_of = pd.Timestamp(spec["as_of"])
     with DuckDBEngine.from_parquet(events.parent / "orders.parquet", events, orders_unique=True) as engine:
         if bare:
             sql = (f"SELECT user_id, COUNT(*) AS events_total, MAX(occurred_at) AS last_event FROM events "
                    f"WHERE occurred_at <= {timestamp_literal(as_of)} GROUP BY user_id")
-        else:
-            config = StrataConfig()
-            cols = sorted(engine.sources.events or ())
-            sql = (f"WITH events_f AS ({filter_events_sql(as_of, config, cols)}) "
-                   f"{aggregate_sql(feature_definitions(config), 'events', 'events_f')}")
+        else:  # the feature query's own events stage (its other CTEs are not read, so not run)
+            sql = stage_query(StrataConfig(), as_of, engine.sources, "events", dedupe_orders=False)
         return engine.con.sql(sql).to_arrow_table()
 
 
