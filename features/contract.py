@@ -44,6 +44,11 @@ class TableSchema:
     def columns(self) -> list[str]:
         return [*self.required, *self.optional]
 
+    @property
+    def kinds(self) -> dict[str, str]:
+        """The contract type of each column (``string``, ``timestamp``, ``float`` or ``int``)."""
+        return {**self.required, **self.optional}
+
 
 # dtype names: "string", "timestamp", "float", "int"
 ORDERS = TableSchema(

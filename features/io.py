@@ -190,7 +190,7 @@ def _read_parquet(path: Path, schema: TableSchema, arrow_strings: bool, typed: b
     cols = {}
     for name, col in zip(table.column_names, table.columns, strict=True):
         t = col.type
-        kind = schema.required.get(name) or schema.optional.get(name)
+        kind = schema.kinds.get(name)
         if typed and ((pa.types.is_timestamp(t) and kind == "timestamp") or (pa.types.is_float64(t) and kind == "float")
                       or (pa.types.is_integer(t) and kind == "int")):
             # kept typed (the text is made only for rejected rows, by parquet_text): parsing 60M timestamps

@@ -817,7 +817,7 @@ def _fast_path(
     for col in schema.columns:
         if col not in header:
             continue
-        kind = schema.required.get(col) or schema.optional[col]
+        kind = schema.kinds[col]
         required = col in schema.required
         raw = F.col(f"`{col}`")
         null = raw.isin(nulls)

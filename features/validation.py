@@ -363,7 +363,7 @@ def validate_table(
     for col in schema.columns:
         if col not in raw.columns:
             continue
-        kind = schema.required.get(col) or schema.optional[col]
+        kind = schema.kinds[col]
         required = col in schema.required
         column = raw[col]
         typed = _typed_kind(column)
