@@ -107,8 +107,16 @@ def epoch_seconds(ts: pd.Timestamp) -> float:
     return parse_as_of(ts).value // 1000 / 1e6
 
 
+def epoch_micros(ts: pd.Timestamp) -> int:
+    """Microseconds since 1970-01-01 UTC (the resolution of both engines' timestamps)."""
+    return parse_as_of(ts).value // 1000
+
+
 def _age_days(column: str, as_of: pd.Timestamp) -> str:
-    return f"({double(epoch_seconds(as_of))} - EPOCH({column})) / {double(_SECONDS_PER_DAY)}"
+    """Days from ``column`` to ``as_of``, from whole microseconds: exact differences, so a row stamped at
+    ``as_of`` is 0 days old (not -3e-12, as seconds in DOUBLE from each side could make it), and an age
+    of exactly 30 days is 30. The Spark engine reads ``EPOCH_US`` as ``UNIX_MICROS``."""
+    return f"CAST(CAST({epoch_micros(as_of)} AS BIGINT) - EPOCH_US({column}) AS DOUBLE) / {double(_SECONDS_PER_DAY * 10**6)}"
 
 
 def _half_lives(config: StrataConfig | None) -> list[int]:

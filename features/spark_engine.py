@@ -245,8 +245,9 @@ def transpile_for_spark(duckdb_sql: str) -> str:
 
     SQLGlot translates DuckDB ``EPOCH(ts)`` (seconds as DOUBLE, microsecond precision) into Spark
     ``UNIX_TIMESTAMP(ts)``, which truncates to whole seconds; here it becomes
-    ``UNIX_MICROS(ts) / 1e6`` instead, so ages in days agree to the microsecond with DuckDB. DuckDB's
-    CTE materialisation hints are dropped (Spark inlines CTEs and has no syntax for them).
+    ``UNIX_MICROS(ts) / 1e6`` instead, so day numbers agree to the microsecond with DuckDB; ``EPOCH_US(ts)``
+    (whole microseconds, which ages are computed from) becomes ``UNIX_MICROS(ts)``. DuckDB's CTE
+    materialisation hints are dropped (Spark inlines CTEs and has no syntax for them).
     """
     import sqlglot
     from sqlglot import exp
@@ -256,6 +257,8 @@ def transpile_for_spark(duckdb_sql: str) -> str:
             arg = node.this.sql(dialect="spark")
             micros = sqlglot.parse_one(f"CAST(UNIX_MICROS({arg}) AS DOUBLE) / CAST(1000000 AS DOUBLE)", read="spark")
             return exp.Paren(this=micros)
+        if isinstance(node, exp.Anonymous) and str(node.this).upper() == "EPOCH_US":
+            return exp.Anonymous(this="UNIX_MICROS", expressions=node.expressions)
         return node
 
     from features.pipeline import strip_materialization_hints
@@ -1325,9 +1328,9 @@ def run_sample_spark(
     from features.demo_data import write_dataset
 
     if (fraction is None) == (n_users is None):
-        raise StrataError("sample: give exactly one of --fraction F or --users N")
+        raise StrataError("sample: give exactly one of --fraction F or --n-users N")
     if n_users is not None and n_users < 1:
-        raise StrataError(f"--users: must be at least 1, got {n_users}")
+        raise StrataError(f"--n-users: must be at least 1, got {n_users}")
     if fmt not in ("parquet", "csv"):
         raise StrataError(f"--format: expected parquet or csv, got {fmt!r}")
     step = progress or (lambda _msg: None)

@@ -95,12 +95,33 @@ def test_hand_computed_features_subsecond(spark: Any, frames_match: Any) -> None
     assert got.loc["c", "days_since_joined"] == pytest.approx(1.0, rel=1e-12)
 
 
+def test_rows_stamped_exactly_at_a_microsecond_as_of(spark: Any, frames_match: Any) -> None:
+    """A row at ``as_of`` is 0 days old in both engines. With ages from seconds in DOUBLE it came out about
+    -3e-12 days in DuckDB for this instant (DuckDB's EPOCH and Python round differently), and the activity
+    bitmap's ``1 << FLOOR(age)`` failed; an order exactly 30 days old is outside the 30-day window."""
+    as_of = pd.Timestamp("2024-12-31T17:30:28.502869", tz="UTC")
+    orders = pd.DataFrame({"user_id": ["a", "a"], "order_id": ["o1", "o2"], "ordered_at": [as_of, as_of - pd.Timedelta(days=30)],
+                           "amount": [10.0, 20.0]})
+    events = pd.DataFrame({"user_id": ["a", "b"], "occurred_at": [as_of, as_of], "event_type": ["checkin", "share"]})
+    config = StrataConfig()
+    dataset = Dataset(orders=orders, events=events)
+    expected = build_features(dataset, as_of, config)
+    frames_match(expected, _spark_features(spark, dataset, as_of, config))
+    got = expected.set_index("user_id")
+    assert got.loc["a", "days_since_last_order"] == 0.0 and got.loc["a", "days_since_last_event"] == 0.0
+    assert got.loc["b", "days_since_last_event"] == 0.0
+    assert got.loc["a", "orders_30d"] == 1.0 and got.loc["a", "orders_90d"] == 2.0
+    assert got.loc["a", "days_since_first_order"] == 30.0
+
+
 def test_transpile_keeps_microseconds() -> None:
     from features.spark_engine import transpile_for_spark
 
     sql = transpile_for_spark("SELECT (CAST(1.0 AS DOUBLE) - EPOCH(ordered_at)) / 86400 AS age FROM orders")
     assert "UNIX_TIMESTAMP" not in sql.upper()
     assert "UNIX_MICROS(ordered_at)" in sql
+    ages = transpile_for_spark("SELECT CAST(CAST(5 AS BIGINT) - EPOCH_US(ordered_at) AS DOUBLE) AS age FROM orders")
+    assert "UNIX_MICROS(ordered_at)" in ages and "EPOCH_US" not in ages.upper()
 
 
 def test_non_utc_session_time_zone_is_refused() -> None:
