@@ -555,19 +555,24 @@ def _missing(value: Any) -> bool:
 
 
 def mismatches(fast: FastScorer, rows: FeatureRows) -> list[str]:
-    """Users whose fast-path API answer differs from the batch scorer's (encoded JSON compared).
+    """Users whose fast-path API answer differs from the batch scorer's (encoded JSON compared), or whom
+    one path answers and the other does not.
 
-    Empty when the two paths agree on every row; used at model load and in the tests.
+    Empty when the two paths answer the same users alike; used at model load and in the tests.
     """
     from serving.api_models import encode_result, result_from_record, results_from_scores
 
     batch = results_from_scores(fast.scorer.score_features(rows.to_frame()))
     out = []
+    answered = set()
     for rec in fast.score_records(rows):
+        answered.add(rec["user_id"])
         mine = encode_result(result_from_record(rec))
         theirs = batch.get(rec["user_id"])
         if theirs is None or encode_result(theirs) != mine:
             out.append(rec["user_id"])
+    # a user the fast path left out (or the batch path did) is a mismatch too
+    out += [u for u in batch if u not in answered]
     return out
 
 

@@ -36,6 +36,11 @@ def test_order_rate_scales_orders_of_the_same_buyers(base: tuple) -> None:
     assert 4.0 < repeat_fast / repeat_base < 6.0
     # events tied to orders (carts, coupons, reviews) grow with them; organic ones do not change
     assert len(ds.events) > len(events)
+    tied = ["cart_add", "coupon_claim", "coupon_redeem", "review"]
+    assert ds.events["event_type"].isin(tied).sum() > 2 * events["event_type"].isin(tied).sum()
+    organic = ["page_view", "article_read", "link_click", "checkin", "group_message"]
+    ratio = ds.events["event_type"].isin(organic).sum() / events["event_type"].isin(organic).sum()
+    assert 0.97 < ratio < 1.03  # the same organic rate (the random draws differ a little)
     assert ds.orders["order_id"].is_unique and ds.orders["ordered_at"].max() <= END
 
 

@@ -68,7 +68,7 @@ def test_numeric_drift_by_hand() -> None:
     assert row["psi"] == pytest.approx(by_hand, abs=1e-12)
     assert row["missing_reference"] == 0.2 and row["missing_current"] == pytest.approx(0.2)
     assert row["out_of_range"] == pytest.approx(2 / 8)  # 11 and 12 above the reference max
-    assert row["status"] == "alert"  # PSI 0.26 >= 0.25 and 25% out of range
+    assert row["status"] == "alert"  # PSI 0.48 >= 0.25 and 25% out of range
     assert "outside the reference range" in row["reasons"]
     assert set(row) == set(DRIFT_COLUMNS)
 

@@ -33,11 +33,22 @@ from serving.api_models import (
     result_from_record,
 )
 from serving.api_models import results_from_scores as api_results
-from serving.fast_scorer import FastPathUnsupported, FastScorer, FeatureRows, mismatches, probe_rows
+from serving.fast_scorer import FastPathUnsupported, FastScorer, FeatureRows, probe_rows
+from serving.fast_scorer import mismatches as _answer_mismatches
 from serving.online_store import OnlineStore
 from serving.scorer import Scorer
 
 UNSEEN = "tiktok_live"  # a source channel the model never saw in training
+
+
+def mismatches(fast: FastScorer, rows: FeatureRows) -> list[str]:
+    """:func:`serving.fast_scorer.mismatches` (different answers, users answered by one path only), plus a
+    problem if the fast path did not answer exactly the rows asked for, in their order."""
+    out = _answer_mismatches(fast, rows)
+    answered = [r["user_id"] for r in fast.score_records(rows)]
+    if answered != list(rows.user_ids):
+        out.append(f"fast path answered {len(answered)} of {len(rows.user_ids)} rows (or another order)")
+    return out
 
 
 def _edge_features() -> pd.DataFrame:

@@ -109,6 +109,25 @@ def test_an_auc_drop_and_a_calibration_error_on_the_latest_cutoff_breach() -> No
     assert status.startswith("2 performance breach(es)")
 
 
+def test_gini_and_conversion_auc_drops_breach_but_not_on_few_prospects() -> None:
+    # Gini 0.82 -> 0.70 (drop 0.12 >= 0.10), conversion AUC 0.81 -> 0.74 (drop 0.07 >= 0.05)
+    worse = {"cutoff": "2024-06-01", "value_normalized_gini": 0.70, "conversion_auc": 0.74}
+    findings, _ = health_findings(_trend([worse]), REF, CFG, "3")
+    by = {f.subject: f for f in findings}
+    assert set(by) == {"value_normalized_gini", "conversion_auc"}
+    assert all(f.severity == "alert" for f in findings)
+    assert by["value_normalized_gini"].value == pytest.approx(0.12)
+    assert by["conversion_auc"].value == pytest.approx(0.07)
+    # half the threshold: a warning, not a breach (Gini drop 0.06 >= 0.05, conversion drop 0.03 >= 0.025)
+    half = {"cutoff": "2024-06-01", "value_normalized_gini": 0.76, "conversion_auc": 0.78}
+    findings, _ = health_findings(_trend([half]), REF, CFG, "3")
+    assert {(f.subject, f.severity) for f in findings} == {("value_normalized_gini", "warn"), ("conversion_auc", "warn")}
+    # conversion AUC is judged on prospects: too few of them, no finding
+    few = {**worse, "value_normalized_gini": 0.80, "n_prospects": CFG.min_outcomes - 1}
+    findings, _ = health_findings(_trend([few]), REF, CFG, "3")
+    assert findings == []
+
+
 def test_cutoffs_seen_in_training_other_versions_and_small_samples_never_breach() -> None:
     bad = {"churn_auc": 0.60, "churn_ece": 0.30, "value_normalized_gini": 0.2}
     in_training = _trend([{"cutoff": "2024-06-01", "out_of_time": False, **bad}])
@@ -137,6 +156,30 @@ def test_recommendation_names_the_causes_worst_first() -> None:
     assert rec.watch == ["spend_30d: PSI 0.150 >= 0.1"]
     quiet = recommend_retraining(drift_findings(table.iloc[[2]], "feature_drift", 0.1, 0.25))
     assert not quiet.retrain and quiet.summary.startswith("no retraining needed")
+
+
+def test_missing_share_and_range_alerts_ask_for_a_data_check_first() -> None:
+    common = {"significant": True, "new_levels": "", "missing_reference": 0.0, "missing_current": 0.0,
+              "missing_change": 0.0, "out_of_range": np.nan}
+    table = pd.DataFrame([
+        {**common, "name": "days_since_last_order", "psi": 0.05, "status": "alert",
+         "reasons": "missing share 20.0% -> 35.0% (moved >= 10%)", "missing_reference": 0.20,
+         "missing_current": 0.35, "missing_change": 0.15},
+        {**common, "name": "spend_30d", "psi": 0.05, "status": "alert",
+         "reasons": "30.0% of values outside the reference range (>= 20%)", "out_of_range": 0.30},
+    ])
+    findings = drift_findings(table, "feature_drift", 0.1, 0.25)
+    assert [(f.kind, f.subject, f.severity) for f in findings] == [
+        ("missing", "days_since_last_order", "alert"), ("range", "spend_30d", "alert")]
+    rec = recommend_retraining(findings)
+    assert rec.retrain and rec.causes == []
+    assert rec.data_checks == [
+        "missing values changed: days_since_last_order (missing +15.0%) (check the input data feed, and the "
+        "buyer/prospect mix)",
+        "values outside the training range: spend_30d (30.0% out of range) (check the input data feed, and the "
+        "buyer/prospect mix)",
+    ]
+    assert rec.summary.startswith("check the input data, then retrain if the change is real: missing values")
 
 
 # ----------------------------------------------------------------------------------------- demo data

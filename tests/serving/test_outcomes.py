@@ -131,6 +131,12 @@ def test_measured_uplift_recovers_a_simulated_effect() -> None:
     assert row["uplift_lo"] > 0  # clearly detected at this size
     rel = lift / (1 - base)
     assert row["relative_uplift_lo"] < rel < row["relative_uplift_hi"]
+    # a 95% interval, not any interval around the estimate: its width is about the delta method's for
+    # rel = 1 - (1 - p_t) / (1 - p_c)
+    p_t, p_c = row["rate_treated"], row["rate_control"]
+    n_t, n_c = row["n_treated"], row["n_control"]
+    se_rel = np.sqrt(p_t * (1 - p_t) / n_t / (1 - p_c) ** 2 + (1 - p_t) ** 2 * p_c * (1 - p_c) / n_c / (1 - p_c) ** 4)
+    assert 0.9 < (row["relative_uplift_hi"] - row["relative_uplift_lo"]) / (2 * Z95 * se_rel) < 1.1
     true_inc = lift * 50.0
     assert row["incremental_spend_lo"] < true_inc < row["incremental_spend_hi"]
     assert row["roi_lo"] < row["roi"] < row["roi_hi"]

@@ -76,6 +76,13 @@ def test_rfm_thresholds_come_from_the_bundle_not_the_batch(scorer: Scorer, score
     assert scorer.rfm_thresholds.monetary_spend == frozen["monetary_spend"]
     # The batch medians differ from the frozen ones, so using them would change segments.
     assert batch_medians.monetary_spend != frozen["monetary_spend"]
+    # ...and the scored segments are those of the frozen thresholds, not of the batch medians.
+    from features.layers import assign_layers
+
+    with_frozen = assign_layers(features, small_config(), thresholds=scorer.rfm_thresholds)["rfm_segment"]
+    with_batch = assign_layers(features, small_config(), thresholds=batch_medians)["rfm_segment"]
+    assert scored["rfm_segment"].tolist() == with_frozen.tolist()
+    assert scored["rfm_segment"].tolist() != with_batch.tolist()
 
 
 def test_raw_data_and_precomputed_features_give_identical_scores(scorer: Scorer, scored: pd.DataFrame) -> None:

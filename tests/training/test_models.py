@@ -243,6 +243,13 @@ def test_calibrator_auto_uses_platt_on_few_rows() -> None:
     assert ScoreCalibrator("auto").fit(s, y).method_ == "platt"
     with pytest.raises(ValueError, match="both classes"):
         ScoreCalibrator().fit(s, np.zeros(60))
+    # ...and isotonic once each class has ISOTONIC_MIN_PER_CLASS held-out rows (the smaller class decides)
+    from training.calibration import ISOTONIC_MIN_PER_CLASS as k
+
+    for n_pos, expected in ((k, "isotonic"), (k - 1, "platt")):
+        y = np.r_[np.ones(n_pos), np.zeros(3 * k)]
+        s = np.linspace(-2, 2, len(y))
+        assert ScoreCalibrator("auto").fit(s, y).method_ == expected, n_pos
 
 
 def test_isotonic_calibrator_keeps_the_ranking_of_the_raw_score() -> None:
