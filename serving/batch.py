@@ -407,7 +407,8 @@ def run_batch(
         Output directory; must not exist unless ``overwrite``.
     run_args
         Identity of the inputs for the run key (data files, ``as_of``...); model identity, budget,
-        format, chunk size and configuration are added here.
+        format, chunk size, configuration (except ``scoring.pipeline``) and the contact history are added
+        here.
     budget
         Total cost (shop currency) of the treated actions; None: no budget.
     fmt
@@ -417,7 +418,12 @@ def run_batch(
     last_contacted
         Optional contact history for frequency caps (:func:`serving.outcomes.last_contacted`).
     online_store
-        Store to replace with this run's features and scores (None: skip); see step 4 above.
+        Store to replace with this run's features and scores (None: skip); see step 4 of the module
+        docstring.
+    overwrite
+        Replace ``out`` if it already exists (``strata score --overwrite``).
+    show_progress, console
+        Show a progress bar (on ``console``; None: Rich's global console).
     """
     import pyarrow.parquet as pq
 

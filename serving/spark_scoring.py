@@ -263,9 +263,9 @@ def write_scores_spark(
     cols = list(partition_by or [])
     unknown = [c for c in cols if c not in scores.columns]
     if unknown:
-        raise SparkScoringError(f"--partition-by: unknown column(s) {', '.join(unknown)} (choose from {', '.join(scores.columns)})")
+        raise SparkScoringError(f"partition_by: unknown column(s) {', '.join(unknown)} (choose from {', '.join(scores.columns)})")
     if not overwrite and path_exists(scores.sparkSession, target):
-        raise SparkScoringError(f"{target}: output already exists (choose another --out or remove it)")
+        raise SparkScoringError(f"{target}: output already exists (choose another --out, remove it or pass --overwrite)")
     writer = scores.write.mode("overwrite" if overwrite else "errorifexists")
     if cols:
         writer = writer.partitionBy(*cols)

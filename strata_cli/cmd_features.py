@@ -42,10 +42,12 @@ def features_cmd(
     users: UsersOpt = None,
     as_of: Annotated[
         str | None,
-        typer.Option("--as-of", help="Cutoff: features see only data at or before this time (ISO date or timestamp, UTC)."),
+        typer.Option("--as-of", help="Cutoff: features see only data at or before this time (ISO date or timestamp, "
+                     "UTC). Required unless --list."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Parquet file to write the feature table to (one row per user).")
+        Path | None, typer.Option("--out", help="Parquet file to write the feature table to (one row per user); with "
+                                   "--engine spark a directory of part files. Required unless --list.")
     ] = None,
     config: ConfigOpt = None,
     list_: Annotated[

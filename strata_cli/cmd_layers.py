@@ -1,7 +1,8 @@
 """``strata layers`` (rule layers of every user) and ``strata report`` (the HTML report for operators).
 
-Both compare with a previous cutoff for KPIs and alerts; ``--fail-on-alert`` makes them exit with code
-1 when an alert fires, so a scheduler can page someone.
+Both compare with a previous cutoff for KPIs and alerts (``strata layers`` only with ``--previous`` or
+``--fail-on-alert``); ``--fail-on-alert`` makes them exit with code 1 when an alert fires, so a
+scheduler can page someone.
 """
 
 from __future__ import annotations

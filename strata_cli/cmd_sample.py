@@ -33,7 +33,8 @@ def sample_cmd(
         float | None, typer.Option("--fraction", help="Share of users to keep, in (0, 1]; every row of a kept user is kept.")
     ] = None,
     n_users: Annotated[
-        int | None, typer.Option("--n-users", help="Keep about this many users instead of --fraction.")
+        int | None, typer.Option("--n-users", help="Keep about this many users instead of --fraction (give exactly "
+                                     "one of the two).")
     ] = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Hash seed; the same seed draws the same users (default: training.seed).")

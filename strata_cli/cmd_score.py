@@ -35,7 +35,8 @@ DEFAULT_OUTCOMES_STORE = "outcomes.parquet"
 @handle_errors
 def score(
     as_of: AsOfOpt,
-    out: Annotated[Path, typer.Option("--out", help="Output directory (part files + _manifest.json); must not exist.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (part files + _manifest.json); must not exist "
+                                      "unless --overwrite.")],
     data: DataOpt = None,
     orders: OrdersOpt = None,
     events: EventsOpt = None,

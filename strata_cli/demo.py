@@ -1,7 +1,7 @@
 """``make demo``: run the main job end to end on built-in demo data, printing each command it runs.
 
 Every step is a real ``strata`` command, so the demo doubles as a tutorial: copy any printed line to run it
-yourself. Usage: ``python -m strata_cli.demo [--dir demo] [--users 20000]``.
+yourself. Usage: ``python -m strata_cli.demo [--dir demo] [--users 20000] [--end 2025-12-31]``.
 """
 
 from __future__ import annotations

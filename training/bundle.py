@@ -306,9 +306,11 @@ class ModelBundle:
     def predict_explained(self, features: pd.DataFrame, method: ReasonMethod = "path") -> ExplainedPrediction:
         """:meth:`predict` plus the per-feature contributions behind the churn and conversion scores.
 
-        The churn (conversion) probability and its contributions come from the same LightGBM pass with
-        ``method="path"`` (see :meth:`CalibratedBoostedClassifier.raw_score_and_contributions`); the
-        scores are identical to :meth:`predict` with either method.
+        With ``method="path"`` the churn (conversion) probability and its contributions come from the
+        same pass over the trees: one walk of the compiled trees (``scoring.tree_engine = "compiled"``,
+        see :meth:`predict_matrix`), else one LightGBM ``pred_leaf`` pass (see
+        :meth:`CalibratedBoostedClassifier.raw_score_and_contributions`); ``"shap"`` adds LightGBM's
+        ``pred_contrib`` pass. The scores are identical to :meth:`predict` with either method.
         """
         return self._predict(features, method)
 

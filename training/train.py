@@ -76,7 +76,7 @@ class TrainingData:
     end: pd.Timestamp
     """No label window reaches past this time (UTC)."""
     end_source: str
-    """``as_of`` (given) or ``data_end`` (the day boundary after the last order or event)."""
+    """``as_of`` (given) or ``data_end`` (the day boundary at or after the last order or event)."""
     training_set: pd.DataFrame
     split: TimeSplit
     fingerprint: dict[str, Any]
@@ -625,7 +625,8 @@ def train_model(
     ----------
     dataset : validated input tables.
     config : configuration (``labels``, ``training``, ``tracking`` sections are used).
-    as_of : training end: no label window reaches past it. None: the day boundary after the data.
+    as_of : training end: no label window reaches past it. None: the day boundary at or after the last
+        order or event (see :func:`resolve_end`).
     horizon_days : prediction horizon H (days); None: ``labels.horizon_days``.
     run_name : MLflow run name.
     progress : callback receiving a short description of each step.
