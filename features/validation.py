@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.config import StrataConfig
+from features.config import DataConfig, StrataConfig
 from features.contract import EVENTS, ORDER_STATUSES, ORDERS, USERS, TableSchema
 from features.cutoffs import parse_as_of
 from features.dataset import Dataset
 from features.errors import InputFileError
-from features.io import find_table_files, read_table
+from features.io import find_table_files, read_table, release_free_memory
 
 #: Cell values that mean "no value" (after stripping surrounding whitespace).
 NULL_TOKENS: frozenset[str] = frozenset(
@@ -129,17 +129,23 @@ class ValidationReport(ValidationTotals):
 
 
 class _Rejector:
-    """Collects the first reason per row."""
+    """Collects the first reason per row (as a small code per row: an object array of reasons would take
+    8 bytes a row, 480 MB for 60M events)."""
 
     def __init__(self, n: int) -> None:
         self.bad = np.zeros(n, dtype=bool)
-        self.reason = np.full(n, "", dtype=object)
+        self._code = np.zeros(n, dtype=np.uint16)
+        self._reasons: dict[str, int] = {}
 
     def flag(self, mask: np.ndarray | pd.Series, reason: str) -> None:
         m = np.asarray(mask, dtype=bool) & ~self.bad
         if m.any():
-            self.reason[m] = reason
+            self._code[m] = self._reasons.setdefault(reason, len(self._reasons))
             self.bad |= m
+
+    def reasons(self) -> np.ndarray:
+        """The reason of each rejected row (object array, in row order)."""
+        return np.asarray(list(self._reasons), dtype=object)[self._code[self.bad]] if self._reasons else np.array([], dtype=object)
 
 
 def _is_arrow_string(s: pd.Series) -> bool:
@@ -157,28 +163,41 @@ def _is_null(s: pd.Series) -> np.ndarray:
     return s.isin(NULL_TOKENS).to_numpy(dtype=bool, na_value=True)
 
 
-def _to_object(s: pd.Series, null: np.ndarray) -> np.ndarray:
-    """Object array of the strings (None where null); repeated values share one string object."""
-    return _factorized(s, null)[0]
+class _Text:
+    """A text column as codes into its distinct stripped strings: per-row tests of the strings (null, known
+    event type, status) are made once per distinct string, and no per-row stripped or lowered copy exists.
 
+    ``codes`` (-1 for Arrow nulls), ``distinct`` (object array) and ``null`` (missing: a null token after
+    stripping) have one entry per row, ``distinct`` one per distinct stripped string; equal stripped strings
+    have equal codes (``" u1"`` and ``"u1"`` too), so duplicates are found on the codes.
+    """
 
-def _factorized(s: pd.Series, null: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_to_object`, with the code of each row's string and the distinct strings (object arrays):
-    equal strings have equal codes, so per-row tests of the strings can be made once per distinct one."""
-    codes, uniques = pd.factorize(s)
-    distinct = np.asarray(uniques, dtype=object)
-    out = distinct[codes] if len(uniques) else np.full(len(s), None, dtype=object)
-    out[null | (codes < 0)] = None
-    return out, codes, distinct
+    def __init__(self, column: pd.Series) -> None:
+        # distinct raw cells (non-string cells of an object column and nulls included, as their text)...
+        raw_codes, raw_uniques = pd.factorize(column, use_na_sentinel=False)
+        stripped = _strip(pd.Series(raw_uniques))
+        null_u = _is_null(stripped)
+        # ... then distinct stripped strings: stripping can make two raw cells equal
+        codes_u, uniques = pd.factorize(stripped)
+        self.codes = codes_u[raw_codes]
+        self.null = null_u[raw_codes] | (self.codes < 0)
+        self.distinct = np.asarray(uniques, dtype=object)
 
+    def values(self) -> np.ndarray:
+        """Object array of the stripped strings (None where missing); equal strings share one object."""
+        return self.per_distinct(self.distinct)
 
-def _per_distinct(s: pd.Series, null: np.ndarray, lookup: Callable[[str], Any]) -> np.ndarray:
-    """Object array of ``lookup(text)`` per row (None where null), called once per distinct text."""
-    _, codes, distinct = _factorized(s, null)
-    mapped = np.array([lookup(v) for v in distinct] + [None], dtype=object)  # the last: code -1 (missing)
-    out = mapped[codes]
-    out[null] = None
-    return out
+    def per_distinct(self, mapped: np.ndarray) -> np.ndarray:
+        """``mapped[i]`` (one entry per distinct string) spread to the rows; None where missing."""
+        table = np.empty(len(mapped) + 1, dtype=object)  # the last entry, None, for code -1 (a null)
+        table[:-1] = mapped
+        out = table[self.codes]
+        out[self.null] = None
+        return out
+
+    def lookup(self, fn: Callable[[str], Any]) -> np.ndarray:
+        """Object array of ``fn(lowered text)`` per row (None where missing), called once per distinct text."""
+        return self.per_distinct(np.array([fn(v.lower()) for v in self.distinct], dtype=object))
 
 
 _ISO_Z = "%Y-%m-%dT%H:%M:%SZ"
@@ -296,6 +315,22 @@ def _typed_numbers(arr: Any, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return vals, ~null & ~np.isfinite(vals)
 
 
+def _rows(raw: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    """``raw.loc[mask]``, filtering Arrow-backed columns chunk by chunk: pandas takes rows of a chunked
+    Arrow column by concatenating its chunks first (1.1 GiB more for the 60M events, for no row at all)."""
+    import pyarrow as pa
+
+    keep = pa.array(mask)
+    cols = {}
+    for col in raw.columns:
+        s = raw[col]
+        if isinstance(s.dtype, pd.ArrowDtype):
+            cols[col] = pd.arrays.ArrowExtensionArray(pa.chunked_array(pa.array(s.array)).filter(keep))
+        else:
+            cols[col] = s.array[mask]
+    return pd.DataFrame(cols, index=raw.index[mask])
+
+
 def _as_text(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows of a raw table with typed Parquet columns turned into the text the string path reads."""
     import pyarrow as pa
@@ -308,6 +343,63 @@ def _as_text(rows: pd.DataFrame) -> pd.DataFrame:
             text = parquet_text(pa.array(rows[col].array))
             out[col] = pd.Series(pd.arrays.ArrowExtensionArray(text), index=rows.index)
     return out
+
+
+def _check_column(
+    raw: pd.DataFrame,
+    col: str,
+    schema: TableSchema,
+    rules: DataConfig,
+    rej: _Rejector,
+    ts_min: pd.Timestamp,
+    ts_max: pd.Timestamp,
+) -> tuple[Any, _Text | None]:
+    """Check column ``col`` of ``raw``: flag its bad rows in ``rej``; return its accepted values (all rows)
+    and, for a text column, its :class:`_Text` (codes of the distinct strings, missing cells)."""
+    kind = schema.kinds[col]
+    column = raw[col]
+    typed = _typed_kind(column)
+    if typed is not None and typed != kind:  # typed, but not as the contract types it: checked as its text
+        column, typed = _as_text(raw[[col]])[col], None
+    if kind == "string":
+        text = _Text(column)
+        if col in schema.required:
+            rej.flag(text.null, f"missing {col}")
+        if col == "event_type":
+            # looked up once per distinct lowered text, then spread to the rows by their codes
+            event_types = {t.lower(): t for t in rules.event_types}
+            canon = text.lookup(event_types.get)
+            rej.flag(~text.null & (canon == None), "unknown event_type")  # noqa: E711  (elementwise, object array)
+            return canon, text
+        if col == "status":
+            status = text.lookup(lambda v: v if v in ORDER_STATUSES else None)
+            rej.flag(~text.null & (status == None), "unknown status")  # noqa: E711
+            return np.where(text.null, "paid", status).astype(object), text
+        return text.values(), text
+    if typed is None:
+        s = _strip(column)
+        null = _is_null(s)
+    else:  # a typed Parquet column (read_table(typed_parquet=True)): its values, not their text
+        arr, null = _typed_values(column)
+    if col in schema.required:
+        rej.flag(null, f"missing {col}")
+    if kind == "timestamp":
+        ts, failed, too_big, too_small = _parse_timestamps(s, null) if typed is None else _typed_timestamps(arr, null)
+        rej.flag(failed, f"unparseable {col}")
+        rej.flag(too_big | np.asarray(ts > ts_max), f"future {col}")
+        rej.flag(too_small | np.asarray(ts < ts_min), f"too old {col}")
+        return ts.array, None
+    vals, non_numeric = _parse_float(s, null) if typed is None else _typed_numbers(arr, null)
+    if kind == "float":
+        rej.flag(non_numeric, f"non-numeric {col}")
+        if col == "amount":
+            rej.flag(vals < 0, "negative amount")
+            rej.flag(vals > rules.max_amount, "implausible amount")
+        return vals, None
+    with np.errstate(invalid="ignore"):
+        bad = non_numeric | (~null & ((vals != np.round(vals)) | (vals < 1) | (vals > rules.max_quantity)))
+    rej.flag(bad, f"bad {col}")
+    return pd.array(np.where(null | bad, np.nan, vals), dtype="Float64").astype("Int64"), None
 
 
 def validate_table(
@@ -357,58 +449,19 @@ def validate_table(
     if extra:
         warnings.append(f"ignored columns not in the {schema.name} contract: {', '.join(map(str, extra))}")
 
-    event_types = {t.lower(): t for t in rules.event_types}
     codes: dict[str, np.ndarray] = {}
     distinct: dict[str, np.ndarray] = {}
     for col in schema.columns:
         if col not in raw.columns:
             continue
-        kind = schema.kinds[col]
-        required = col in schema.required
-        column = raw[col]
-        typed = _typed_kind(column)
-        if typed is not None and typed != kind:  # typed, but not as the contract types it: checked as its text
-            column, typed = _as_text(raw[[col]])[col], None
-        if typed is None:
-            s = _strip(column)
-            null = _is_null(s)
-        else:  # a typed Parquet column (read_table(typed_parquet=True)): its values, not their text
-            arr, null = _typed_values(column)
-        if required:
-            rej.flag(null, f"missing {col}")
-        if kind == "timestamp":
-            ts, failed, too_big, too_small = _parse_timestamps(s, null) if typed is None else _typed_timestamps(arr, null)
-            rej.flag(failed, f"unparseable {col}")
-            rej.flag(too_big | np.asarray(ts > ts_max), f"future {col}")
-            rej.flag(too_small | np.asarray(ts < ts_min), f"too old {col}")
-            accepted[col] = ts.array
-        elif kind == "float":
-            vals, non_numeric = _parse_float(s, null) if typed is None else _typed_numbers(arr, null)
-            rej.flag(non_numeric, f"non-numeric {col}")
-            if col == "amount":
-                rej.flag(vals < 0, "negative amount")
-                rej.flag(vals > rules.max_amount, "implausible amount")
-            accepted[col] = vals
-        elif kind == "int":
-            vals, non_numeric = _parse_float(s, null) if typed is None else _typed_numbers(arr, null)
-            with np.errstate(invalid="ignore"):
-                bad = non_numeric | (~null & ((vals != np.round(vals)) | (vals < 1) | (vals > rules.max_quantity)))
-            rej.flag(bad, f"bad {col}")
-            accepted[col] = pd.array(np.where(null | bad, np.nan, vals), dtype="Float64").astype("Int64")
-        elif col == "event_type":
-            # looked up once per distinct lowered text, then spread to the rows by their codes
-            canon = _per_distinct(s.str.lower(), null, event_types.get)
-            rej.flag(~null & (canon == None), "unknown event_type")  # noqa: E711  (elementwise, object array)
-            accepted[col] = canon
-        elif col == "status":
-            status = _per_distinct(s.str.lower(), null, lambda v: v if v in ORDER_STATUSES else None)
-            rej.flag(~null & (status == None), "unknown status")  # noqa: E711
-            no_status = null
-            accepted[col] = np.where(null, "paid", status).astype(object)
-        elif col in ("user_id", "order_id"):  # their codes serve the duplicate and unknown-user checks below
-            accepted[col], codes[col], distinct[col] = _factorized(s, null)
-        else:
-            accepted[col] = _to_object(s, null)
+        accepted[col], text = _check_column(raw, col, schema, rules, rej, ts_min, ts_max)
+        # the codes of the ids serve the duplicate and unknown-user checks below
+        if text is not None and col in ("user_id", "order_id"):
+            codes[col], distinct[col] = text.codes, text.distinct
+        if text is not None and col == "status":
+            no_status = text.null
+        del text
+        release_free_memory()  # the column's temporaries (tens of millions of rows at scale), before the next's
 
     key = {"orders": "order_id", "users": "user_id"}.get(schema.name)
     if key is not None and key in accepted:
@@ -428,8 +481,8 @@ def validate_table(
         warnings.append(f"{n_no_status:,} orders without a status were taken as paid")
         warning_counts["status missing, taken as paid"] = n_no_status
 
-    rejected = _as_text(raw.loc[rej.bad]).astype(object)
-    rejected.insert(0, "reason", rej.reason[rej.bad])
+    rejected = _as_text(_rows(raw, rej.bad)).astype(object)
+    rejected.insert(0, "reason", rej.reasons())
     rejected.insert(0, "row", rows[rej.bad])
     if malformed:
         extra_rows = pd.DataFrame({"row": [r for r, _ in malformed], "reason": MALFORMED,
@@ -511,8 +564,10 @@ def load_dataset(
             continue
         step(name)
         raw = read_table(path, schema, arrow_strings=True, typed_parquet=True)
+        release_free_memory()  # the reader's buffers
         results[name] = validate_table(raw, schema, config, now_ts, known_users=known, path=path)
         del raw
+        release_free_memory()
         if name == "users":
             known = results[name].accepted["user_id"]
     dataset = Dataset(

@@ -293,6 +293,50 @@ def test_events_are_always_accounted_for(rows: list[tuple[str, str, str, str]]) 
     assert set(res.accepted["event_type"]) <= set(CFG.data.event_types)
 
 
+def test_ids_equal_after_stripping_are_duplicates_in_either_representation() -> None:
+    """Text columns are factorized as they are and stripped per distinct string: two cells that differ only
+    by surrounding whitespace are the same id (the second is a duplicate), and the accepted id is stripped."""
+    rows = [{**GOOD_ORDER, "order_id": oid} for oid in ["o1", " o1 ", "o2", "o1\t", "o3"]]
+    raw = _frame(rows)
+    res = validate_table(raw, ORDERS, CFG, NOW)
+    assert res.rejected["row"].tolist() == [2, 4]
+    assert set(res.rejected["reason"]) == {"duplicate order_id"}
+    assert res.rejected["order_id"].tolist() == [" o1 ", "o1\t"]  # the original text
+    assert res.accepted["order_id"].tolist() == ["o1", "o2", "o3"]
+    _same_result(res, validate_table(_arrow(raw), ORDERS, CFG, NOW))
+
+
+def test_object_cells_that_are_not_strings_are_read_as_their_text() -> None:
+    """None and NaN cells are missing (their text is a null token), a number is its text."""
+    raw = _frame([{**GOOD_ORDER, "order_id": "o1", "category": None}, {**GOOD_ORDER, "order_id": "o2", "category": np.nan},
+                  {**GOOD_ORDER, "order_id": 7, "category": 3}, {**GOOD_ORDER, "order_id": None}])
+    res = validate_table(raw, ORDERS, CFG, NOW)
+    assert res.rejected[["row", "reason"]].values.tolist() == [[4, "missing order_id"]]
+    assert res.accepted["order_id"].tolist() == ["o1", "o2", "7"]
+    assert res.accepted["category"].tolist() == [None, None, "3"]
+
+
+def test_rejected_rows_of_chunked_arrow_columns_keep_their_row_and_text() -> None:
+    """Rows are picked from chunked Arrow columns chunk by chunk (not by concatenating them): each rejected
+    row keeps its row number and original cells, whichever chunk it sits in."""
+    n = 30
+    rows = [{**GOOD_EVENT, "user_id": f"u{i}"} for i in range(n)]
+    for i, bad in [(0, "nope"), (11, "teleport"), (29, " ")]:
+        rows[i]["event_type"] = bad
+    raw = _frame(rows)
+    chunked = pd.DataFrame(
+        {c: pd.arrays.ArrowExtensionArray(pa.chunked_array([raw[c].iloc[a:b].tolist() for a, b in [(0, 10), (10, 25), (25, n)]],
+                                                          type=pa.string())) for c in raw.columns},
+        index=pd.RangeIndex(1, n + 1, name="row"),
+    )
+    res = validate_table(chunked, EVENTS, CFG, NOW)
+    assert res.rejected["row"].tolist() == [1, 12, 30]
+    assert res.rejected["user_id"].tolist() == ["u0", "u11", "u29"]
+    assert res.rejected["event_type"].tolist() == ["nope", "teleport", " "]
+    assert res.rejected["reason"].tolist() == ["unknown event_type", "unknown event_type", "missing event_type"]
+    assert res.n_accepted == n - 3
+
+
 # load_dataset and the report -------------------------------------------------------------------------
 
 def test_load_dataset_reads_only_what_is_there(tmp_path: Path) -> None:
