@@ -69,7 +69,7 @@ def _chdb(spec: dict, events: Path, bare: bool) -> Any:
         return chdb.query(sql + settings, "ArrowTable")
     decay = ", ".join(f"exp(age_days * {-rate!r}) AS w_hl{h}" for h, rate in spec["rates"].items())
     rows = (f"SELECT user_id, event_type, value, age_days, {decay} FROM (SELECT user_id, event_type, value, "
-            f"({spec['as_of_epoch']!r} - toUnixTimestamp64Micro(occurred_at) / 1e6) / 86400 AS age_days FROM {src} "
+            f"toFloat64({spec['as_of_us']} - toUnixTimestamp64Micro(occurred_at)) / 86400e6 AS age_days FROM {src} "
             f"WHERE occurred_at <= {cut})")
     hmax = spec["hl_max"]
     aggs = [*(f"sum(w_hl{h}) AS events_decay_hl{h}" for h in spec["rates"]), "min(age_days) AS days_since_last_event",
@@ -95,7 +95,8 @@ def _polars(spec: dict, events: Path, bare: bool) -> Any:
     if bare:
         return lf.group_by("user_id").agg(pl.len().alias("events_total"), pl.col("occurred_at").max()).collect()
     age = pl.col("age_days")
-    lf = lf.with_columns(((spec["as_of_epoch"] - pl.col("occurred_at").dt.epoch("us") / 1e6) / 86400).alias("age_days"))
+    # ages from whole microseconds, as features.pipeline computes them
+    lf = lf.with_columns(((spec["as_of_us"] - pl.col("occurred_at").dt.epoch("us")).cast(pl.Float64) / 86400e6).alias("age_days"))
     lf = lf.with_columns([(age * -rate).exp().alias(f"w_hl{h}") for h, rate in spec["rates"].items()])
     et, hmax = pl.col("event_type"), spec["hl_max"]
     aggs = [*(pl.col(f"w_hl{h}").sum().alias(f"events_decay_hl{h}") for h in spec["rates"]),
@@ -156,13 +157,14 @@ def _spec() -> dict:
 
     from features.config import StrataConfig
     from features.definitions import PACKED_COUNT_BITS, column_token, decay_rate
-    from features.pipeline import epoch_seconds
+    from features.pipeline import epoch_micros, epoch_seconds
 
     config = StrataConfig()
     hls = sorted(set(config.features.half_lives_days))
     as_of = pd.Timestamp(AS_OF)
     return {
         "as_of": as_of.isoformat(), "as_of_text": as_of.strftime("%Y-%m-%d %H:%M:%S"), "as_of_epoch": epoch_seconds(as_of),
+        "as_of_us": epoch_micros(as_of),
         "rates": {str(h): decay_rate(h) for h in hls}, "hl_max": str(max(hls)),
         "types": {t: column_token(t) for t in config.data.event_types},
         "totals": {"share": "shares_total", "referral": "referrals_total", "coupon_claim": "coupon_claims_total",
