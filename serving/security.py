@@ -5,6 +5,7 @@ service. For every HTTP request it, in order:
 
 1. lets the probes (``/livez``, ``/readyz``, ``/healthz``) and ``/metrics`` through without a key;
 2. checks ``X-API-Key`` against ``STRATA_API_KEY`` or ``serving.api_key`` (constant-time compare) -> 401;
+   then refuses a path with a trailing slash (``/predict/``) -> 404, not the framework's empty 307;
 3. refuses bodies that are not JSON, including BentoML's pickle content type -> 415;
 4. refuses bodies larger than ``serving.max_body_bytes`` before reading them whole -> 413;
 5. offers the body to the route's fast handler, if it has one: a handler may answer a request of
@@ -295,6 +296,9 @@ class RequestGuard:
                 raise _ErrorResponse(401, encode_error(401, "missing X-API-Key header", field="X-API-Key"))
             if not hmac.compare_digest(given.encode("latin-1"), settings.api_key.encode("utf-8")):
                 raise _ErrorResponse(401, encode_error(401, "invalid API key", field="X-API-Key"))
+        if len(path) > 1 and path.endswith("/"):
+            # No endpoint ends with a slash; Starlette would answer an empty 307 to the path without it.
+            raise _ErrorResponse(404, encode_error(404, _STATUS_MESSAGES[404]))
         if scope["method"] not in _BODY_METHODS:
             return None
         declared = headers.get("content-length")

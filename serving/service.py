@@ -49,6 +49,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from serving import http_metrics
 from serving.api_models import (
     APIError,
     ErrorResponse,
@@ -774,6 +775,9 @@ async def _predict_simple(body: bytes) -> tuple[int, bytes] | None:
 
 
 _service: Any = StrataService
+# BentoML's request metrics label each series with the raw request path and run before the guard, so
+# invented paths (401s, 404s) grew /metrics without bound: label them by route template or "unmatched".
+http_metrics.install()
 _service.add_asgi_middleware(
     RequestGuard,
     settings_loader=_guard_settings,

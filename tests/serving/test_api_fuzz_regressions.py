@@ -117,3 +117,42 @@ def test_generated_raw_row_bodies_get_200_or_a_structured_4xx(api_server: Runnin
     _assert_sane(resp, sent)
     if resp.status_code == 200:
         assert [r["user_id"] for r in resp.json()["results"]] == body["user_ids"]
+
+
+# ----------------------------------------------------------------------------- /metrics label cardinality
+
+# BentoML's request metrics (the outermost middleware, before the guard and routing) labelled each series
+# with the raw request path: every invented path, even a 401 or a 404, added series to /metrics for good
+# (unbounded output and memory), and ``/predict%00`` put a NUL byte into a label. Unknown paths are now
+# counted under ``endpoint="unmatched"`` (``serving.http_metrics``), and paths with a trailing slash get a
+# structured 404 instead of an empty 307.
+_INVENTED = [f"/fz-{i}-{'x' * (i % 7)}" for i in range(40)] + [
+    "/unauth-path-123", "/predict%00", "/predict%0a", "/predict%1b[31m", "/metadata%00x", "/%22%7D%20evil",
+    "/predict/", "/predict/features/", "/admin/reload/", "/predict//", "/static_content/../x", "/a/b/c/d",
+]
+
+
+def _endpoint_labels(server: RunningServer) -> set[str]:
+    import re
+
+    text = httpx.get(server.url + "/metrics", timeout=30.0).text
+    return {m.group(1) for m in re.finditer(r'^\w*_request_total\{[^}]*?endpoint="((?:[^"\\]|\\.)*)"', text, re.M)}
+
+
+def test_invented_paths_do_not_add_metric_labels(api_server: RunningServer) -> None:
+    with api_server.client() as c, httpx.Client(base_url=api_server.url, timeout=30.0) as anon:
+        assert c.post("/predict", json={"user_ids": ["fz-metrics"]}).status_code == 200
+        assert c.get("/metadata").status_code == 200
+        before = _endpoint_labels(api_server)
+        for i, path in enumerate(_INVENTED):
+            resp = (anon if i % 2 else c).request("POST" if i % 3 else "GET", path, json={"user_ids": ["u"]})
+            assert resp.status_code in (401, 404, 405), (path, resp.status_code)
+            _assert_sane(resp, path.encode())
+        for path in ("/predict/", "/predict/features/"):  # used to be an empty 307 redirect
+            resp = c.post(path, json={"user_ids": ["u"]})
+            assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found", (path, resp.text[:200])
+    after = _endpoint_labels(api_server)
+    assert after - before <= {"unmatched"}, sorted(after - before)
+    assert len(after) <= 20, sorted(after)
+    assert not [v for v in after if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in v)], sorted(after)
+    assert {"/predict", "/metadata", "/predict/features", "/admin/reload", "unmatched"} <= after, sorted(after)
