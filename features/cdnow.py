@@ -59,6 +59,8 @@ def read_cdnow(path: Path | str) -> pd.DataFrame:
         If the file is missing, empty, or not in one of the two CDNOW layouts.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a directory; give the CDNOW_master.txt or CDNOW_sample.txt file in it")
     if not path.is_file():
         raise InputFileError(f"{path}: file not found (expected CDNOW_master.txt or CDNOW_sample.txt)")
     columns, skip = _layout(path)

@@ -69,9 +69,9 @@ _MEMORY_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*
 class LabelConfig(_Section):
     """Prediction horizon and the cutoffs a training set is stacked over."""
 
-    horizon_days: int = 90
-    cutoff_step_days: int = 30
-    n_cutoffs: int = 6
+    horizon_days: int = Field(90, ge=1)
+    cutoff_step_days: int = Field(30, ge=1)
+    n_cutoffs: int = Field(6, ge=1)
 
 
 class LifecycleConfig(_Section):

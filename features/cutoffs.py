@@ -19,4 +19,8 @@ def parse_as_of(value: str | pd.Timestamp) -> pd.Timestamp:
         raise StrataError(f"--as-of: cannot parse {value!r} as a date or timestamp (use e.g. 2024-06-30)") from None
     if ts is pd.NaT:
         raise StrataError(f"--as-of: cannot parse {value!r} as a date or timestamp (use e.g. 2024-06-30)")
+    try:  # every timestamp of the data is datetime64[ns]; a cutoff beyond it would overflow later
+        ts.as_unit("ns")
+    except (OverflowError, ValueError):
+        raise StrataError(f"--as-of: {value!r} is out of the supported range (1677-09-22 .. 2262-04-11)") from None
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

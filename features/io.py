@@ -82,7 +82,7 @@ def _sniff_text(path: Path) -> str:
     try:
         with opener(path, "rb") as fh:  # type: ignore[operator]
             head = fh.read(_SNIFF_BYTES)
-    except OSError as err:
+    except (OSError, EOFError) as err:  # EOFError: a gzip file cut short
         raise InputFileError(f"{path}: cannot be read ({err})") from None
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise InputFileError(f"{path}: encoding is UTF-16, not UTF-8; re-save the file as UTF-8")

@@ -41,7 +41,11 @@ EventsOpt = Annotated[Path | None, typer.Option("--events", help="Events file (C
 UsersOpt = Annotated[Path | None, typer.Option("--users", help="Users file (CSV or Parquet); overrides --data.")]
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", help="Configuration TOML file (default: ./strata.toml if present, else built-in defaults)."),
+    typer.Option(
+        "--config",
+        help="Configuration TOML file (default: ./strata.toml if present, else built-in defaults).",
+        dir_okay=False,  # a directory is rejected by name; a missing file by load_config
+    ),
 ]
 AsOfOpt = Annotated[
     str,
@@ -49,14 +53,71 @@ AsOfOpt = Annotated[
 ]
 
 
+# The range of pandas' nanosecond timestamps, which every date in Strata must fit into.
+_TIME_RANGE = "1677-09-22 .. 2262-04-11"
+
+
+def translate_error(err: BaseException) -> StrataError | None:
+    """A one-line :class:`StrataError` for an exception that is the user's input, not a bug; else None.
+
+    * a file-system error on a path the user gave (an output whose parent is a file, a directory where a file is
+      expected, a read-only location): names the path and what to do;
+    * a date or duration beyond what a timestamp can hold (``--horizon-days 100000``, ``--backtest-cutoffs``
+      reaching back thousands of years): names the range.
+    """
+    if isinstance(err, StrataError):
+        return err
+    if isinstance(err, OSError) and getattr(err, "filename", None) is not None:
+        reason = err.strerror or type(err).__name__
+        return StrataError(f"{err.filename}: {reason.lower()}; check the path (a file where a directory is needed, "
+                           f"or the reverse?) and that it is writable")
+    if isinstance(err, OverflowError) or type(err).__name__ in ("OutOfBoundsDatetime", "OutOfBoundsTimedelta"):
+        return StrataError(f"a date or duration is out of the supported range ({_TIME_RANGE}): {err}; check --as-of, "
+                           f"--end, --years, --horizon-days and --backtest-cutoffs")
+    return None
+
+
+def parse_time(value: str, option: str = "--as-of") -> Any:
+    """``features.cutoffs.parse_as_of`` for a command-line option: the error (unparseable, or a date no
+    timestamp can hold, such as ``2999-01-01``) names ``option``."""
+
+    from features.cutoffs import parse_as_of
+
+    try:
+        return parse_as_of(value)
+    except StrataError as err:  # parse_as_of's message starts with "--as-of:"
+        raise StrataError(f"{option}:{str(err).split(':', 1)[1]}") from None
+
+
+def check_output_path(path: Path, option: str = "--out", *, directory: bool = False,
+                      suffixes: tuple[str, ...] = ()) -> None:
+    """Refuse an output path that cannot work before any input is read: a directory where a file is written (or
+    the reverse), a parent that is a file, or a file name whose suffix says another format than is written."""
+    kind = "directory" if directory else "file"
+    if path.exists() and path.is_dir() != directory:
+        actual = "a directory" if path.is_dir() else "a file"
+        raise StrataError(f"{option} {path}: is {actual}, expected a {kind} path; choose another {option}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StrataError(f"{option} {path}: {parent} is a file, not a directory; choose another {option}")
+            break
+    if suffixes and not directory and path.suffix.lower() not in suffixes:
+        raise StrataError(f"{option} {path}: use a file name ending in {' or '.join(suffixes)}")
+
+
 def handle_errors(func: F) -> F:
-    """Turn :class:`StrataError` into one red line on stderr and its exit code (2)."""
+    """Turn :class:`StrataError` (and the user errors :func:`translate_error` knows) into one red line on stderr
+    and its exit code (2)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except StrataError as err:
+        except Exception as exc:  # noqa: BLE001  (anything not translated is re-raised unchanged)
+            err = translate_error(exc)
+            if err is None:
+                raise
             # the message is text, not markup: "[features] engine_memory_limit" or a value like "[1, 2]" must print as is
             err_console.print(f"[bold red]error:[/] {rich.markup.escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=err.exit_code) from None

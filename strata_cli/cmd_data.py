@@ -15,9 +15,11 @@ from strata_cli.app import (
     OrdersOpt,
     UsersOpt,
     app,
+    check_output_path,
     console,
     err_console,
     handle_errors,
+    parse_time,
 )
 
 FormatOpt = Annotated[
@@ -41,17 +43,25 @@ def generate(
     ] = "today",
     years: Annotated[float, typer.Option("--years", help="Length of the history in years.", min=0.1)] = 2.5,
     fmt: FormatOpt = "csv",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace orders.*, events.* and users.* files already in --out.")
+    ] = False,
 ) -> None:
     """Generate synthetic private-domain customer data (orders, engagement events, users)."""
     import pandas as pd
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from features.cutoffs import parse_as_of
     from features.demo_data import generate_dataset, write_dataset_with_report
 
     if fmt not in ("csv", "parquet"):
         raise StrataError(f"--format: expected 'csv' or 'parquet', got {fmt!r}")
-    end_ts = pd.Timestamp.now(tz="UTC").floor("D") if end == "today" else parse_as_of(end)
+    end_ts = pd.Timestamp.now(tz="UTC").floor("D") if end == "today" else parse_time(end, "--end")
+    check_output_path(out, directory=True)
+    existing = sorted(p.name for p in out.glob("*") if p.name.split(".")[0] in ("orders", "events", "users")) \
+        if out.is_dir() else []
+    if existing and not overwrite:  # --out may be a directory of real data: never replace it silently
+        raise StrataError(f"--out {out}: already holds {', '.join(existing)}; choose an empty directory or pass "
+                          f"--overwrite to replace them")
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("generating", total=None)
         ds = generate_dataset(users, end_ts, seed=seed, years=years,
@@ -108,6 +118,9 @@ def validate(
     cfg = load_config(config)
     if engine not in ("duckdb", "spark"):
         raise StrataError(f"--engine: expected duckdb or spark, got {engine!r}")
+    if rejects is not None and engine == "duckdb":
+        check_output_path(rejects, "--rejects", directory=True)
+    now_ts = parse_time(now, "--now") if now is not None else None
     report: Any  # ValidationReport or SparkValidationReport: the same tables, totals, JSON and reject files
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
                   transient=True) as bar:
@@ -118,9 +131,9 @@ def validate(
             bar.update(task, description="starting Spark")
             spark = spark_session(cfg, master=spark_master, app_name="strata-validate")
             _, report = load_dataset_spark(spark, data, orders=orders, events=events, users=users, config=cfg,
-                                           now=now, progress=lambda name: bar.update(task, description=f"validating {name}"))
+                                           now=now_ts, progress=lambda name: bar.update(task, description=f"validating {name}"))
         else:
-            _, report = load_dataset(data, orders=orders, events=events, users=users, config=cfg, now=now,
+            _, report = load_dataset(data, orders=orders, events=events, users=users, config=cfg, now=now_ts,
                                      progress=lambda name: bar.update(task, description=f"validating {name}"))
         written = report.write_rejects(rejects) if rejects is not None else {}
     if as_json:

@@ -14,9 +14,11 @@ from strata_cli.app import (
     OrdersOpt,
     UsersOpt,
     app,
+    check_output_path,
     console,
     err_console,
     handle_errors,
+    parse_time,
 )
 
 
@@ -73,7 +75,6 @@ def features_cmd(
 
     from features.catalog import catalog_markdown, feature_catalog
     from features.config import load_config
-    from features.cutoffs import parse_as_of
     from features.errors import StrataError
 
     cfg = load_config(config)
@@ -93,9 +94,13 @@ def features_cmd(
         raise StrataError("features: --as-of and --out are required (or use --list to print the catalog)")
     if data is None and orders is None:
         raise StrataError("features: give --data DIR or --orders FILE")
-    cutoff = parse_as_of(as_of)
+    cutoff = parse_time(as_of)
     if engine not in ("duckdb", "spark"):
         raise StrataError(f"--engine: expected duckdb or spark, got {engine!r}")
+    if engine == "duckdb":  # (the Spark output may be on any Hadoop file system: not checked here)
+        check_output_path(out)
+        if out.suffix.lower() in (".csv", ".tsv", ".txt", ".json", ".xlsx", ".html"):  # it would get Parquet bytes
+            raise StrataError(f"--out {out}: the feature table is written as Parquet; use a .parquet file name")
     if engine == "spark":  # Spark glue lives in features.spark_engine
         from features.spark_engine import run_features_spark
 

@@ -23,9 +23,11 @@ from strata_cli.app import (
     OrdersOpt,
     UsersOpt,
     app,
+    check_output_path,
     console,
     err_console,
     handle_errors,
+    parse_time,
 )
 
 if TYPE_CHECKING:
@@ -67,9 +69,7 @@ class Cutoff:
 def _previous(as_of: pd.Timestamp, previous: str | None) -> pd.Timestamp:
     import pandas as pd
 
-    from features.cutoffs import parse_as_of
-
-    prev = parse_as_of(previous) if previous is not None else as_of - pd.Timedelta(days=DEFAULT_PREVIOUS_DAYS)
+    prev = parse_time(previous, "--previous") if previous is not None else as_of - pd.Timedelta(days=DEFAULT_PREVIOUS_DAYS)
     if prev >= as_of:
         raise StrataError(f"--previous: {prev.isoformat()} must be before --as-of {as_of.isoformat()}")
     return prev
@@ -198,11 +198,12 @@ def layers_command(
     the alerts that fire.
     """
     from features.config import load_config
-    from features.cutoffs import parse_as_of
     from features.layers import explain_user
 
     config = load_config(config_path)
-    cutoff = parse_as_of(as_of)
+    cutoff = parse_time(as_of)
+    if out is not None:
+        check_output_path(out, suffixes=(".parquet", ".csv"))
     compare = previous is not None or fail_on_alert
     prev_ts = _previous(cutoff, previous) if compare else None
     _, results = _compute(
@@ -265,11 +266,11 @@ def report_command(
     """Write the HTML report: layers, migration, KPIs, alerts, feature distributions; with a model and scores
     also risk and value per layer, refined layers, interventions, uplift, model quality and drift."""
     from features.config import load_config
-    from features.cutoffs import parse_as_of
     from serving.report import Report, layer_sections
 
     config = load_config(config_path)
-    cutoff = parse_as_of(as_of)
+    cutoff = parse_time(as_of)
+    check_output_path(out)
     prev_ts = _previous(cutoff, previous)
     # The cutoff before the previous one gives the previous value of prospect conversion.
     before_ts = prev_ts - (cutoff - prev_ts)

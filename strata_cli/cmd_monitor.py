@@ -22,6 +22,8 @@ from strata_cli.app import (
     console,
     err_console,
     handle_errors,
+    parse_time,
+    translate_error,
 )
 
 if TYPE_CHECKING:
@@ -78,7 +80,10 @@ def monitor(
                             config_path)
     except (StrataError, typer.Exit):
         raise
-    except Exception:
+    except Exception as exc:
+        known = translate_error(exc)  # a bad path or an out-of-range date: one line, not a traceback
+        if known is not None:
+            raise known from None
         # Exit code 1 means "breach" to schedulers: an unexpected failure must not look like one.
         err_console.print_exception()
         err_console.print("[bold red]error:[/] strata monitor failed unexpectedly (see the traceback above)")
@@ -105,7 +110,6 @@ def _monitor(
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from features.config import load_config
-    from features.cutoffs import parse_as_of
     from features.errors import StrataError
     from features.validation import load_dataset
     from serving.batch import read_scores
@@ -113,7 +117,7 @@ def _monitor(
     from serving.scorer import Scorer
 
     config = load_config(config_path)
-    cutoff = parse_as_of(as_of)
+    cutoff = parse_time(as_of)
     if data is None and orders is None:
         raise StrataError("no input: give --data DIR (with orders.csv|parquet) or --orders FILE")
     n_back = config.monitoring.backtest_cutoffs if backtest_cutoffs is None else backtest_cutoffs

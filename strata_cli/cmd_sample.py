@@ -17,6 +17,7 @@ from strata_cli.app import (
     console,
     err_console,
     handle_errors,
+    parse_time,
 )
 
 
@@ -64,11 +65,17 @@ def sample_cmd(
     cfg = load_config(config)
     if data is None and orders is None:
         raise StrataError("sample: give --data DIR or --orders FILE")
+    # checked before Spark starts (which takes seconds), with the option's name
+    if fraction is not None and not 0 < fraction <= 1:
+        raise StrataError(f"--fraction: the share of users to sample must be in (0, 1], got {fraction}")
+    if n_users is not None and n_users < 1:
+        raise StrataError(f"--n-users: must be at least 1, got {n_users}")
+    now_ts = parse_time(now, "--now") if now is not None else None
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
                   transient=True) as bar:
         task = bar.add_task("starting Spark", total=None)
         run = run_sample_spark(data_dir=data, orders=orders, events=events, users=users, out=out, config=cfg,
-                               fraction=fraction, n_users=n_users, seed=seed, fmt=fmt, master=spark_master, now=now,
+                               fraction=fraction, n_users=n_users, seed=seed, fmt=fmt, master=spark_master, now=now_ts,
                                rejects_dir=rejects, progress=lambda msg: bar.update(task, description=msg))
     console.print(validation_summary_line(run.validation), markup=False, highlight=False, soft_wrap=True)
     if rejects is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from features.errors import StrataError
 from strata_cli.app import (
     AsOfOpt,
     ConfigOpt,
@@ -15,8 +17,10 @@ from strata_cli.app import (
     OrdersOpt,
     UsersOpt,
     app,
+    check_output_path,
     console,
     handle_errors,
+    parse_time,
 )
 
 if TYPE_CHECKING:
@@ -85,7 +89,6 @@ def score(
     re-running the same command after an interruption skips finished chunks.
     """
     from features.config import load_config
-    from features.cutoffs import parse_as_of
     from features.io import find_table_files
     from serving.batch import file_fingerprint, run_batch
     from serving.online_store import OnlineStore
@@ -93,18 +96,25 @@ def score(
     from serving.scorer import Scorer
 
     config = load_config(config_path)
-    cutoff = parse_as_of(as_of)
+    cutoff = parse_time(as_of)
     if fmt not in ("parquet", "csv"):
         raise typer.BadParameter(f"expected parquet or csv, got {fmt!r}", param_hint="--format")
     if budget is None:
         budget = config.interventions.budget
+    if budget is not None and not (math.isfinite(budget) and budget >= 0):  # before features are built
+        raise StrataError(f"--budget: must be a finite non-negative amount (got {budget}); omit it for no limit")
+    if engine != "spark":  # (Spark output may be on any Hadoop file system)
+        check_output_path(out, directory=True)
+        if overwrite and out.is_dir() and any(out.iterdir()) and not (out / "_manifest.json").exists():
+            # --overwrite replaces an earlier score output, never a directory of something else (input data, ...)
+            raise StrataError(f"--out {out}: not an earlier `strata score` output (no _manifest.json); --overwrite "
+                              f"will not delete it, choose another --out")
     if engine not in ("duckdb", "spark"):
         raise typer.BadParameter(f"expected duckdb or spark, got {engine!r}", param_hint="--engine")
     if engine == "spark" and features_file is not None:
         raise typer.BadParameter("--engine spark builds its features on Spark; --features is for the embedded "
                                  "engine", param_hint="--features")
     if engine == "spark":  # Spark glue lives in serving.spark_scoring
-        from features.errors import StrataError
         from serving.spark_scoring import run_score_spark
 
         if fmt != "parquet" or outcomes is not None:

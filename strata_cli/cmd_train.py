@@ -7,7 +7,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from strata_cli.app import ConfigOpt, DataOpt, EventsOpt, OrdersOpt, UsersOpt, app, console, handle_errors
+from strata_cli.app import (
+    ConfigOpt,
+    DataOpt,
+    EventsOpt,
+    OrdersOpt,
+    UsersOpt,
+    app,
+    console,
+    handle_errors,
+    parse_time,
+)
 
 if TYPE_CHECKING:
     from features.config import StrataConfig
@@ -93,11 +103,12 @@ def train(
 
     from training.train import train_model
 
+    as_of_ts = parse_time(as_of) if as_of is not None else None  # before the data load: fail fast
     cfg, dataset = _load(config, data, orders, events, users)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("training", total=None)
         result = train_model(
-            dataset, cfg, as_of=as_of, horizon_days=horizon_days, run_name=run_name,
+            dataset, cfg, as_of=as_of_ts, horizon_days=horizon_days, run_name=run_name,
             progress=lambda msg: bar.update(task, description=msg),
         )
     _report(result)
@@ -121,6 +132,7 @@ def experiment(
 
     from training.experiment import run_experiment
 
+    as_of_ts = parse_time(as_of) if as_of is not None else None  # before the data load: fail fast
     cfg, dataset = _load(config, data, orders, events, users)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
@@ -129,7 +141,7 @@ def experiment(
         def on_trial(done: int, total: int, best: float) -> None:
             bar.update(task, completed=done, description=f"trials (best holdout churn AUC {best:.4f})")
 
-        result = run_experiment(dataset, cfg, trials, as_of=as_of, horizon_days=horizon_days, run_name=run_name,
+        result = run_experiment(dataset, cfg, trials, as_of=as_of_ts, horizon_days=horizon_days, run_name=run_name,
                                 progress=on_trial)
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items())
     console.print(f"best of {trials} trials: holdout churn AUC {result.best_value:.4f} with {params}", highlight=False)

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
     console.print(Rule("1. Generate a synthetic private-domain customer base (with some bad rows)"))
     _strata(workdir, "generate", "--users", str(args.users), "--out", "data", "--seed", "42",
-            "--end", args.end, "--bad-rows", "0.002")
+            "--end", args.end, "--bad-rows", "0.002", "--overwrite")
 
     console.print(Rule("2. Validate it: every row accepted or rejected with a reason"))
     _strata(workdir, "validate", "--data", "data", "--rejects", "rejects")
