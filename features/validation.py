@@ -130,8 +130,8 @@ class ValidationReport(ValidationTotals):
 
 #: Tables of at least this many rows give free memory back between validation steps
 #: (:func:`features.io.release_free_memory`): it saves gigabytes on tens of millions of rows, but a full
-#: garbage collection costs about 0.2 s in a large process, 100 times the validation of a few rows (an API
-#: request's raw rows).
+#: garbage collection costs about 0.2 s in a large process, 100 times the validation of a few rows (the test
+#: suite validates thousands of small tables).
 _RELEASE_ROWS = 1_000_000
 
 
