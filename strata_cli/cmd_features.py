@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -141,3 +141,19 @@ def features_cmd(
         f"as of {cutoff.isoformat()} in {time.perf_counter() - t0:.1f}s",
         markup=False, highlight=False, soft_wrap=True,
     )
+    if not len(table):
+        first = _first_timestamp(dataset)
+        since = f" (the data starts at {first.isoformat()})" if first is not None else ""
+        err_console.print(f"[yellow]warning:[/] no user is known at --as-of {cutoff.isoformat()}{since}: the table is "
+                          f"empty; choose a later --as-of", highlight=False, soft_wrap=True)
+
+
+def _first_timestamp(dataset: Any) -> Any:
+    """The earliest order, event or join time of ``dataset`` (None when it has none)."""
+    stamps = [dataset.orders["ordered_at"].min()]
+    if dataset.events is not None and len(dataset.events):
+        stamps.append(dataset.events["occurred_at"].min())
+    if dataset.users is not None and "joined_at" in dataset.users and len(dataset.users):
+        stamps.append(dataset.users["joined_at"].min())
+    stamps = [s for s in stamps if s is not None and s == s]  # NaT != NaT
+    return min(stamps) if stamps else None

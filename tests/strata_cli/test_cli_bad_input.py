@@ -134,3 +134,17 @@ def test_label_settings_must_be_positive(tmp_path: Path) -> None:
     cfg = tmp_path / "strata.toml"
     cfg.write_text("[labels]\nhorizon_days = -5\n")
     assert_clean_error(runner.invoke(app, ["config", "show", "--config", str(cfg)]), "strata.toml", "horizon_days")
+
+
+def test_features_before_the_data_warn_that_the_table_is_empty(data: Path, tmp_path: Path) -> None:
+    """A cutoff before any order, event or join writes an empty table (a valid answer) with a warning."""
+    res = runner.invoke(app, ["features", "--data", str(data), "--as-of", "1990-01-01", "--out", str(tmp_path / "f.parquet")])
+    assert res.exit_code == 0, res.output
+    assert "0 users" in res.output
+    assert "warning: no user is known at --as-of 1990-01-01" in res.output and "the data starts at" in res.output
+
+
+def test_features_with_users_do_not_warn(data: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["features", "--data", str(data), "--as-of", "2024-12-31", "--out", str(tmp_path / "f.parquet")])
+    assert res.exit_code == 0, res.output
+    assert "warning: no user" not in res.output
