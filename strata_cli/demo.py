@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     _strata(workdir, "models")
 
     console.print(Rule("6. Score the whole base with the champion model"))
-    _strata(workdir, "score", "--data", "data", "--as-of", as_of, "--out", "scores", "--budget", "20000")
+    _strata(workdir, "score", "--data", "data", "--as-of", as_of, "--out", "scores", "--budget", "20000", "--overwrite")
 
     console.print(Rule("7. Report for the operations team"))
     _strata(workdir, "report", "--data", "data", "--as-of", as_of, "--scores", "scores", "--out", "report.html")
