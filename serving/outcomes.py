@@ -318,6 +318,10 @@ SUMMARY_COLUMNS = [
 ]
 
 
+#: What :func:`outcome_summary` can group by (``strata outcomes import --by``).
+SUMMARY_GROUPS = ("action_id", "refined_layer", "lifecycle", "all")
+
+
 def outcome_summary(outcomes: pd.DataFrame, by: str = "action_id", *, seed: int = 42) -> pd.DataFrame:
     """Measured uplift and ROI per group with 95% intervals, next to the prior.
 
@@ -337,7 +341,7 @@ def outcome_summary(outcomes: pd.DataFrame, by: str = "action_id", *, seed: int 
     ``roi`` a ratio (0.5 = 50% net return on cost). ``uplift_prior`` is the playbook prior (the mean over
     treated rows when a group spans several actions). Intervals are NaN when a side has no users.
     """
-    if by not in ("action_id", "refined_layer", "lifecycle", "all"):
+    if by not in SUMMARY_GROUPS:
         raise StrataError(f"outcome summary: cannot group by {by!r} (use action_id, refined_layer, lifecycle or all)")
     rng = np.random.default_rng(seed)
     if outcomes is None or len(outcomes) == 0:

@@ -231,7 +231,7 @@ def layers_command(
 @handle_errors
 def report_command(
     as_of: AsOfOpt,
-    out: Annotated[Path, typer.Option("--out", help="HTML file to write (self-contained: opens offline).")],
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write, .html or .htm (self-contained: opens offline).")],
     data: DataOpt = None,
     orders: OrdersOpt = None,
     events: EventsOpt = None,
@@ -270,7 +270,7 @@ def report_command(
 
     config = load_config(config_path)
     cutoff = parse_time(as_of)
-    check_output_path(out)
+    check_output_path(out, suffixes=(".html", ".htm"))
     prev_ts = _previous(cutoff, previous)
     # The cutoff before the previous one gives the previous value of prospect conversion.
     before_ts = prev_ts - (cutoff - prev_ts)

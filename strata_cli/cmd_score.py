@@ -254,8 +254,10 @@ def outcomes_import(
 
     from features.config import load_config
     from serving.batch import read_scores
-    from serving.outcomes import outcome_summary, read_outcomes, save_outcomes
+    from serving.outcomes import SUMMARY_GROUPS, outcome_summary, read_outcomes, save_outcomes
 
+    if by not in SUMMARY_GROUPS:  # before anything is read or merged into the store
+        raise StrataError(f"--by: expected one of {', '.join(SUMMARY_GROUPS)}, got {by!r}")
     config = load_config(config_path)
     scored = read_scores(scores)
     result = read_outcomes(file, scored, config)

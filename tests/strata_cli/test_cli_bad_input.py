@@ -148,3 +148,19 @@ def test_features_with_users_do_not_warn(data: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["features", "--data", str(data), "--as-of", "2024-12-31", "--out", str(tmp_path / "f.parquet")])
     assert res.exit_code == 0, res.output
     assert "warning: no user" not in res.output
+
+
+def test_outcomes_import_checks_by_before_reading_anything(tmp_path: Path) -> None:
+    """``--by`` is refused before the file is read or merged into the outcomes store."""
+    outcomes = tmp_path / "outcomes.csv"
+    outcomes.write_text("user_id,action_id,converted\nu1,a1,1\n")
+    store = tmp_path / "store.parquet"
+    res = runner.invoke(app, ["outcomes", "import", str(outcomes), "--scores", str(tmp_path / "no-scores"),
+                              "--store", str(store), "--by", "nosuch"])
+    assert_clean_error(res, "--by", "nosuch", "action_id")
+    assert not store.exists()
+
+
+def test_report_out_must_be_html(data: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["report", "--data", str(data), "--as-of", "2024-12-31", "--out", str(tmp_path / "r.csv")])
+    assert_clean_error(res, "--out", ".html")
