@@ -25,7 +25,7 @@ from features.contract import EVENTS, ORDER_STATUSES, ORDERS, USERS, TableSchema
 from features.cutoffs import parse_as_of
 from features.dataset import Dataset
 from features.errors import InputFileError
-from features.io import find_table_files, read_table, release_free_memory
+from features.io import find_table_files, parquet_text, read_table, release_free_memory
 
 #: Cell values that mean "no value" (after stripping surrounding whitespace).
 NULL_TOKENS: frozenset[str] = frozenset(
@@ -342,8 +342,6 @@ def _as_text(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows of a raw table with typed Parquet columns turned into the text the string path reads."""
     import pyarrow as pa
 
-    from features.io import parquet_text
-
     out = rows.copy()
     for col in rows.columns:
         if _typed_kind(rows[col]) is not None:
@@ -480,9 +478,10 @@ def validate_table(
         rej.flag(dup, f"duplicate {key}")
 
     keep = ~rej.bad
+    all_kept = bool(keep.all())
     # no copy of the columns when every row is kept, and none to consolidate them into 2-D blocks either
     # (each would briefly double the table: tens of millions of rows)
-    kept = accepted if keep.all() else {c: v[keep] for c, v in accepted.items()}
+    kept = accepted if all_kept else {c: v[keep] for c, v in accepted.items()}
     acc = pd.DataFrame(kept, copy=False)
     n_no_status = int((no_status & keep).sum())
     if n_no_status:
@@ -503,7 +502,7 @@ def validate_table(
         ku = known_users if isinstance(known_users, pd.Series | pd.Index) else pd.Index(list(known_users))
         # tested once per distinct user id, then spread to the rows by their codes
         known_ids = pd.Index(distinct["user_id"]).isin(ku)
-        kept_codes = codes["user_id"] if keep.all() else codes["user_id"][keep]
+        kept_codes = codes["user_id"] if all_kept else codes["user_id"][keep]
         unknown = pd.Series(~known_ids[kept_codes], index=acc.index)
         n_unknown = int(unknown.sum())
         if n_unknown:

@@ -342,7 +342,8 @@ def outcome_summary(outcomes: pd.DataFrame, by: str = "action_id", *, seed: int 
     treated rows when a group spans several actions). Intervals are NaN when a side has no users.
     """
     if by not in SUMMARY_GROUPS:
-        raise StrataError(f"outcome summary: cannot group by {by!r} (use action_id, refined_layer, lifecycle or all)")
+        choices = f"{', '.join(SUMMARY_GROUPS[:-1])} or {SUMMARY_GROUPS[-1]}"
+        raise StrataError(f"outcome summary: cannot group by {by!r} (use {choices})")
     rng = np.random.default_rng(seed)
     if outcomes is None or len(outcomes) == 0:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in SUMMARY_COLUMNS})

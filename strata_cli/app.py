@@ -53,10 +53,6 @@ AsOfOpt = Annotated[
 ]
 
 
-# The range of pandas' nanosecond timestamps, which every date in Strata must fit into.
-_TIME_RANGE = "1677-09-22 .. 2262-04-11"
-
-
 def translate_error(err: BaseException) -> StrataError | None:
     """A one-line :class:`StrataError` for an exception that is the user's input, not a bug; else None.
 
@@ -72,21 +68,19 @@ def translate_error(err: BaseException) -> StrataError | None:
         return StrataError(f"{err.filename}: {reason.lower()}; check the path (a file where a directory is needed, "
                            f"or the reverse?) and that it is writable")
     if isinstance(err, OverflowError) or type(err).__name__ in ("OutOfBoundsDatetime", "OutOfBoundsTimedelta"):
-        return StrataError(f"a date or duration is out of the supported range ({_TIME_RANGE}): {err}; check --as-of, "
+        from features.cutoffs import TIME_RANGE
+
+        return StrataError(f"a date or duration is out of the supported range ({TIME_RANGE}): {err}; check --as-of, "
                            f"--end, --years, --horizon-days and --backtest-cutoffs")
     return None
 
 
 def parse_time(value: str, option: str = "--as-of") -> Any:
-    """``features.cutoffs.parse_as_of`` for a command-line option: the error (unparseable, or a date no
-    timestamp can hold, such as ``2999-01-01``) names ``option``."""
-
+    """``features.cutoffs.parse_as_of`` for a command-line option (imported when called, not at start-up):
+    its errors (unparseable, or a date no timestamp can hold, such as ``2999-01-01``) name ``option``."""
     from features.cutoffs import parse_as_of
 
-    try:
-        return parse_as_of(value)
-    except StrataError as err:  # parse_as_of's message starts with "--as-of:"
-        raise StrataError(f"{option}:{str(err).split(':', 1)[1]}") from None
+    return parse_as_of(value, option)
 
 
 def check_output_path(path: Path, option: str = "--out", *, directory: bool = False,
