@@ -2,7 +2,8 @@
 
 Column dtypes follow :mod:`features.contract`: ``user_id``/``order_id``/strings as pandas ``object``
 strings, timestamps ``datetime64[ns, UTC]``, ``amount``/``value`` float64, ``quantity`` Int64.
-Optional columns absent from the input are absent here too (consumers must not assume them).
+Optional columns absent from the input are absent here too (consumers must not assume them), and so are
+columns a caller of :func:`features.validation.load_dataset` did not ask to keep (``columns=``).
 """
 
 from __future__ import annotations

@@ -519,6 +519,14 @@ FEATURE_INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: :data:`FEATURE_INPUT_COLUMNS` of validated data: :func:`features.validation.load_dataset` rejects missing
+#: and duplicate ``order_id``, so an engine told ``orders_unique=True`` never reads that column (the
+#: ``columns`` to keep when a data set is loaded only to compute features).
+VALIDATED_FEATURE_INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
+    name: tuple(c for c in cols if c != "order_id") for name, cols in FEATURE_INPUT_COLUMNS.items()
+}
+
+
 #: DuckDB optimizers the engine turns off (see :meth:`DuckDBEngine._connect` for the measured reason).
 DISABLED_OPTIMIZERS = "partitioned_execution"
 

@@ -12,6 +12,7 @@ is vectorised with pandas; nothing loops over rows in Python.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,25 +171,84 @@ def _is_null(s: pd.Series) -> np.ndarray:
     return s.isin(NULL_TOKENS).to_numpy(dtype=bool, na_value=True)
 
 
+def _is_dictionary(s: pd.Series) -> bool:
+    import pyarrow as pa
+
+    return isinstance(s.dtype, pd.ArrowDtype) and pa.types.is_dictionary(s.dtype.pyarrow_dtype)
+
+
+def _factorize_raw(column: pd.Series) -> tuple[np.ndarray, Any]:
+    """Codes of ``column``'s distinct raw cells, and those cells (a null is a distinct cell of its own).
+
+    An Arrow dictionary column (text read from Parquet) is factorized by its dictionaries, without hashing
+    its rows; its distinct cells come back as plain Arrow strings.
+    """
+    import pyarrow as pa
+
+    if not _is_dictionary(column):
+        return pd.factorize(column, use_na_sentinel=False)
+    chunks = pa.chunked_array(column.array._pa_array)
+    if sum(len(c.dictionary) for c in chunks.chunks) > len(column) // 2:
+        # mostly distinct values (the ids are not read as dictionaries, but a column of the file may be all
+        # distinct): unifying 20M dictionary entries took 20 s, hashing the strings 5
+        return pd.factorize(pd.Series(pd.arrays.ArrowExtensionArray(chunks.cast(pa.string()))), use_na_sentinel=False)
+    combined = chunks.unify_dictionaries().combine_chunks()
+    indices, dictionary = combined.indices, combined.dictionary.cast(pa.string())
+    codes = indices.fill_null(-1).to_numpy(zero_copy_only=False) if indices.null_count else indices.to_numpy()
+    if indices.null_count:  # a null is one more distinct cell, as pd.factorize(use_na_sentinel=False) makes it
+        codes = np.where(codes < 0, len(dictionary), codes)
+        dictionary = pa.concat_arrays([dictionary, pa.nulls(1, pa.string())])
+    return codes, pd.array(dictionary, dtype=pd.ArrowDtype(pa.string()))
+
+
+def _distinct_stripped(raw_uniques: Any, stripped: pd.Series) -> tuple[np.ndarray, Any]:
+    """``pd.factorize(stripped)``: codes of the distinct raw cells into the distinct stripped strings.
+
+    Stripping can only make two distinct cells equal by changing one of them, so when no Arrow string cell
+    changes the stripped cells are distinct already and their codes are their positions (nulls -1): no second
+    hashing of the strings (5 s for 20M order ids).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if _is_arrow_string(stripped) and isinstance(raw_uniques, pd.api.extensions.ExtensionArray | pd.Index):
+        before, after = pa.array(pd.Series(raw_uniques).array), pa.array(stripped.array)
+        if pa.types.is_string(before.type) and pa.types.is_string(after.type) and not pc.any(
+            pc.fill_null(pc.not_equal(before, after), False)
+        ).as_py():
+            valid = ~pd.isna(stripped).to_numpy(dtype=bool)
+            codes = np.where(valid, np.cumsum(valid) - 1, -1)
+            return codes, stripped.array[valid]
+    return pd.factorize(stripped)
+
+
 class _Text:
     """A text column as codes into its distinct stripped strings: per-row tests of the strings (null, known
     event type, status) are made once per distinct string, and no per-row stripped or lowered copy exists.
 
-    ``codes`` (-1 for Arrow nulls), ``distinct`` (object array) and ``null`` (missing: a null token after
-    stripping) have one entry per row, ``distinct`` one per distinct stripped string; equal stripped strings
+    ``codes`` (-1 for Arrow nulls) and ``null`` (missing: a null token after stripping) have one entry per
+    row, ``distinct`` (object array, made on first use) one per distinct stripped string; equal stripped strings
     have equal codes (``" u1"`` and ``"u1"`` too), so duplicates are found on the codes.
     """
 
     def __init__(self, column: pd.Series) -> None:
         # distinct raw cells (non-string cells of an object column and nulls included, as their text)...
-        raw_codes, raw_uniques = pd.factorize(column, use_na_sentinel=False)
+        raw_codes, raw_uniques = _factorize_raw(column)
         stripped = _strip(pd.Series(raw_uniques))
         null_u = _is_null(stripped)
         # ... then distinct stripped strings: stripping can make two raw cells equal
-        codes_u, uniques = pd.factorize(stripped)
-        self.codes = codes_u[raw_codes]
+        codes_u, uniques = _distinct_stripped(raw_uniques, stripped)
+        # 32-bit codes: half the memory of pandas' 64-bit ones (60M events at 1M users)
+        self.codes = codes_u.astype(np.int32 if len(uniques) < 2**31 - 1 else np.int64)[raw_codes]
         self.null = null_u[raw_codes] | (self.codes < 0)
-        self.distinct = np.asarray(uniques, dtype=object)
+        del raw_codes
+        self._uniques = uniques  # Arrow strings for an Arrow column: no Python string per distinct value yet
+
+    @functools.cached_property
+    def distinct(self) -> np.ndarray:
+        """The distinct stripped strings (object array), made on first use: a column whose values are not
+        kept (20M order ids only checked for duplicates) never turns them into Python strings."""
+        return np.asarray(self._uniques, dtype=object)
 
     def values(self) -> np.ndarray:
         """Object array of the stripped strings (None where missing); equal strings share one object."""
@@ -344,7 +404,7 @@ def _as_text(rows: pd.DataFrame) -> pd.DataFrame:
 
     out = rows.copy()
     for col in rows.columns:
-        if _typed_kind(rows[col]) is not None:
+        if _typed_kind(rows[col]) is not None or _is_dictionary(rows[col]):
             text = parquet_text(pa.array(rows[col].array))
             out[col] = pd.Series(pd.arrays.ArrowExtensionArray(text), index=rows.index)
     return out
@@ -358,9 +418,11 @@ def _check_column(
     rej: _Rejector,
     ts_min: pd.Timestamp,
     ts_max: pd.Timestamp,
+    keep_values: bool = True,
 ) -> tuple[Any, _Text | None]:
     """Check column ``col`` of ``raw``: flag its bad rows in ``rej``; return its accepted values (all rows)
-    and, for a text column, its :class:`_Text` (codes of the distinct strings, missing cells)."""
+    and, for a text column, its :class:`_Text` (codes of the distinct strings, missing cells). With
+    ``keep_values=False`` a plain text column's values are not made (None): the caller does not keep them."""
     kind = schema.kinds[col]
     column = raw[col]
     typed = _typed_kind(column)
@@ -380,7 +442,7 @@ def _check_column(
             status = text.lookup(lambda v: v if v in ORDER_STATUSES else None)
             rej.flag(~text.null & (status == None), "unknown status")  # noqa: E711
             return np.where(text.null, "paid", status).astype(object), text
-        return text.values(), text
+        return (text.values() if keep_values else None), text
     if typed is None:
         s = _strip(column)
         null = _is_null(s)
@@ -415,6 +477,7 @@ def validate_table(
     known_users: Iterable[str] | pd.Series | None = None,
     *,
     path: str | Path | None = None,
+    columns: Iterable[str] | None = None,
 ) -> TableResult:
     """Validate one raw string table (as :func:`features.io.read_table` returns) against ``schema``.
 
@@ -426,6 +489,9 @@ def validate_table(
     now : validation time; timestamps after ``now + future_tolerance_hours`` are rejected as future.
     known_users : user ids of the users table; rows of other users are kept and counted as a warning.
     path : the file the table came from, for the report.
+    columns : the columns the accepted frame keeps (default: every contract column present). Every column
+        is validated either way, so the same rows are accepted; a caller that reads only some columns
+        (the feature pipeline) saves the memory of the rest, e.g. 20M distinct ``order_id`` strings.
 
     Returns
     -------
@@ -454,15 +520,21 @@ def validate_table(
     if extra:
         warnings.append(f"ignored columns not in the {schema.name} contract: {', '.join(map(str, extra))}")
 
+    kept_columns = set(schema.columns if columns is None else columns)
     codes: dict[str, np.ndarray] = {}
     distinct: dict[str, np.ndarray] = {}
     for col in schema.columns:
         if col not in raw.columns:
             continue
-        accepted[col], text = _check_column(raw, col, schema, rules, rej, ts_min, ts_max)
+        values, text = _check_column(raw, col, schema, rules, rej, ts_min, ts_max, keep_values=col in kept_columns)
+        if col in kept_columns:
+            accepted[col] = values
+        del values
         # the codes of the ids serve the duplicate and unknown-user checks below
         if text is not None and col in ("user_id", "order_id"):
-            codes[col], distinct[col] = text.codes, text.distinct
+            codes[col] = text.codes
+        if text is not None and col == "user_id" and known_users is not None:
+            distinct[col] = text.distinct
         if text is not None and col == "status":
             no_status = text.null
         del text
@@ -470,7 +542,7 @@ def validate_table(
             release_free_memory()  # the column's temporaries (tens of millions of rows at scale), before the next's
 
     key = {"orders": "order_id", "users": "user_id"}.get(schema.name)
-    if key is not None and key in accepted:
+    if key is not None and key in codes:
         dup = np.zeros(n, dtype=bool)
         ok = ~rej.bad
         # the same rows as duplicated() of the strings, found on their integer codes (several times faster)
@@ -482,7 +554,7 @@ def validate_table(
     # no copy of the columns when every row is kept, and none to consolidate them into 2-D blocks either
     # (each would briefly double the table: tens of millions of rows)
     kept = accepted if all_kept else {c: v[keep] for c, v in accepted.items()}
-    acc = pd.DataFrame(kept, copy=False)
+    acc = pd.DataFrame(kept, copy=False, index=pd.RangeIndex(int(keep.sum())) if not kept else None)
     n_no_status = int((no_status & keep).sum())
     if n_no_status:
         warnings.append(f"{n_no_status:,} orders without a status were taken as paid")
@@ -498,15 +570,15 @@ def validate_table(
     rejected = rejected.reset_index(drop=True)
     reasons = rejected["reason"].value_counts().to_dict() if len(rejected) else {}
 
-    if known_users is not None and "user_id" in acc.columns and schema.name != "users":
+    if known_users is not None and "user_id" in codes and schema.name != "users":
         ku = known_users if isinstance(known_users, pd.Series | pd.Index) else pd.Index(list(known_users))
         # tested once per distinct user id, then spread to the rows by their codes
         known_ids = pd.Index(distinct["user_id"]).isin(ku)
         kept_codes = codes["user_id"] if all_kept else codes["user_id"][keep]
-        unknown = pd.Series(~known_ids[kept_codes], index=acc.index)
+        unknown = ~known_ids[kept_codes]
         n_unknown = int(unknown.sum())
         if n_unknown:
-            n_users = acc.loc[unknown, "user_id"].nunique()
+            n_users = len(np.unique(kept_codes[unknown]))
             plural = "user" if n_users == 1 else "users"
             warnings.append(f"{n_unknown:,} {schema.name} rows of {n_users:,} {plural} not in the users table (kept)")
             warning_counts[UNKNOWN_USER_WARNING] = n_unknown
@@ -534,6 +606,7 @@ def load_dataset(
     config: StrataConfig,
     now: pd.Timestamp | str | None = None,
     progress: Callable[[str], None] | None = None,
+    columns: Mapping[str, Iterable[str]] | None = None,
 ) -> tuple[Dataset, ValidationReport]:
     """Find, read and validate the input tables; return the valid data and the validation report.
 
@@ -544,6 +617,10 @@ def load_dataset(
     config : validation rules (``config.data``).
     now : validation time (default: the current time, UTC) for rejecting future timestamps.
     progress : optional callback told which table is being read.
+    columns : per table name, the columns its accepted frame keeps (``user_id`` always; a table not named
+        keeps all). Every column is still validated, so the accepted rows are the same whatever is kept;
+        e.g. :data:`features.pipeline.VALIDATED_FEATURE_INPUT_COLUMNS` for a caller that only computes
+        features (at 1M users, 20M order ids alone take over 1 GiB as Python strings).
 
     Returns
     -------
@@ -574,7 +651,8 @@ def load_dataset(
         big = len(raw) >= _RELEASE_ROWS
         if big:
             release_free_memory()  # the reader's buffers
-        results[name] = validate_table(raw, schema, config, now_ts, known_users=known, path=path)
+        keep = None if columns is None or name not in columns else {"user_id", *columns[name]}
+        results[name] = validate_table(raw, schema, config, now_ts, known_users=known, path=path, columns=keep)
         del raw
         if big:
             release_free_memory()

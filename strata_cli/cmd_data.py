@@ -133,8 +133,10 @@ def validate(
             _, report = load_dataset_spark(spark, data, orders=orders, events=events, users=users, config=cfg,
                                            now=now_ts, progress=lambda name: bar.update(task, description=f"validating {name}"))
         else:
+            # only the report is used: the accepted frames keep just user_id (every column is still checked)
             _, report = load_dataset(data, orders=orders, events=events, users=users, config=cfg, now=now_ts,
-                                     progress=lambda name: bar.update(task, description=f"validating {name}"))
+                                     progress=lambda name: bar.update(task, description=f"validating {name}"),
+                                     columns={"orders": (), "events": (), "users": ()})
         written = report.write_rejects(rejects) if rejects is not None else {}
     if as_json:
         payload = report.to_dict()

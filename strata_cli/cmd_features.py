@@ -114,7 +114,7 @@ def features_cmd(
         console.print(run.summary_line(), markup=False, highlight=False, soft_wrap=True)
         return
 
-    from features.pipeline import DuckDBEngine
+    from features.pipeline import VALIDATED_FEATURE_INPUT_COLUMNS, DuckDBEngine
     from features.validation import load_dataset
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
@@ -123,12 +123,13 @@ def features_cmd(
         dataset, report = load_dataset(
             data, orders=orders, events=events, users=users, config=cfg,
             progress=lambda name: bar.update(task, description=f"reading and validating {name}"),
+            columns=VALIDATED_FEATURE_INPUT_COLUMNS,  # only what the features read (not 20M order ids at 1M users)
         )
         console.print(validation_summary_line(report), markup=False, highlight=False, soft_wrap=True)
         t0 = time.perf_counter()
         bar.update(task, description="loading into DuckDB")
         # load_dataset rejects missing and duplicate order_id, so (user_id, order_id, status) is unique:
-        # the engine's duplicate check (a pass over every order) would find nothing
+        # the engine's duplicate check (a pass over every order) would find nothing, and needs no order_id
         with DuckDBEngine(dataset, copy=False, orders_unique=True, config=cfg) as duck:
             bar.update(task, description=f"computing features as of {cutoff.isoformat()}")
             table = duck.features(cutoff, cfg)

@@ -154,7 +154,7 @@ def score(
         console.print(f"frequency caps from {outcomes}: {len(history):,} past contacts")
 
     def build() -> object:
-        from features.pipeline import build_features
+        from features.pipeline import VALIDATED_FEATURE_INPUT_COLUMNS, build_features
         from features.validation import load_dataset
 
         if features_file is not None:
@@ -162,7 +162,7 @@ def score(
 
             return read_feature_table(features_file, cutoff)
         dataset, report = load_dataset(
-            data, orders=orders, events=events, users=users, config=config,
+            data, orders=orders, events=events, users=users, config=config, columns=VALIDATED_FEATURE_INPUT_COLUMNS,
         )
         if report.rows_rejected:
             console.print(

@@ -426,6 +426,50 @@ def test_typed_parquet_orders_validate_as_their_text(tmp_path: Path, unit: str, 
             "implausible amount", "bad quantity"} <= set(res.reasons)
 
 
+@pytest.mark.parametrize("distinct_categories", [False, True])
+def test_parquet_text_read_as_dictionaries_validates_as_its_text(tmp_path: Path, distinct_categories: bool) -> None:
+    import pyarrow.parquet as pq
+
+    # messy text of few distinct values, 10 times over in chunks of 40 rows with dictionaries of their own
+    # (factorized by their dictionaries), and for category one value per row (the fallback: hashing the strings)
+    event_type = [" share", "SHARE", "share ", None, "", "NA", "bogus", "page_view", "Page_View", "Coupon_Claim", "  ",
+                  "page_view"] * 10
+    channel = ["wecom", None, " wecom", "group", "-", "group", "wecom", "null", "wecom", "group", "x", "wecom"] * 10
+    n = len(event_type)
+    events = pa.table({
+        "user_id": [f"u{i % 5}" for i in range(n)],
+        "occurred_at": pa.array([pd.Timestamp("2024-06-01").value] * n, pa.timestamp("ns", tz="UTC")),
+        "event_type": event_type, "value": pa.array([0.5] * n), "channel": channel,
+    })
+    path = tmp_path / "events.parquet"
+    pq.write_table(events, path, row_group_size=40)
+    raw = read_table(path, EVENTS, arrow_strings=True, typed_parquet=True)
+    chunks = raw["event_type"].array._pa_array.chunks
+    assert len(chunks) == 3 and all(pa.types.is_dictionary(c.type) for c in chunks)
+    assert sum(len(c.dictionary) for c in chunks) <= n // 2  # the dictionary path, not the fallback
+    assert not pa.types.is_dictionary(raw["user_id"].dtype.pyarrow_dtype)
+    res = _typed_vs_text(path, EVENTS)
+    assert res.reasons == {"missing event_type": 40, "unknown event_type": 10}
+    assert res.accepted["event_type"].tolist() == ["share", "share", "share", "page_view", "page_view", "coupon_claim",
+                                                   "page_view"] * 10
+    assert res.accepted["channel"].tolist() == ["wecom", None, "wecom", None, "wecom", "group", "wecom"] * 10
+    assert sorted(res.rejected["event_type"]) == sorted(["", "", "  ", "NA", "bogus"] * 10)  # nulls as "", as their text
+
+    category = [f"c{i}" for i in range(n)] if distinct_categories else [" a", "a", None, "b"] * (n // 4)
+    orders = pa.table({
+        "user_id": [f"u{i}" for i in range(n)], "order_id": [f"o{i % (n - 1)}" for i in range(n)],
+        "ordered_at": pa.array([pd.Timestamp("2024-06-01").value] * n, pa.timestamp("ns", tz="UTC")),
+        "amount": pa.array([1.0] * n), "category": category,
+        "status": ["paid", " Paid", "refunded", None, "lost", "paid"] * (n // 6),
+    })
+    path = tmp_path / "orders.parquet"
+    pq.write_table(orders, path, row_group_size=40)
+    res = _typed_vs_text(path, ORDERS)
+    assert res.reasons == {"unknown status": 20, "duplicate order_id": 1}
+    assert set(res.accepted["category"]) == ({f"c{i}" for i in range(n)} - {f"c{i}" for i in range(4, n, 6)} - {f"c{n - 1}"}
+                                             if distinct_categories else {"a", "b", None})
+
+
 def test_typed_parquet_out_of_range_years_and_signed_nan(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
@@ -487,7 +531,9 @@ def test_typed_parquet_columns_the_contract_types_otherwise_are_checked_as_text(
     path = tmp_path / "orders.parquet"
     pq.write_table(table, path)
     raw = read_table(path, ORDERS, arrow_strings=True, typed_parquet=True)
-    assert [c for c in raw.columns if not pa.types.is_string(raw[c].dtype.pyarrow_dtype)] == ["ordered_at", "amount"]
+    types = {c: raw[c].dtype.pyarrow_dtype for c in raw.columns}
+    assert [c for c, t in types.items() if not (pa.types.is_string(t) or pa.types.is_dictionary(t))] == ["ordered_at", "amount"]
+    assert [c for c, t in types.items() if pa.types.is_dictionary(t)] == []  # ids are never read as dictionaries
     res = _typed_vs_text(path, ORDERS)
     assert res.reasons == {"missing user_id": 1, "bad quantity": 1}
     assert res.accepted["user_id"].tolist() == ["2"] and res.accepted["category"].iloc[0] == "2024-01-01T00:00:00Z"
@@ -498,3 +544,34 @@ def test_typed_parquet_columns_the_contract_types_otherwise_are_checked_as_text(
     monkeypatch.setattr(validation, "_typed_values", lambda s: (checked.append(str(s.name)), original(s))[1])
     again = validate_table(raw, ORDERS, CFG, NOW, path=path)
     assert checked == ["ordered_at", "amount"] and again.reasons == res.reasons
+
+
+def test_arrow_text_with_a_null_among_distinct_values_keeps_each_row_its_own_value() -> None:
+    # nothing to strip: the distinct raw cells are the distinct strings (no second factorizing), and a null
+    # among them must not shift the values of the cells after it
+    rows = [{**GOOD_EVENT, "user_id": u} for u in ("u1", None, "u2", "u3", None, "u1")]
+    for raw in (_frame(rows), _arrow(_frame(rows))):
+        res = validate_table(raw, EVENTS, CFG, NOW)
+        assert res.accepted["user_id"].tolist() == ["u1", "u2", "u3", "u1"]
+        assert res.reasons == {"missing user_id": 2}
+    padded = [{**GOOD_EVENT, "user_id": u} for u in ("u1", None, " u2", "u3")]  # stripping changes a cell
+    assert validate_table(_arrow(_frame(padded)), EVENTS, CFG, NOW).accepted["user_id"].tolist() == ["u1", "u2", "u3"]
+
+
+def test_load_dataset_keeps_only_the_columns_asked_for_and_accepts_the_same_rows(tmp_path: Path) -> None:
+    from features.demo_data import generate_dataset
+    from features.pipeline import VALIDATED_FEATURE_INPUT_COLUMNS
+
+    ds = generate_dataset(200, pd.Timestamp("2024-06-30", tz="UTC"), seed=3)
+    for name in ("orders", "events", "users"):
+        getattr(ds, name).to_parquet(tmp_path / f"{name}.parquet", index=False)
+    full, full_report = load_dataset(tmp_path, config=CFG, now=NOW)
+    slim, slim_report = load_dataset(tmp_path, config=CFG, now=NOW, columns={**VALIDATED_FEATURE_INPUT_COLUMNS, "users": ()})
+    assert list(slim.orders.columns) == ["user_id", "ordered_at", "amount", "category", "status"]
+    assert list(slim.events.columns) == ["user_id", "occurred_at", "event_type", "value"]
+    assert list(slim.users.columns) == ["user_id"]  # user_id is always kept
+    assert "order_id" in full.orders.columns and "channel" in full.events.columns
+    for name in ("orders", "events", "users"):
+        got, want = getattr(slim, name), getattr(full, name)
+        pd.testing.assert_frame_equal(got, want[list(got.columns)])
+    assert slim_report.to_dict() == full_report.to_dict()
