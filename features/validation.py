@@ -319,6 +319,106 @@ def _parse_timestamps(s: pd.Series, null: np.ndarray) -> tuple[pd.DatetimeIndex,
     return ts, failed, too_big, too_small
 
 
+#: Characters of the common timestamp form ``2024-03-05T12:34:56Z``: digit positions and separators.
+_ISO_Z_LEN = 20
+_ISO_Z_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+_ISO_Z_SEPARATORS = {4: ord("-"), 7: ord("-"), 10: ord("T"), 13: ord(":"), 16: ord(":"), 19: ord("Z")}
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+_ISO_Z_BATCH = 1 << 20  # rows per step (a step holds ~50 bytes per row of temporaries)
+
+
+def _iso_z_seconds(chunk: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch seconds of the cells of an Arrow string array in exactly the form ``YYYY-MM-DDTHH:MM:SSZ``, read
+    from the array's bytes with numpy; and which cells are in that form, a real date and time, and within
+    datetime64[ns] (years 1678 to 2261). Other cells are left to :func:`_parse_iso` (seconds 0 there)."""
+    import pyarrow as pa
+
+    n = len(chunk)
+    validity, offsets_buf, data_buf = chunk.buffers()
+    off_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    offsets = np.frombuffer(offsets_buf, dtype=off_type)[chunk.offset : chunk.offset + n + 1].astype(np.int64)
+    ok = np.diff(offsets) == _ISO_Z_LEN
+    if chunk.null_count:
+        ok &= chunk.is_valid().to_numpy(zero_copy_only=False)
+    seconds = np.zeros(n, dtype=np.int64)
+    if not ok.any() or data_buf is None:
+        return seconds, ok
+    data = np.frombuffer(data_buf, dtype=np.uint8)
+    where = np.flatnonzero(ok)
+    rows = data[offsets[where][:, None] + np.arange(_ISO_Z_LEN)]  # one row of 20 bytes per candidate cell
+    digits = rows[:, _ISO_Z_DIGITS].astype(np.int16) - ord("0")
+    good = ((digits >= 0) & (digits <= 9)).all(axis=1)
+    for pos, char in _ISO_Z_SEPARATORS.items():
+        good &= rows[:, pos] == char
+    del rows
+    digits = digits.astype(np.int64)
+
+    def field(i: int, width: int) -> np.ndarray:
+        out = digits[:, i]
+        for j in range(i + 1, i + width):
+            out = out * 10 + digits[:, j]
+        return out
+
+    year, month, day = field(0, 4), field(4, 2), field(6, 2)
+    hour, minute, second = field(8, 2), field(10, 2), field(12, 2)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    month_ok = (month >= 1) & (month <= 12)
+    last_day = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + (leap & (month == 2))
+    good &= month_ok & (day >= 1) & (day <= last_day) & (hour <= 23) & (minute <= 59) & (second <= 59)
+    good &= (year >= 1678) & (year <= 2261)
+    # days from 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil; years are positive here)
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * np.where(month > 2, month - 3, month + 9) + 2) // 5 + day - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    seconds[where] = days * 86400 + hour * 3600 + minute * 60 + second
+    ok[where] = good
+    return seconds, ok
+
+
+def _text_timestamps(column: pd.Series) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_parse_timestamps` of a raw text column, with its missing cells: (timestamps, missing, unparseable,
+    beyond max, before min).
+
+    An Arrow column's cells in the common form ``2024-03-05T12:34:56Z`` are read straight from its bytes
+    (:func:`_iso_z_seconds`): no stripped copy of 60M strings, no null-token lookup, no parsing and
+    formatting back (the events of 1M users: 55 s and 5.7 GiB before). Only the other cells are stripped,
+    null-tested and parsed as before.
+    """
+    import pyarrow as pa
+
+    n = len(column)
+    if not _is_arrow_string(column) or _is_dictionary(column):
+        s = _strip(column)
+        null = _is_null(s)
+        ts, failed, too_big, too_small = _parse_timestamps(s, null)
+        return ts, null, failed, too_big, too_small
+    arr = pa.chunked_array(pa.array(column.array))
+    ns = np.zeros(n, dtype=np.int64)
+    fast = np.zeros(n, dtype=bool)
+    pos = 0
+    for chunk in arr.chunks:
+        for start in range(0, len(chunk), _ISO_Z_BATCH):
+            part = chunk.slice(start, _ISO_Z_BATCH)
+            seconds, ok = _iso_z_seconds(part)
+            fast[pos : pos + len(part)] = ok
+            ns[pos : pos + len(part)] = np.where(ok, seconds * 10**9, 0)
+            pos += len(part)
+    rest = ~fast
+    null = np.zeros(n, dtype=bool)
+    failed = np.zeros(n, dtype=bool)
+    too_big = np.zeros(n, dtype=bool)
+    too_small = np.zeros(n, dtype=bool)
+    if rest.any():
+        sub = pd.Series(pd.arrays.ArrowExtensionArray(arr.filter(pa.array(rest))))
+        s = _strip(sub)
+        null[rest] = _is_null(s) | s.isna().to_numpy(dtype=bool)  # a null token, or an Arrow null
+        ts_rest, failed[rest], too_big[rest], too_small[rest] = _parse_timestamps(s, null[rest])
+        ns[rest] = ts_rest.tz_convert(None).asi8
+    return pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC"), null, failed, too_big, too_small
+
+
 def _parse_float(s: pd.Series, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Parse decimal numbers. Returns (values, non-numeric mask); nulls give NaN and are not flagged."""
     parsed = pd.to_numeric(s.where(~null, None) if not _is_arrow_string(s) else s, errors="coerce")
@@ -443,7 +543,9 @@ def _check_column(
             rej.flag(~text.null & (status == None), "unknown status")  # noqa: E711
             return np.where(text.null, "paid", status).astype(object), text
         return (text.values() if keep_values else None), text
-    if typed is None:
+    if kind == "timestamp" and typed is None:
+        ts, null, failed, too_big, too_small = _text_timestamps(column)
+    elif typed is None:
         s = _strip(column)
         null = _is_null(s)
     else:  # a typed Parquet column (read_table(typed_parquet=True)): its values, not their text
@@ -451,7 +553,8 @@ def _check_column(
     if col in schema.required:
         rej.flag(null, f"missing {col}")
     if kind == "timestamp":
-        ts, failed, too_big, too_small = _parse_timestamps(s, null) if typed is None else _typed_timestamps(arr, null)
+        if typed is not None:
+            ts, failed, too_big, too_small = _typed_timestamps(arr, null)
         rej.flag(failed, f"unparseable {col}")
         rej.flag(too_big | np.asarray(ts > ts_max), f"future {col}")
         rej.flag(too_small | np.asarray(ts < ts_min), f"too old {col}")
@@ -647,7 +750,7 @@ def load_dataset(
         if path is None:
             continue
         step(name)
-        raw = read_table(path, schema, arrow_strings=True, typed_parquet=True)
+        raw = read_table(path, schema, arrow_strings=True, typed_parquet=True, dictionary_text=True)
         big = len(raw) >= _RELEASE_ROWS
         if big:
             release_free_memory()  # the reader's buffers

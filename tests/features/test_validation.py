@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from features.config import DataConfig, StrataConfig
 from features.contract import EVENTS, ORDERS, USERS, TableSchema
 from features.errors import InputFileError
-from features.io import read_table
+from features.io import read_table, write_table
 from features.validation import MALFORMED, UNKNOWN_USER_WARNING, TableResult, load_dataset, validate_table
 
 NOW = pd.Timestamp("2025-01-10 12:00", tz="UTC")
@@ -385,7 +385,7 @@ def test_demo_data_validates_cleanly(demo_dir: Path) -> None:
 def _typed_vs_text(path: Path, schema: TableSchema) -> TableResult:
     """Validate a Parquet file with its timestamp and float64 columns typed, check that the result is the one
     of the all-text path, and return it."""
-    typed_raw = read_table(path, schema, arrow_strings=True, typed_parquet=True)
+    typed_raw = read_table(path, schema, arrow_strings=True, typed_parquet=True, dictionary_text=True)
     text_raw = read_table(path, schema, arrow_strings=True)
     assert any(isinstance(typed_raw[c].dtype, pd.ArrowDtype) and not pa.types.is_string(typed_raw[c].dtype.pyarrow_dtype)
                for c in typed_raw.columns), "nothing was read typed"
@@ -443,7 +443,7 @@ def test_parquet_text_read_as_dictionaries_validates_as_its_text(tmp_path: Path,
     })
     path = tmp_path / "events.parquet"
     pq.write_table(events, path, row_group_size=40)
-    raw = read_table(path, EVENTS, arrow_strings=True, typed_parquet=True)
+    raw = read_table(path, EVENTS, arrow_strings=True, typed_parquet=True, dictionary_text=True)
     chunks = raw["event_type"].array._pa_array.chunks
     assert len(chunks) == 3 and all(pa.types.is_dictionary(c.type) for c in chunks)
     assert sum(len(c.dictionary) for c in chunks) <= n // 2  # the dictionary path, not the fallback
@@ -454,6 +454,15 @@ def test_parquet_text_read_as_dictionaries_validates_as_its_text(tmp_path: Path,
                                                    "page_view"] * 10
     assert res.accepted["channel"].tolist() == ["wecom", None, "wecom", None, "wecom", "group", "wecom"] * 10
     assert sorted(res.rejected["event_type"]) == sorted(["", "", "  ", "NA", "bogus"] * 10)  # nulls as "", as their text
+    # the same table as CSV: dictionary columns there too, and the same result as plain text
+    csv_path = tmp_path / "events.csv"
+    write_table(events.to_pandas(), csv_path)
+    csv_raw = read_table(csv_path, EVENTS, arrow_strings=True, dictionary_text=True)
+    assert [c for c in csv_raw.columns if pa.types.is_dictionary(csv_raw[c].dtype.pyarrow_dtype)] == ["event_type", "channel"]
+    from_csv = validate_table(csv_raw, EVENTS, CFG, NOW, path=csv_path)
+    _same_result(from_csv, validate_table(read_table(csv_path, EVENTS, arrow_strings=True), EVENTS, CFG, NOW, path=csv_path))
+    assert from_csv.reasons == res.reasons
+    assert from_csv.accepted["event_type"].tolist() == res.accepted["event_type"].tolist()
 
     category = [f"c{i}" for i in range(n)] if distinct_categories else [" a", "a", None, "b"] * (n // 4)
     orders = pa.table({
@@ -530,7 +539,7 @@ def test_typed_parquet_columns_the_contract_types_otherwise_are_checked_as_text(
     })
     path = tmp_path / "orders.parquet"
     pq.write_table(table, path)
-    raw = read_table(path, ORDERS, arrow_strings=True, typed_parquet=True)
+    raw = read_table(path, ORDERS, arrow_strings=True, typed_parquet=True, dictionary_text=True)
     types = {c: raw[c].dtype.pyarrow_dtype for c in raw.columns}
     assert [c for c, t in types.items() if not (pa.types.is_string(t) or pa.types.is_dictionary(t))] == ["ordered_at", "amount"]
     assert [c for c, t in types.items() if pa.types.is_dictionary(t)] == []  # ids are never read as dictionaries
@@ -575,3 +584,58 @@ def test_load_dataset_keeps_only_the_columns_asked_for_and_accepts_the_same_rows
         got, want = getattr(slim, name), getattr(full, name)
         pd.testing.assert_frame_equal(got, want[list(got.columns)])
     assert slim_report.to_dict() == full_report.to_dict()
+
+
+_EDGE_STAMPS = ["2024-02-29T23:59:59Z", "2023-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "2000-02-29T12:00:00Z",
+                "2024-04-31T00:00:00Z", "2024-12-31T24:00:00Z", "2024-06-01T23:60:00Z", "2024-06-01T23:59:60Z",
+                "2024-13-01T00:00:00Z", "2024-00-10T00:00:00Z", "2024-06-00T00:00:00Z", "1677-09-22T00:00:00Z",
+                "1678-01-01T00:00:00Z", "2261-12-31T23:59:59Z", "2262-04-11T00:00:00Z", "1970-01-01T00:00:00Z",
+                "1969-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "2024-06-01 10:00:00Z",
+                "2024-06-01T10:00:00z", "2024-06-01T10:00:00", "2024-06-01T10:00:00.5Z", " 2024-06-01T10:00:00Z",
+                "2024-06-01T10:00:00Z ", "２024-06-01T10:00:00Z", "2024-6-01T10:00:00Z", "NA", "", "-", "null"]
+
+
+@st.composite
+def _stamp_like(draw: st.DrawFn) -> str | None:
+    kind = draw(st.integers(0, 4))
+    if kind == 0:
+        return draw(st.sampled_from(_EDGE_STAMPS))
+    if kind == 1:
+        return None
+    when = draw(st.datetimes(min_value=pd.Timestamp("1600-01-01").to_pydatetime(),
+                             max_value=pd.Timestamp("2300-01-01").to_pydatetime()))
+    text = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if kind == 2:
+        return text
+    # one to three characters replaced (digits, separators, letters, a multi-byte character)
+    chars = list(text)
+    for _ in range(draw(st.integers(1, 3))):
+        chars[draw(st.integers(0, len(chars) - 1))] = draw(st.sampled_from(list("0123456789-:TZ t/é")))
+    return "".join(chars)
+
+
+def test_edge_timestamps_read_from_the_bytes_match_the_parser() -> None:
+    _bytes_match_parser([*_EDGE_STAMPS, None], 4)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_stamp_like(), min_size=1, max_size=40), st.integers(1, 7))
+def test_timestamps_read_from_the_bytes_match_the_parser(cells: list[str | None], chunk: int) -> None:
+    _bytes_match_parser(cells, chunk)
+
+
+def _bytes_match_parser(cells: list[str | None], chunk: int) -> None:
+    import features.validation as v
+
+    column = pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array(
+        [pa.array(cells[i : i + chunk], pa.string()) for i in range(0, len(cells), chunk)])))
+    ts, null, failed, too_big, too_small = v._text_timestamps(column)
+    # the reference: every cell stripped, null-tested and parsed (Arrow's strptime checked by formatting back,
+    # then pandas' strict ISO-8601 parser)
+    stripped = v._strip(pd.Series(cells, dtype=object).where(pd.notna(pd.Series(cells, dtype=object)), ""))
+    want_null = v._is_null(stripped)
+    want_ts, want_failed, want_big, want_small = v._parse_timestamps(stripped, want_null)
+    assert null.tolist() == want_null.tolist()
+    assert ts.equals(want_ts), (cells, ts, want_ts)
+    assert failed.tolist() == np.asarray(want_failed).tolist()
+    assert (too_big.tolist(), too_small.tolist()) == (want_big.tolist(), want_small.tolist())
