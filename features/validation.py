@@ -419,13 +419,73 @@ def _text_timestamps(column: pd.Series) -> tuple[pd.DatetimeIndex, np.ndarray, n
     return pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC"), null, failed, too_big, too_small
 
 
+#: A plain decimal number (no surrounding space, ASCII digits): Arrow parses it, correctly rounded.
+_PLAIN_DECIMAL = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+
+
+def _plain_decimals(arr: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Which cells of an Arrow string array are plain decimals (:data:`_PLAIN_DECIMAL`), and their values
+    (NaN elsewhere), parsed by Arrow: correctly rounded, where pandas' ``to_numeric`` is off by one unit in
+    the last place for about 4 in 10 numbers written with 17 significant digits."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    plain = pc.fill_null(pc.match_substring_regex(arr, _PLAIN_DECIMAL), False)
+    mask = plain.to_numpy(zero_copy_only=False)
+    vals = np.full(len(arr), np.nan)
+    if mask.any():
+        try:
+            vals[mask] = pc.cast(arr.filter(plain), pa.float64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:  # e.g. an exponent beyond what Arrow parses: left to pandas
+            mask[:] = False
+    return mask, vals
+
+
 def _parse_float(s: pd.Series, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Parse decimal numbers. Returns (values, non-numeric mask); nulls give NaN and are not flagged."""
-    parsed = pd.to_numeric(s.where(~null, None) if not _is_arrow_string(s) else s, errors="coerce")
-    vals = parsed.to_numpy(dtype=float, na_value=np.nan)
+    """Parse decimal numbers. Returns (values, non-numeric mask); nulls give NaN and are not flagged.
+
+    Plain decimals of an Arrow column are parsed by Arrow (:func:`_plain_decimals`), other cells by pandas.
+    """
+    import pyarrow as pa
+
+    if _is_arrow_string(s) and len(s):
+        plain, vals = _plain_decimals(pa.chunked_array(pa.array(s.array)))
+        other = ~plain & ~null
+        if other.any():
+            vals[other] = pd.to_numeric(s[other], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    else:
+        parsed = pd.to_numeric(s.where(~null, None) if not _is_arrow_string(s) else s, errors="coerce")
+        vals = parsed.to_numpy(dtype=float, na_value=np.nan)
     vals = np.where(null, np.nan, vals)
     non_numeric = ~null & ~np.isfinite(vals)
     return vals, non_numeric
+
+
+def _text_numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_parse_float` of a raw text column, with its missing cells: (values, missing, non-numeric).
+
+    An Arrow column's plain decimals and empty cells are recognised as they are; only the other cells are
+    stripped, null-tested and parsed as before (no stripped copy of every cell).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not _is_arrow_string(column) or _is_dictionary(column) or not len(column):
+        s = _strip(column)
+        null = _is_null(s)
+        vals, non_numeric = _parse_float(s, null)
+        return vals, null, non_numeric
+    arr = pa.chunked_array(pa.array(column.array))
+    plain, vals = _plain_decimals(arr)
+    empty = pc.fill_null(pc.equal(arr, ""), True).to_numpy(zero_copy_only=False)  # "" or an Arrow null
+    null = empty & ~plain
+    rest = ~plain & ~empty
+    if rest.any():
+        s = _strip(pd.Series(pd.arrays.ArrowExtensionArray(arr.filter(pa.array(rest)))))
+        null[rest] = _is_null(s)  # (Arrow nulls are empty cells, never among these)
+        vals[rest] = _parse_float(s, null[rest])[0]
+    vals = np.where(null, np.nan, vals)
+    return vals, null, ~null & ~np.isfinite(vals)
 
 
 def _typed_kind(s: pd.Series) -> str | None:
@@ -546,8 +606,7 @@ def _check_column(
     if kind == "timestamp" and typed is None:
         ts, null, failed, too_big, too_small = _text_timestamps(column)
     elif typed is None:
-        s = _strip(column)
-        null = _is_null(s)
+        vals, null, non_numeric = _text_numbers(column)
     else:  # a typed Parquet column (read_table(typed_parquet=True)): its values, not their text
         arr, null = _typed_values(column)
     if col in schema.required:
@@ -559,7 +618,8 @@ def _check_column(
         rej.flag(too_big | np.asarray(ts > ts_max), f"future {col}")
         rej.flag(too_small | np.asarray(ts < ts_min), f"too old {col}")
         return ts.array, None
-    vals, non_numeric = _parse_float(s, null) if typed is None else _typed_numbers(arr, null)
+    if typed is not None:
+        vals, non_numeric = _typed_numbers(arr, null)
     if kind == "float":
         rej.flag(non_numeric, f"non-numeric {col}")
         if col == "amount":
