@@ -334,7 +334,7 @@ def _iso_z_seconds(chunk: Any) -> tuple[np.ndarray, np.ndarray]:
     import pyarrow as pa
 
     n = len(chunk)
-    validity, offsets_buf, data_buf = chunk.buffers()
+    _validity, offsets_buf, data_buf = chunk.buffers()
     off_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
     offsets = np.frombuffer(offsets_buf, dtype=off_type)[chunk.offset : chunk.offset + n + 1].astype(np.int64)
     ok = np.diff(offsets) == _ISO_Z_LEN
@@ -444,12 +444,17 @@ def _plain_decimals(arr: Any) -> tuple[np.ndarray, np.ndarray]:
 def _parse_float(s: pd.Series, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Parse decimal numbers. Returns (values, non-numeric mask); nulls give NaN and are not flagged.
 
-    Plain decimals of an Arrow column are parsed by Arrow (:func:`_plain_decimals`), other cells by pandas.
+    Plain decimals are parsed by Arrow (:func:`_plain_decimals`, correctly rounded), other cells by pandas.
     """
     import pyarrow as pa
 
-    if _is_arrow_string(s) and len(s):
-        plain, vals = _plain_decimals(pa.chunked_array(pa.array(s.array)))
+    try:
+        arr = pa.chunked_array(pa.array(s.array) if _is_arrow_string(s) else [pa.array(s.to_numpy(dtype=object),
+                                                                                         type=pa.string())])
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # an object column of other cells than strings
+        arr = None
+    if arr is not None and len(s):
+        plain, vals = _plain_decimals(arr)
         other = ~plain & ~null
         if other.any():
             vals[other] = pd.to_numeric(s[other], errors="coerce").to_numpy(dtype=float, na_value=np.nan)

@@ -685,3 +685,12 @@ def test_edge_numbers_read_by_arrow_match_the_parser() -> None:
 @given(st.lists(_number_like(), min_size=1, max_size=30))
 def test_numbers_read_by_arrow_match_the_parser(cells: list[str | None]) -> None:
     _numbers_match_parser(cells)
+
+
+def test_decimals_are_read_correctly_rounded_from_any_text_column() -> None:
+    # 17 significant digits: pandas' to_numeric gives 0.3 for the first, one unit in the last place off
+    cells = ["0.30000000000000004", "2.2250738585072014e-308", "123456.78901234567"]
+    rows = [{**GOOD_ORDER, "order_id": f"o{i}", "amount": a} for i, a in enumerate(cells)]
+    for raw in (_frame(rows), _arrow(_frame(rows))):  # object cells (the API, Spark's workers) and Arrow cells
+        got = validate_table(raw, ORDERS, CFG, NOW).accepted["amount"].tolist()
+        assert got == [float(c) for c in cells]
