@@ -18,6 +18,10 @@ peak resident memory is its own (not the generator's, not another method's). Met
 * ``frames`` (with ``--frames``): every feature from pandas frames, the path of ``strata features``
   after validation (:func:`features.pipeline.build_features`); the frames are read before the clock
   starts, so its input differs from the others (reported apart);
+* ``command`` (with ``--command``): the whole ``strata features --data DIR --as-of ... --out ...`` command in a
+  process of its own: interpreter start, reading and validating every input row (each accepted or rejected with
+  a reason), the features of the accepted rows, writing the table. Its CPU time and peak RSS are the child's
+  (``os.wait4``);
 * with ``--stages``, where the time of ``full_unique`` goes: each aggregate stage of the feature query run
   on its own (:func:`features.pipeline.stage_query`: the orders pass, the paid-orders window, the events
   pass; each a per-user aggregate over one source, fetched into Arrow), next to the bare aggregate of
@@ -61,6 +65,7 @@ LABELS = {
     "pandas": "pandas RFM, straightforward",
     "pandas_vec": "pandas RFM, vectorised",
     "frames": "full set from pandas frames",
+    "command": "strata features (whole command)",
     "stage_orders": "stage: orders pass",
     "stage_paid_orders": "stage: paid-orders window",
     "stage_events": "stage: events pass",
@@ -287,7 +292,35 @@ class Result:
     rows_out: int = 0
 
 
+def _measure_command(result: Result, data: Path) -> None:
+    """Run ``strata features`` on ``data`` as a child process; its wall time, CPU time and peak RSS."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory(prefix="strata-bench-") as tmp:
+        out = Path(tmp) / "features.parquet"
+        cmd = [sys.executable, "-m", "strata_cli.main", "features", "--data", str(data), "--as-of", AS_OF.isoformat(),
+               "--out", str(out)]
+        log = Path(tmp) / "stderr.txt"
+        with log.open("wb") as err:  # a file, not a pipe: the child never blocks on a full pipe
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=tmp)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"strata features failed:\n{log.read_text(errors='replace')[-3000:]}")
+        result.rows_out = pq.ParquetFile(out).metadata.num_rows
+    result.wall.append(wall)
+    result.cpu.append(usage.ru_utime + usage.ru_stime)
+    result.peak.append(usage.ru_maxrss * 1024)
+    result.rows_in = sum(pq.ParquetFile(data / f"{name}.parquet").metadata.num_rows for name in ("orders", "events", "users"))
+
+
 def _measure(result: Result, data: Path) -> None:
+    if result.method == "command":
+        _measure_command(result, data)
+        return
     cmd = [sys.executable, __file__, "--child", result.method, "--data", str(data)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -316,6 +349,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="Rounds of interleaved runs (best is reported).")
     parser.add_argument("--skip-pandas", action="store_true", help="Do not run the pandas baselines (e.g. at 10M users).")
     parser.add_argument("--frames", action="store_true", help="Also run the full set from pandas frames (product path).")
+    parser.add_argument("--command", action="store_true",
+                        help="Also run the whole `strata features` command (validation of every row included).")
     parser.add_argument("--stages", action="store_true",
                         help="Also run each aggregate stage of the feature query alone, and the bare aggregate of each "
                              "source alone (where the time goes).")
@@ -353,6 +388,8 @@ def main() -> None:
     methods = [m for m in METHODS if not (args.skip_pandas and m.startswith("pandas"))]
     if args.frames:
         methods.append("frames")
+    if args.command:
+        methods.append("command")
     if args.stages:
         methods += STAGE_METHODS
     results = {m: Result(m) for m in methods}
@@ -389,6 +426,11 @@ def main() -> None:
         ratio("pandas", "full", "pandas straightforward RFM / full feature set (RFM only vs all features)", "")
     if args.frames:
         ratio("frames", "full", "full set from pandas frames / from Parquet", "")
+    if args.command:
+        ratio("command", "full_unique", "whole strata features command / its feature query (from Parquet)", "")
+        print(f"whole strata features command: peak RSS {max(results['command'].peak) / 2**30:.2f} GiB "
+              f"(target < 8 GiB at 1M users), {results['command'].rows_in / best_wall['command']:,.0f} input rows/s "
+              "validated and turned into features")
     if args.stages:
         ratio("stage_orders", "bare_orders", "orders pass / bare aggregate of the orders", "")
         ratio("stage_paid_orders", "bare_orders", "paid-orders window / bare aggregate of the orders", "")

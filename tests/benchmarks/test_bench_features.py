@@ -89,3 +89,14 @@ def test_the_bare_aggregate_is_its_two_one_table_parts_joined(bf: ModuleType, da
         events = engine.query(bf.bare_table_sql("events", bf.AS_OF))
     assert bare["n_orders"].sum() == orders["n_orders"].sum() and bare["n_events"].sum() == events["n_events"].sum()
     assert bare["user_id"].notna().sum() == len(set(orders["user_id"]) | set(events["user_id"]))
+
+
+def test_the_whole_command_is_measured_in_a_child_and_writes_every_user(bf: ModuleType, data: Path) -> None:
+    result = bf.Result("command")
+    bf._measure_command(result, data)
+    _, users_out = bf.run_method("full_unique", data, bf.AS_OF)
+    assert result.rows_out == users_out  # the command's table has the users of the feature query
+    assert result.rows_in == sum(len(pd.read_parquet(data / f"{t}.parquet", columns=["user_id"]))
+                                 for t in ("orders", "events", "users"))
+    assert result.wall[0] > 0 and result.cpu[0] > 0
+    assert 50 * 2**20 < result.peak[0] < 8 * 2**30  # the child's own peak (an interpreter and its imports at least)
