@@ -444,25 +444,18 @@ def _plain_decimals(arr: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _parse_float(s: pd.Series, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Parse decimal numbers. Returns (values, non-numeric mask); nulls give NaN and are not flagged.
+    """Parse decimal numbers of stripped text (:func:`_strip`: strings, or Arrow nulls). Returns (values,
+    non-numeric mask); nulls give NaN and are not flagged.
 
     Plain decimals are parsed by Arrow (:func:`_plain_decimals`, correctly rounded), other cells by pandas.
     """
     import pyarrow as pa
 
-    try:
-        arr = pa.chunked_array(pa.array(s.array) if _is_arrow_string(s) else [pa.array(s.to_numpy(dtype=object),
-                                                                                         type=pa.string())])
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # an object column of other cells than strings
-        arr = None
-    if arr is not None and len(s):
-        plain, vals = _plain_decimals(arr)
-        other = ~plain & ~null
-        if other.any():
-            vals[other] = pd.to_numeric(s[other], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    else:
-        parsed = pd.to_numeric(s.where(~null, None) if not _is_arrow_string(s) else s, errors="coerce")
-        vals = parsed.to_numpy(dtype=float, na_value=np.nan)
+    text = pa.array(s.array) if _is_arrow_string(s) else pa.array(s.to_numpy(dtype=object), type=pa.string())
+    plain, vals = _plain_decimals(pa.chunked_array(text))
+    other = ~plain & ~null
+    if other.any():
+        vals[other] = pd.to_numeric(s[other], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     vals = np.where(null, np.nan, vals)
     non_numeric = ~null & ~np.isfinite(vals)
     return vals, non_numeric
@@ -610,23 +603,26 @@ def _check_column(
             rej.flag(~text.null & (status == None), "unknown status")  # noqa: E711
             return np.where(text.null, "paid", status).astype(object), text
         return (text.values() if keep_values else None), text
-    if kind == "timestamp" and typed is None:
-        ts, null, failed, too_big, too_small = _text_timestamps(column)
-    elif typed is None:
-        vals, null, non_numeric = _text_numbers(column)
-    else:  # a typed Parquet column (read_table(typed_parquet=True)): its values, not their text
-        arr, null = _typed_values(column)
-    if col in schema.required:
-        rej.flag(null, f"missing {col}")
+    # a typed Parquet column (read_table(typed_parquet=True)) is checked as its values, not their text
     if kind == "timestamp":
-        if typed is not None:
+        if typed is None:
+            ts, null, failed, too_big, too_small = _text_timestamps(column)
+        else:
+            arr, null = _typed_values(column)
             ts, failed, too_big, too_small = _typed_timestamps(arr, null)
+        if col in schema.required:
+            rej.flag(null, f"missing {col}")
         rej.flag(failed, f"unparseable {col}")
         rej.flag(too_big | np.asarray(ts > ts_max), f"future {col}")
         rej.flag(too_small | np.asarray(ts < ts_min), f"too old {col}")
         return ts.array, None
-    if typed is not None:
+    if typed is None:
+        vals, null, non_numeric = _text_numbers(column)
+    else:
+        arr, null = _typed_values(column)
         vals, non_numeric = _typed_numbers(arr, null)
+    if col in schema.required:
+        rej.flag(null, f"missing {col}")
     if kind == "float":
         rej.flag(non_numeric, f"non-numeric {col}")
         if col == "amount":
@@ -692,7 +688,7 @@ def validate_table(
 
     kept_columns = set(schema.columns if columns is None else columns)
     codes: dict[str, np.ndarray] = {}
-    distinct: dict[str, np.ndarray] = {}
+    user_ids: np.ndarray | None = None  # the distinct user ids, for the unknown-user check
     for col in schema.columns:
         if col not in raw.columns:
             continue
@@ -704,7 +700,7 @@ def validate_table(
         if text is not None and col in ("user_id", "order_id"):
             codes[col] = text.codes
         if text is not None and col == "user_id" and known_users is not None:
-            distinct[col] = text.distinct
+            user_ids = text.distinct
         if text is not None and col == "status":
             no_status = text.null
         del text
@@ -740,10 +736,10 @@ def validate_table(
     rejected = rejected.reset_index(drop=True)
     reasons = rejected["reason"].value_counts().to_dict() if len(rejected) else {}
 
-    if known_users is not None and "user_id" in codes and schema.name != "users":
+    if known_users is not None and user_ids is not None and schema.name != "users":
         ku = known_users if isinstance(known_users, pd.Series | pd.Index) else pd.Index(list(known_users))
         # tested once per distinct user id, then spread to the rows by their codes
-        known_ids = pd.Index(distinct["user_id"]).isin(ku)
+        known_ids = pd.Index(user_ids).isin(ku)
         kept_codes = codes["user_id"] if all_kept else codes["user_id"][keep]
         unknown = ~known_ids[kept_codes]
         n_unknown = int(unknown.sum())
