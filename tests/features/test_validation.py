@@ -694,3 +694,51 @@ def test_decimals_are_read_correctly_rounded_from_any_text_column() -> None:
     for raw in (_frame(rows), _arrow(_frame(rows))):  # object cells (the API, Spark's workers) and Arrow cells
         got = validate_table(raw, ORDERS, CFG, NOW).accepted["amount"].tolist()
         assert got == [float(c) for c in cells]
+
+
+# hashing Arrow text --------------------------------------------------------------------------------------
+
+def _encodes_like_pandas(cells: list[str | None], chunk: int) -> None:
+    import features.validation as v
+
+    column = pa.chunked_array([pa.array(cells[i : i + chunk], pa.string()) for i in range(0, len(cells), chunk)],
+                              type=pa.string())
+    codes, uniques = v._encode_strings(column)
+    # the same partition of the rows as pandas' factorize, each code naming its cell's text (a null the null)
+    want_codes, want_uniques = pd.factorize(pd.Series(cells, dtype=object), use_na_sentinel=False)
+    assert len(uniques) == len(want_uniques)
+    assert [None if pd.isna(uniques[c]) else uniques[c] for c in codes] == cells
+    assert pd.Series(codes).duplicated().tolist() == pd.Series(want_codes).duplicated().tolist()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", " a", "", "ü", "x" * 30]), st.text(max_size=3)),
+                max_size=40), st.integers(1, 7), st.booleans())
+def test_arrow_text_is_hashed_like_pandas_in_one_piece_or_two_halves(
+    cells: list[str | None], chunk: int, halves: bool
+) -> None:
+    """Large Arrow text columns are hashed in two halves at once and unified; small ones in one piece. Both
+    give every row the code of its own text, as pandas' factorize does (the halves forced here on any size)."""
+    import features.validation as v
+
+    threshold = v._PARALLEL_HASH_ROWS
+    v._PARALLEL_HASH_ROWS = 0 if halves else threshold
+    try:
+        _encodes_like_pandas(cells, chunk)
+    finally:
+        v._PARALLEL_HASH_ROWS = threshold
+
+
+def test_a_validated_table_is_the_same_whether_its_text_is_hashed_in_halves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same rows accepted and rejected (duplicate ids across the halves, unknown users, nulls), whichever way."""
+    import features.validation as v
+
+    rows = [{**GOOD_ORDER, "user_id": f"u{i % 7}", "order_id": f"o{i % 23}"} for i in range(60)]
+    rows[5]["order_id"] = ""
+    rows[40]["user_id"] = " "
+    raw = _arrow(_frame(rows))
+    one_piece = validate_table(raw, ORDERS, CFG, NOW, known_users=["u1", "u2"])
+    monkeypatch.setattr(v, "_PARALLEL_HASH_ROWS", 10)
+    halves = validate_table(raw, ORDERS, CFG, NOW, known_users=["u1", "u2"])
+    _same_result(one_piece, halves)
+    assert one_piece.reasons == {"duplicate order_id": 35, "missing order_id": 1, "missing user_id": 1}
