@@ -333,9 +333,49 @@ class _Text:
         out[self.null] = None
         return out
 
-    def lookup(self, fn: Callable[[str], Any]) -> np.ndarray:
-        """Object array of ``fn(lowered text)`` per row (None where missing), called once per distinct text."""
-        return self.per_distinct(np.array([fn(v.lower()) for v in self.distinct], dtype=object))
+    def lookup_distinct(self, fn: Callable[[str], Any]) -> np.ndarray:
+        """Object array of ``fn(lowered text)`` per distinct string (not spread to the rows)."""
+        return np.array([fn(v.lower()) for v in self.distinct], dtype=object)
+
+    def rows_where(self, mapped_is_none: np.ndarray) -> np.ndarray:
+        """Per row: present, and its distinct string's entry of ``mapped_is_none`` is true."""
+        return ~self.null & np.append(mapped_is_none, False)[self.codes]
+
+    def arrow(self, mapped: np.ndarray | None = None, fill: str | None = None) -> Any:
+        """The column as an Arrow dictionary of strings (``pd.ArrowDtype``), null where missing: the
+        stripped strings, or ``mapped`` (one entry per distinct string; None is null) with ``fill`` in place
+        of a missing cell. A 32-bit index per row and each string once, where :meth:`values` makes an object
+        array (8 bytes a row) that DuckDB converts string by string."""
+        import pyarrow as pa
+
+        if mapped is None:
+            dictionary = self._arrow_uniques()
+            index = self.codes
+        else:
+            m_codes, m_uniques = pd.factorize(pd.Series(mapped, dtype=object))
+            dictionary = pa.array(np.asarray(m_uniques, dtype=object), type=pa.string())
+            index = np.append(m_codes, -1).astype(np.int32)[self.codes]
+        if fill is not None:
+            dictionary = pa.concat_arrays([dictionary, pa.array([fill], type=pa.string())])
+            index = np.where(self.null, np.int32(len(dictionary) - 1), index)
+            missing = index < 0
+        else:
+            missing = self.null | (index < 0)
+        indices = pa.array(np.where(missing, 0, index).astype(np.int32), mask=missing)
+        return pd.arrays.ArrowExtensionArray(pa.DictionaryArray.from_arrays(indices, dictionary))
+
+    def _arrow_uniques(self) -> Any:
+        """The distinct stripped strings as one Arrow string array (no Python strings for an Arrow column)."""
+        import pyarrow as pa
+
+        if isinstance(self._uniques, pd.api.extensions.ExtensionArray) and isinstance(
+            getattr(self._uniques, "dtype", None), pd.ArrowDtype
+        ):
+            arr = pa.array(self._uniques)
+            if isinstance(arr, pa.ChunkedArray):
+                arr = arr.combine_chunks()
+            return arr.cast(pa.string())
+        return pa.array(np.asarray(self._uniques, dtype=object), type=pa.string())
 
 
 _ISO_Z = "%Y-%m-%dT%H:%M:%SZ"
@@ -648,10 +688,12 @@ def _check_column(
     ts_min: pd.Timestamp,
     ts_max: pd.Timestamp,
     keep_values: bool = True,
+    arrow_text: bool = False,
 ) -> tuple[Any, _Text | None]:
     """Check column ``col`` of ``raw``: flag its bad rows in ``rej``; return its accepted values (all rows)
     and, for a text column, its :class:`_Text` (codes of the distinct strings, missing cells). With
-    ``keep_values=False`` a plain text column's values are not made (None): the caller does not keep them."""
+    ``keep_values=False`` a text column's values are not made (None): the caller does not keep them. With
+    ``arrow_text`` a text column's values are an Arrow dictionary column (:meth:`_Text.arrow`), not objects."""
     kind = schema.kinds[col]
     column = raw[col]
     typed = _typed_kind(column)
@@ -664,14 +706,22 @@ def _check_column(
         if col == "event_type":
             # looked up once per distinct lowered text, then spread to the rows by their codes
             event_types = {t.lower(): t for t in rules.event_types}
-            canon = text.lookup(event_types.get)
-            rej.flag(~text.null & (canon == None), "unknown event_type")  # noqa: E711  (elementwise, object array)
-            return canon, text
+            canon = text.lookup_distinct(event_types.get)
+            rej.flag(text.rows_where(canon == None), "unknown event_type")  # noqa: E711  (elementwise, object array)
+            if not keep_values:
+                return None, text
+            return (text.arrow(canon) if arrow_text else text.per_distinct(canon)), text
         if col == "status":
-            status = text.lookup(lambda v: v if v in ORDER_STATUSES else None)
-            rej.flag(~text.null & (status == None), "unknown status")  # noqa: E711
-            return np.where(text.null, "paid", status).astype(object), text
-        return (text.values() if keep_values else None), text
+            status = text.lookup_distinct(lambda v: v if v in ORDER_STATUSES else None)
+            rej.flag(text.rows_where(status == None), "unknown status")  # noqa: E711
+            if not keep_values:
+                return None, text
+            if arrow_text:
+                return text.arrow(status, fill="paid"), text
+            return np.where(text.null, "paid", text.per_distinct(status)).astype(object), text
+        if not keep_values:
+            return None, text
+        return (text.arrow() if arrow_text else text.values()), text
     # a typed Parquet column (read_table(typed_parquet=True)) is checked as its values, not their text
     if kind == "timestamp":
         if typed is None:
@@ -713,6 +763,7 @@ def validate_table(
     *,
     path: str | Path | None = None,
     columns: Iterable[str] | None = None,
+    arrow_text: bool = False,
 ) -> TableResult:
     """Validate one raw string table (as :func:`features.io.read_table` returns) against ``schema``.
 
@@ -727,6 +778,8 @@ def validate_table(
     columns : the columns the accepted frame keeps (default: every contract column present). Every column
         is validated either way, so the same rows are accepted; a caller that reads only some columns
         (the feature pipeline) saves the memory of the rest, e.g. 20M distinct ``order_id`` strings.
+    arrow_text : accepted text columns as Arrow dictionaries of strings (``pd.ArrowDtype``), not ``object``
+        (see :mod:`features.dataset`).
 
     Returns
     -------
@@ -761,7 +814,8 @@ def validate_table(
     for col in schema.columns:
         if col not in raw.columns:
             continue
-        values, text = _check_column(raw, col, schema, rules, rej, ts_min, ts_max, keep_values=col in kept_columns)
+        values, text = _check_column(raw, col, schema, rules, rej, ts_min, ts_max, keep_values=col in kept_columns,
+                                     arrow_text=arrow_text)
         if col in kept_columns:
             accepted[col] = values
         del values
@@ -842,6 +896,7 @@ def load_dataset(
     now: pd.Timestamp | str | None = None,
     progress: Callable[[str], None] | None = None,
     columns: Mapping[str, Iterable[str]] | None = None,
+    arrow_text: bool = False,
 ) -> tuple[Dataset, ValidationReport]:
     """Find, read and validate the input tables; return the valid data and the validation report.
 
@@ -856,6 +911,9 @@ def load_dataset(
         keeps all). Every column is still validated, so the accepted rows are the same whatever is kept;
         e.g. :data:`features.pipeline.VALIDATED_FEATURE_INPUT_COLUMNS` for a caller that only computes
         features (at 1M users, 20M order ids alone take over 1 GiB as Python strings).
+    arrow_text : text columns as Arrow dictionaries of strings instead of ``object`` strings (see
+        :mod:`features.dataset`): for a caller that hands the frames to DuckDB, which scans Arrow columns
+        without converting each Python string (at 1M users the feature query took 14 s instead of 17).
 
     Returns
     -------
@@ -887,7 +945,8 @@ def load_dataset(
         if big:
             release_free_memory()  # the reader's buffers
         keep = None if columns is None or name not in columns else {"user_id", *columns[name]}
-        results[name] = validate_table(raw, schema, config, now_ts, known_users=known, path=path, columns=keep)
+        results[name] = validate_table(raw, schema, config, now_ts, known_users=known, path=path, columns=keep,
+                                       arrow_text=arrow_text)
         del raw
         if big:
             release_free_memory()

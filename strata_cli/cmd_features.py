@@ -124,6 +124,7 @@ def features_cmd(
             data, orders=orders, events=events, users=users, config=cfg,
             progress=lambda name: bar.update(task, description=f"reading and validating {name}"),
             columns=VALIDATED_FEATURE_INPUT_COLUMNS,  # only what the features read (not 20M order ids at 1M users)
+            arrow_text=True,  # the frames only go to DuckDB, which scans Arrow text without converting it
         )
         console.print(validation_summary_line(report), markup=False, highlight=False, soft_wrap=True)
         t0 = time.perf_counter()

@@ -742,3 +742,44 @@ def test_a_validated_table_is_the_same_whether_its_text_is_hashed_in_halves(monk
     halves = validate_table(raw, ORDERS, CFG, NOW, known_users=["u1", "u2"])
     _same_result(one_piece, halves)
     assert one_piece.reasons == {"duplicate order_id": 35, "missing order_id": 1, "missing user_id": 1}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_arrow_text_holds_the_same_values_and_the_same_features(tmp_path: Path, fmt: str) -> None:
+    """``arrow_text=True`` (what ``strata features`` loads) gives each text column as an Arrow dictionary with
+    the same values as the object strings: stripped ids, canonical event types, a missing status as paid,
+    missing optional text as null, the same rejected rows and warnings, and the same feature table."""
+    from features.demo_data import generate_dataset
+    from features.io import write_table
+    from features.pipeline import build_features
+
+    ds = generate_dataset(150, pd.Timestamp("2024-06-30", tz="UTC"), seed=5)
+    orders, events, users = ds.orders.copy(), ds.events.copy(), ds.users.copy()
+    orders["user_id"] = orders["user_id"].astype(object)
+    orders.loc[0, "user_id"] = " " + str(orders.loc[0, "user_id"]) + " "  # stripped: the same user
+    orders.loc[1, "status"] = None  # taken as paid
+    orders.loc[2, "status"] = "teleported"  # rejected
+    orders.loc[3, "category"] = None  # kept, missing
+    events["event_type"] = events["event_type"].astype(object)
+    events.loc[0, "event_type"] = "SHARE"  # canonical: share
+    events.loc[1, "event_type"] = "nope"  # rejected
+    events.loc[2, "user_id"] = "stranger"  # kept, with a warning
+    for name, frame in (("orders", orders), ("events", events), ("users", users)):
+        write_table(frame, tmp_path / f"{name}.{fmt}")
+    objects, object_report = load_dataset(tmp_path, config=CFG, now=NOW)
+    arrow, arrow_report = load_dataset(tmp_path, config=CFG, now=NOW, arrow_text=True)
+    assert arrow_report.to_dict() == object_report.to_dict()
+    assert object_report.tables["events"].warning_counts[UNKNOWN_USER_WARNING] == 1
+    for name in ("orders", "events", "users"):
+        got, want = getattr(arrow, name), getattr(objects, name)
+        assert list(got.columns) == list(want.columns)
+        for col in got.columns:
+            if want[col].dtype == object:
+                assert isinstance(got[col].dtype, pd.ArrowDtype) and pa.types.is_dictionary(got[col].dtype.pyarrow_dtype)
+                assert got[col].astype(object).where(got[col].notna(), None).tolist() == want[col].tolist(), (name, col)
+            else:
+                pd.testing.assert_series_equal(got[col], want[col])
+    assert "SHARE" not in set(arrow.events["event_type"].astype(object)) and "share" in set(arrow.events["event_type"].astype(object))
+    assert arrow.orders["status"].isna().sum() == 0 and arrow.orders["category"].isna().sum() >= 1
+    as_of = pd.Timestamp("2024-06-30", tz="UTC")
+    pd.testing.assert_frame_equal(build_features(arrow, as_of, CFG), build_features(objects, as_of, CFG))
