@@ -163,6 +163,7 @@ def score(
             return read_feature_table(features_file, cutoff)
         dataset, report = load_dataset(
             data, orders=orders, events=events, users=users, config=config, columns=VALIDATED_FEATURE_INPUT_COLUMNS,
+            arrow_text=True,  # only the features read the frames (in DuckDB, which scans Arrow text as it is)
         )
         if report.rows_rejected:
             console.print(
