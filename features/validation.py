@@ -361,7 +361,10 @@ class _Text:
             missing = index < 0
         else:
             missing = self.null | (index < 0)
-        indices = pa.array(np.where(missing, 0, index).astype(np.int32), mask=missing)
+        if missing.any():
+            indices = pa.array(np.where(missing, 0, index).astype(np.int32), mask=missing)
+        else:  # the usual case for a required column: its index as it is, no mask
+            indices = pa.array(index.astype(np.int32, copy=False))
         return pd.arrays.ArrowExtensionArray(pa.DictionaryArray.from_arrays(indices, dictionary))
 
     def _arrow_uniques(self) -> Any:
