@@ -783,3 +783,49 @@ def test_arrow_text_holds_the_same_values_and_the_same_features(tmp_path: Path, 
     assert arrow.orders["status"].isna().sum() == 0 and arrow.orders["category"].isna().sum() >= 1
     as_of = pd.Timestamp("2024-06-30", tz="UTC")
     pd.testing.assert_frame_equal(build_features(arrow, as_of, CFG), build_features(objects, as_of, CFG))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["o1", " o1", "o1\t", "o2", "NA", "n/a", "", " ", "-", "ö"]),
+                          st.from_regex(r"o[0-9]{1,6}", fullmatch=True)), min_size=1, max_size=30))
+def test_ids_only_checked_are_found_missing_or_repeated_as_when_hashed(
+    monkeypatch: pytest.MonkeyPatch, order_ids: list[str | None]
+) -> None:
+    """An order id the caller does not keep is first tested for repeats without hashing (a large column): the
+    same rows are rejected for the same reasons (missing, duplicate) as when its codes are compared."""
+    import features.validation as v
+
+    raw = _arrow(_frame([{**GOOD_ORDER, "order_id": oid} for oid in order_ids]))
+    hashed = validate_table(raw, ORDERS, CFG, NOW, columns=["user_id"])
+    with monkeypatch.context() as m:
+        m.setattr(v, "_PARALLEL_HASH_ROWS", 0)
+        tested = validate_table(raw, ORDERS, CFG, NOW, columns=["user_id"])
+    _same_result(hashed, tested)
+
+
+def test_distinct_ids_only_checked_are_not_hashed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import features.validation as v
+
+    monkeypatch.setattr(v, "_PARALLEL_HASH_ROWS", 0)
+    column = pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array(
+        [pa.array(["o1", " NA", None], pa.string()), pa.array(["o2 ", "null", "o3"], pa.string())])))
+    assert v._missing_if_all_distinct(column).tolist() == [False, True, True, False, True, False]
+    repeated = pd.Series(pd.arrays.ArrowExtensionArray(pa.array(["o1", "o2", " o1"], pa.string())))
+    assert v._missing_if_all_distinct(repeated) is None  # the caller hashes it to find the repeat
+
+    hashed: list[str] = []
+    text_class = v._Text
+
+    class Spy(text_class):  # type: ignore[misc, valid-type]
+        def __init__(self, column: pd.Series) -> None:
+            hashed.append(str(column.name))
+            super().__init__(column)
+
+    monkeypatch.setattr(v, "_Text", Spy)
+    rows = [{**GOOD_ORDER, "order_id": oid} for oid in ["o1", "o2", "NA", "o3"]]
+    res = validate_table(_arrow(_frame(rows)), ORDERS, CFG, NOW, columns=["user_id"])
+    assert "order_id" not in hashed and "user_id" in hashed
+    assert res.rejected[["row", "reason"]].values.tolist() == [[3, "missing order_id"]]
+    hashed.clear()
+    validate_table(_arrow(_frame(rows)), ORDERS, CFG, NOW)  # kept: hashed for its values
+    assert "order_id" in hashed
