@@ -802,7 +802,7 @@ def _fast_path(
     """
     from pyspark.sql import functions as F
 
-    from features.validation import NULL_TOKENS
+    from features.cells import NULL_TOKENS
 
     rules = config.data
     ts_max = now + pd.Timedelta(hours=rules.future_tolerance_hours)
@@ -887,7 +887,7 @@ def _partition_validator(
     with ``_no_status``) and rejected rows (``_reason`` and the original strings as ``_raw`` JSON).
     """
     typed_cols = [c for c in schema.columns if c in header]
-    from features.validation import NULL_TOKENS  # resolved on the driver; shipped by value
+    from features.cells import NULL_TOKENS  # resolved on the driver; shipped by value
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import numpy as np

@@ -551,8 +551,8 @@ def test_typed_parquet_columns_the_contract_types_otherwise_are_checked_as_text(
     # a column typed otherwise than the contract reaches validate_table as its text, never the typed checks
     raw["user_id"] = pd.Series(pd.arrays.ArrowExtensionArray(pa.array([1.0, 2.0, None])), index=raw.index)
     checked: list[str] = []
-    original = validation._typed_values
-    monkeypatch.setattr(validation, "_typed_values", lambda s: (checked.append(str(s.name)), original(s))[1])
+    original = validation.typed_values
+    monkeypatch.setattr(validation, "typed_values", lambda s: (checked.append(str(s.name)), original(s))[1])
     again = validate_table(raw, ORDERS, CFG, NOW, path=path)
     assert checked == ["ordered_at", "amount"] and again.reasons == res.reasons
 
@@ -627,16 +627,16 @@ def test_timestamps_read_from_the_bytes_match_the_parser(cells: list[str | None]
 
 
 def _bytes_match_parser(cells: list[str | None], chunk: int) -> None:
-    import features.validation as v
+    import features.cells as fc
 
     column = pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array(
         [pa.array(cells[i : i + chunk], pa.string()) for i in range(0, len(cells), chunk)])))
-    ts, null, failed, too_big, too_small = v._text_timestamps(column)
+    ts, null, failed, too_big, too_small = fc.text_timestamps(column)
     # the reference: every cell stripped, null-tested and parsed (Arrow's strptime checked by formatting back,
     # then pandas' strict ISO-8601 parser)
-    stripped = v._strip(pd.Series(cells, dtype=object).where(pd.notna(pd.Series(cells, dtype=object)), ""))
-    want_null = v._is_null(stripped)
-    want_ts, want_failed, want_big, want_small = v._parse_timestamps(stripped, want_null)
+    stripped = fc.strip(pd.Series(cells, dtype=object).where(pd.notna(pd.Series(cells, dtype=object)), ""))
+    want_null = fc.is_null(stripped)
+    want_ts, want_failed, want_big, want_small = fc.parse_timestamps(stripped, want_null)
     assert null.tolist() == want_null.tolist()
     assert ts.equals(want_ts), (cells, ts, want_ts)
     assert failed.tolist() == np.asarray(want_failed).tolist()
@@ -661,19 +661,19 @@ def _number_like(draw: st.DrawFn) -> str | None:
 
 
 def _numbers_match_parser(cells: list[str | None]) -> None:
-    import features.validation as v
+    import features.cells as fc
 
     column = pd.Series(pd.arrays.ArrowExtensionArray(pa.array(cells, pa.string())))
-    vals, null, non_numeric = v._text_numbers(column)
+    vals, null, non_numeric = fc.text_numbers(column)
     texts = pd.Series(cells, dtype=object).where(pd.notna(pd.Series(cells, dtype=object)), "")
-    stripped = v._strip(texts)
-    want_null = v._is_null(stripped)
+    stripped = fc.strip(texts)
+    want_null = fc.is_null(stripped)
     assert null.tolist() == want_null.tolist()
     want = pd.to_numeric(stripped.where(~want_null, None), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     assert non_numeric.tolist() == (~want_null & ~np.isfinite(want)).tolist()
     for text, got, ok in zip(stripped, vals, ~want_null & ~non_numeric, strict=True):
         if ok:  # a plain decimal is parsed correctly rounded: Python's float() of its text
-            expected = float(text) if re.fullmatch(v._PLAIN_DECIMAL.strip("^$"), text) else pd.to_numeric(text)
+            expected = float(text) if re.fullmatch(fc.PLAIN_DECIMAL.strip("^$"), text) else pd.to_numeric(text)
             assert got == expected, (text, got, expected)
 
 
@@ -699,11 +699,11 @@ def test_decimals_are_read_correctly_rounded_from_any_text_column() -> None:
 # hashing Arrow text --------------------------------------------------------------------------------------
 
 def _encodes_like_pandas(cells: list[str | None], chunk: int) -> None:
-    import features.validation as v
+    import features.cells as fc
 
     column = pa.chunked_array([pa.array(cells[i : i + chunk], pa.string()) for i in range(0, len(cells), chunk)],
                               type=pa.string())
-    codes, uniques = v._encode_strings(column)
+    codes, uniques = fc.encode_strings(column)
     # the same partition of the rows as pandas' factorize, each code naming its cell's text (a null the null)
     want_codes, want_uniques = pd.factorize(pd.Series(cells, dtype=object), use_na_sentinel=False)
     assert len(uniques) == len(want_uniques)
@@ -719,26 +719,26 @@ def test_arrow_text_is_hashed_like_pandas_in_one_piece_or_two_halves(
 ) -> None:
     """Large Arrow text columns are hashed in two halves at once and unified; small ones in one piece. Both
     give every row the code of its own text, as pandas' factorize does (the halves forced here on any size)."""
-    import features.validation as v
+    import features.cells as fc
 
-    threshold = v._PARALLEL_HASH_ROWS
-    v._PARALLEL_HASH_ROWS = 0 if halves else threshold
+    threshold = fc.PARALLEL_HASH_ROWS
+    fc.PARALLEL_HASH_ROWS = 0 if halves else threshold
     try:
         _encodes_like_pandas(cells, chunk)
     finally:
-        v._PARALLEL_HASH_ROWS = threshold
+        fc.PARALLEL_HASH_ROWS = threshold
 
 
 def test_a_validated_table_is_the_same_whether_its_text_is_hashed_in_halves(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same rows accepted and rejected (duplicate ids across the halves, unknown users, nulls), whichever way."""
-    import features.validation as v
+    import features.cells as fc
 
     rows = [{**GOOD_ORDER, "user_id": f"u{i % 7}", "order_id": f"o{i % 23}"} for i in range(60)]
     rows[5]["order_id"] = ""
     rows[40]["user_id"] = " "
     raw = _arrow(_frame(rows))
     one_piece = validate_table(raw, ORDERS, CFG, NOW, known_users=["u1", "u2"])
-    monkeypatch.setattr(v, "_PARALLEL_HASH_ROWS", 10)
+    monkeypatch.setattr(fc, "PARALLEL_HASH_ROWS", 10)
     halves = validate_table(raw, ORDERS, CFG, NOW, known_users=["u1", "u2"])
     _same_result(one_piece, halves)
     assert one_piece.reasons == {"duplicate order_id": 35, "missing order_id": 1, "missing user_id": 1}
@@ -793,35 +793,36 @@ def test_ids_only_checked_are_found_missing_or_repeated_as_when_hashed(
 ) -> None:
     """An order id the caller does not keep is first tested for repeats without hashing (a large column): the
     same rows are rejected for the same reasons (missing, duplicate) as when its codes are compared."""
-    import features.validation as v
+    import features.cells as fc
 
     raw = _arrow(_frame([{**GOOD_ORDER, "order_id": oid} for oid in order_ids]))
     hashed = validate_table(raw, ORDERS, CFG, NOW, columns=["user_id"])
     with monkeypatch.context() as m:
-        m.setattr(v, "_PARALLEL_HASH_ROWS", 0)
+        m.setattr(fc, "PARALLEL_HASH_ROWS", 0)
         tested = validate_table(raw, ORDERS, CFG, NOW, columns=["user_id"])
     _same_result(hashed, tested)
 
 
 def test_distinct_ids_only_checked_are_not_hashed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import features.cells as fc
     import features.validation as v
 
-    monkeypatch.setattr(v, "_PARALLEL_HASH_ROWS", 0)
+    monkeypatch.setattr(fc, "PARALLEL_HASH_ROWS", 0)
     column = pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array(
         [pa.array(["o1", " NA", None], pa.string()), pa.array(["o2 ", "null", "o3"], pa.string())])))
-    assert v._missing_if_all_distinct(column).tolist() == [False, True, True, False, True, False]
+    assert fc.missing_if_all_distinct(column).tolist() == [False, True, True, False, True, False]
     repeated = pd.Series(pd.arrays.ArrowExtensionArray(pa.array(["o1", "o2", " o1"], pa.string())))
-    assert v._missing_if_all_distinct(repeated) is None  # the caller hashes it to find the repeat
+    assert fc.missing_if_all_distinct(repeated) is None  # the caller hashes it to find the repeat
 
     hashed: list[str] = []
-    text_class = v._Text
+    text_class = v.TextColumn
 
     class Spy(text_class):  # type: ignore[misc, valid-type]
         def __init__(self, column: pd.Series) -> None:
             hashed.append(str(column.name))
             super().__init__(column)
 
-    monkeypatch.setattr(v, "_Text", Spy)
+    monkeypatch.setattr(v, "TextColumn", Spy)
     rows = [{**GOOD_ORDER, "order_id": oid} for oid in ["o1", "o2", "NA", "o3"]]
     res = validate_table(_arrow(_frame(rows)), ORDERS, CFG, NOW, columns=["user_id"])
     assert "order_id" not in hashed and "user_id" in hashed
