@@ -10,7 +10,7 @@ of every cell, and large text columns are hashed on both cores.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -242,7 +242,7 @@ class TextColumn:
         import pyarrow as pa
 
         if mapped is None:
-            dictionary = self._arrow_uniques()
+            dictionary = self.arrow_distinct()
             index = self.codes
         else:
             m_codes, m_uniques = pd.factorize(pd.Series(mapped, dtype=object))
@@ -260,7 +260,7 @@ class TextColumn:
             indices = pa.array(index.astype(np.int32, copy=False))
         return pd.arrays.ArrowExtensionArray(pa.DictionaryArray.from_arrays(indices, dictionary))
 
-    def _arrow_uniques(self) -> Any:
+    def arrow_distinct(self) -> Any:
         """The distinct stripped strings as one Arrow string array (no Python strings for an Arrow column)."""
         import pyarrow as pa
 
@@ -545,3 +545,21 @@ def typed_numbers(arr: Any, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     vals = np.where(null, np.nan, pc.cast(arr, pa.float64(), safe=False).to_numpy(zero_copy_only=False))
     return vals, ~null & ~np.isfinite(vals)
+
+
+def among(distinct: Any, values: Iterable[Any] | pd.Series | pd.Index) -> np.ndarray:
+    """Per Arrow string of ``distinct``: whether it is one of ``values`` (strings: a list, an object column or an
+    Arrow one, dictionaries too). Hashed in Arrow, with no Python string per distinct value; values that are
+    not all strings are compared as pandas compares them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        if isinstance(values, pd.Series | pd.Index) and isinstance(values.dtype, pd.ArrowDtype):
+            value_set = pa.chunked_array(pa.array(values.array)).cast(pa.string()).combine_chunks()
+        else:
+            value_set = pa.array(np.asarray(list(values) if not isinstance(values, pd.Series | pd.Index) else values,
+                                            dtype=object), type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pd.Index(np.asarray(distinct.to_pylist(), dtype=object)).isin(values)
+    return pc.is_in(distinct, value_set=value_set).to_numpy(zero_copy_only=False)

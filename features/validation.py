@@ -24,6 +24,7 @@ import pandas as pd
 
 from features.cells import (
     TextColumn,
+    among,
     is_dictionary,
     missing_if_all_distinct,
     text_numbers,
@@ -322,7 +323,7 @@ def validate_table(
 
     kept_columns = set(schema.columns if columns is None else columns)
     codes: dict[str, np.ndarray] = {}
-    user_ids: np.ndarray | None = None  # the distinct user ids, for the unknown-user check
+    user_ids: Any = None  # the distinct user ids (Arrow strings), for the unknown-user check
     key = {"orders": "order_id", "users": "user_id"}.get(schema.name)
     for col in schema.columns:
         if col not in raw.columns:
@@ -344,7 +345,7 @@ def validate_table(
         if text is not None and col in ("user_id", "order_id"):
             codes[col] = text.codes
         if text is not None and col == "user_id" and known_users is not None:
-            user_ids = text.distinct
+            user_ids = text.arrow_distinct()
         if text is not None and col == "status":
             no_status = text.null
         del text
@@ -380,9 +381,8 @@ def validate_table(
     reasons = rejected["reason"].value_counts().to_dict() if len(rejected) else {}
 
     if known_users is not None and user_ids is not None and schema.name != "users":
-        ku = known_users if isinstance(known_users, pd.Series | pd.Index) else pd.Index(list(known_users))
         # tested once per distinct user id, then spread to the rows by their codes
-        known_ids = pd.Index(user_ids).isin(ku)
+        known_ids = among(user_ids, known_users)
         kept_codes = codes["user_id"] if all_kept else codes["user_id"][keep]
         unknown = ~known_ids[kept_codes]
         n_unknown = int(unknown.sum())

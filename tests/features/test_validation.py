@@ -830,3 +830,19 @@ def test_distinct_ids_only_checked_are_not_hashed(monkeypatch: pytest.MonkeyPatc
     hashed.clear()
     validate_table(_arrow(_frame(rows)), ORDERS, CFG, NOW)  # kept: hashed for its values
     assert "order_id" in hashed
+
+
+def test_known_users_are_looked_up_in_any_form() -> None:
+    """The unknown-user check looks the distinct ids up among the users' ids however they come: a list, an
+    object column, an Arrow column or Arrow dictionary (what ``arrow_text`` keeps), or values not all strings."""
+    import features.cells as fc
+
+    distinct = pa.array(["u1", "u2", "u3", "7"])
+    users = ["u2", "u3", "u9"]
+    want = [False, True, True, False]
+    forms = [users, pd.Series(users, dtype=object), pd.Index(users), pd.Series(users, dtype=pd.ArrowDtype(pa.string())),
+             pd.Series(pd.arrays.ArrowExtensionArray(pa.array(users).dictionary_encode()))]
+    for form in forms:
+        assert fc.among(distinct, form).tolist() == want, type(form)
+    assert fc.among(distinct, ["u1", 7, None]).tolist() == [True, False, False, False]  # as pandas: 7 is not "7"
+    assert fc.among(pa.array([], pa.string()), users).tolist() == []
