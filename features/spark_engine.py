@@ -30,7 +30,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -486,6 +486,17 @@ def _parquet_nanos_columns(path: str) -> set[str] | None:
     return {f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
 
 
+def _nanos_to_micros(col: Column) -> Column:
+    """INT64 nanoseconds since the epoch as INT64 microseconds, floored, exactly (Spark's ``/`` is a double
+    division: whole seconds are divided exactly, the nanoseconds within a second are small enough)."""
+    from pyspark.sql import functions as F
+
+    billion = F.lit(1_000_000_000).cast("long")
+    frac = F.pmod(col, billion)
+    secs = ((col - frac) / billion).cast("long")
+    return secs * F.lit(1_000_000).cast("long") + F.floor(frac / F.lit(1000)).cast("long")
+
+
 def _nanos_as_text(col: Column) -> Column:
     """INT64 nanoseconds since the epoch as ISO-8601 UTC, exactly (integer arithmetic, no float rounding)."""
     from pyspark.sql import functions as F
@@ -516,16 +527,40 @@ def _as_text(col: Column, data_type: Any, nanos: bool = False) -> Column:
     return col.cast("string")
 
 
-def read_raw_table(spark: SparkSession, path: str, schema: TableSchema) -> tuple[DataFrame, list[str]]:
+def _typed_form(kind: str | None, data_type: Any, nanos: bool) -> str | None:
+    """How the SQL fast path reads a typed Parquet column of contract ``kind`` as it is (None: from its text).
+
+    The forms the embedded path checks typed too (:func:`features.cells.typed_kind`): timestamps (``ts``; ``nanos``
+    for nanosecond timestamps Spark reads as INT64), doubles and integers.
+    """
+    from pyspark.sql import types as T
+
+    if kind == "timestamp":
+        if nanos and isinstance(data_type, T.LongType):
+            return "nanos"
+        return "ts" if isinstance(data_type, T.TimestampType | T.TimestampNTZType) else None
+    if kind == "float" and isinstance(data_type, T.DoubleType):
+        return "double"
+    if kind == "int" and isinstance(data_type, T.LongType | T.IntegerType | T.ShortType | T.ByteType):
+        return "int"
+    return None
+
+
+def read_raw_table(
+    spark: SparkSession, path: str, schema: TableSchema
+) -> tuple[DataFrame, list[str], dict[str, tuple[str, str]]]:
     """Read one table as raw strings with ``_file`` and ``_mid`` (increasing in file order within a file).
 
     CSV rows with the wrong number of fields carry their text in ``_corrupt_record``. Missing values
     are empty strings, as in :func:`features.io.read_table`. ``_mid`` becomes the row number in the
     file with :func:`_row_offsets` and :func:`_attach_rows` (exact also for a directory of files).
+    A typed Parquet column the fast path can check as it is (:func:`_typed_form`) is also kept typed,
+    under a column of its own: its text is then made only for rows the fast path leaves to pandas.
 
     Returns
     -------
-    (frame, the table's column names as in the file header).
+    (frame, the table's column names as in the file header, per typed contract column its typed
+    column in the frame and its form).
 
     Raises
     ------
@@ -537,6 +572,7 @@ def read_raw_table(spark: SparkSession, path: str, schema: TableSchema) -> tuple
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
+    typed_columns: dict[str, tuple[str, str]] = {}
     try:
         if _is_parquet_path(spark, path):
             typed = spark.read.parquet(path)
@@ -547,7 +583,12 @@ def read_raw_table(spark: SparkSession, path: str, schema: TableSchema) -> tuple
                 nanos = set(schema.timestamp_columns)
             text = [F.coalesce(_as_text(F.col(f"`{f.name}`"), f.dataType, f.name in nanos), F.lit("")).alias(f.name)
                     for f in typed.schema.fields]
-            frame = typed.select(*text, F.lit(None).cast("string").alias(_CORRUPT),
+            for i, f in enumerate(typed.schema.fields):
+                form = _typed_form(schema.kinds.get(f.name), f.dataType, f.name in nanos)
+                if form is not None:
+                    typed_columns[f.name] = (f"_typed_{i}", form)
+            kept_typed = [F.col(f"`{c}`").alias(hidden) for c, (hidden, _) in typed_columns.items()]
+            frame = typed.select(*text, *kept_typed, F.lit(None).cast("string").alias(_CORRUPT),
                                  F.col("_metadata.file_path").alias(_FILE))
         else:
             first = spark.read.option("header", True).option("enforceSchema", False).csv(path)
@@ -572,7 +613,7 @@ def read_raw_table(spark: SparkSession, path: str, schema: TableSchema) -> tuple
         if isinstance(err, Py4JJavaError):  # the Java message, without the stack trace
             msg = str(err.java_exception.getMessage() or msg).splitlines()[0]
         raise InputFileError(f"{path}: cannot be read by Spark ({msg})") from None
-    return frame.withColumn(_MID, F.monotonically_increasing_id()), header
+    return frame.withColumn(_MID, F.monotonically_increasing_id()), header, typed_columns
 
 
 def _row_offsets(frame: DataFrame) -> DataFrame:
@@ -785,7 +826,8 @@ _STATUS_MISSING = "status missing, taken as paid"
 
 
 def _fast_path(
-    schema: TableSchema, header: list[str], config: StrataConfig, now: pd.Timestamp
+    schema: TableSchema, header: list[str], config: StrataConfig, now: pd.Timestamp,
+    typed: Mapping[str, tuple[str, str]] | None = None,
 ) -> tuple[Column, dict[str, Column], Column | None]:
     """The SQL fast path of :func:`features.validation.validate_table`, for rows it surely accepts.
 
@@ -794,6 +836,10 @@ def _fast_path(
     digits, ASCII event types and statuses) and passes every rule (required, ranges, known event
     type). Anything else (every bad row, and valid rows in unusual forms) is left to
     ``validate_table`` itself, so reasons are always its own.
+
+    A column in ``typed`` (:func:`read_raw_table`) is checked as its values, as the embedded path checks typed
+    Parquet: a timestamp present and within the bounds (a nanosecond one also in whole microseconds), a double
+    not NaN (missing) and finite within the column's range, an integer within its range.
 
     Returns
     -------
@@ -822,6 +868,10 @@ def _fast_path(
             continue
         kind = schema.kinds[col]
         required = col in schema.required
+        if typed is not None and col in typed:
+            ok = ok & _typed_cell_ok(F.col(f"`{typed[col][0]}`"), typed[col][1], col, required, rules, us_min, us_max,
+                                     values)
+            continue
         raw = F.col(f"`{col}`")
         null = raw.isin(nulls)
         ascii_only = F.length(raw) == F.octet_length(raw)  # cheap; lets most checks skip regular expressions
@@ -862,6 +912,34 @@ def _fast_path(
         ok = ok & cell_ok
         values[col] = value.cast(_spark_type(kind))
     return ok, values, no_status
+
+
+def _typed_cell_ok(
+    x: Column, form: str, col: str, required: bool, rules: Any, us_min: int, us_max: int, values: dict[str, Column]
+) -> Column:
+    """The fast-path condition of one typed Parquet cell (see :func:`_fast_path`); sets its value in ``values``."""
+    from pyspark.sql import functions as F
+
+    if form in ("ts", "nanos"):
+        if form == "nanos":
+            ts = F.timestamp_micros(_nanos_to_micros(x))  # floored, as the rows left to pandas are (Spark's unit)
+        else:
+            ts = x.cast("timestamp")  # a zone-less timestamp is UTC (the session's time zone), as embedded
+        micros = F.unix_micros(ts)
+        null = x.isNull()
+        good = ts.isNotNull() & (micros >= F.lit(us_min)) & (micros <= F.lit(us_max))
+        values[col] = ts
+    elif form == "double":
+        null = x.isNull() | F.isnan(x)  # NaN is missing, as its text "nan" is a null token
+        good = ~null & (x != F.lit(float("inf"))) & (x != F.lit(float("-inf")))
+        if col == "amount":
+            good = good & (x >= F.lit(0.0)) & (x <= F.lit(float(rules.max_amount)))
+        values[col] = F.when(~null, x)
+    else:  # int
+        null = x.isNull()
+        good = (x >= F.lit(1)) & (x <= F.lit(int(rules.max_quantity)))
+        values[col] = F.when(~null, x.cast("long"))
+    return F.coalesce(good & ~null, F.lit(False)) if required else F.coalesce(good | null, F.lit(False))
 
 
 def _slow_schema(schema: TableSchema, header: list[str]) -> Any:
@@ -918,7 +996,12 @@ def _partition_validator(
                 if "status" in header:
                     frame[_NO_STATUS] = raw.loc[acc_rows, "status"].astype(str).str.strip().isin(NULL_TOKENS).to_numpy()
                 for c in typed_cols:
-                    frame[c] = acc[c].to_numpy() if c != "quantity" else acc[c].array
+                    if schema.kinds[c] == "timestamp":
+                        # Spark holds microseconds: a nanosecond part pandas read is floored, as the fast path
+                        # floors typed nanoseconds (converting it as it is would fail the batch)
+                        frame[c] = acc[c].dt.floor("us").to_numpy()
+                    else:
+                        frame[c] = acc[c].to_numpy() if c != "quantity" else acc[c].array
                 parts.append(frame)
             if not parts:
                 continue
@@ -964,13 +1047,13 @@ def validate_table_spark(
     from features.validation import MALFORMED, UNKNOWN_USER_WARNING
 
     now = parse_as_of(now)
-    raw, header = read_raw_table(spark, path, schema)
+    raw, header, typed_columns = read_raw_table(spark, path, schema)
     warnings: list[str] = []
     extra = [c for c in header if c not in schema.columns]
     if extra:
         warnings.append(f"ignored columns not in the {schema.name} contract: {', '.join(extra)}")
     typed_cols = [c for c in schema.columns if c in header]
-    fast_ok, fast_values, no_status = _fast_path(schema, header, config, now)
+    fast_ok, fast_values, no_status = _fast_path(schema, header, config, now, typed_columns)
     # The condition is evaluated once per row (a projection of its own: Spark does not inline an
     # expensive expression into the next projection), then typed values for fast rows and the
     # original strings only for the others.

@@ -231,3 +231,97 @@ def test_write_rejects_same_files_as_embedded(spark: Any, tmp_path: Path) -> Non
         assert Path(got_paths[name]).read_bytes() == path.read_bytes(), name
     assert "line" in pd.read_csv(exp_paths["orders"], dtype=str).columns  # the malformed row's text
     actual.unpersist()
+
+
+def test_typed_parquet_cells_are_checked_as_values_same_as_embedded(spark: Any, tmp_path: Path, frames_match: Any) -> None:
+    """Typed Parquet timestamps (micro-, milli- and nanosecond, with and without a zone), doubles and integers
+    are checked by the SQL fast path as their values, the way the embedded path checks them: the same
+    accepted data, rejected rows and reasons, and the plain rows never reach pandas."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from features.contract import ORDERS
+    from features.spark_engine import _fast_path, collect_dataset, load_dataset_spark, read_raw_table
+    from features.validation import load_dataset
+
+    day = 86_400_000_000
+    base = pd.Timestamp("2024-06-01", tz="UTC").value // 1000  # microseconds
+    n = 12
+    ordered_us = [base + i * day + 123_456 for i in range(n)]
+    ordered_us[3] = pd.Timestamp("2030-01-01", tz="UTC").value // 1000  # future
+    ordered_us[4] = pd.Timestamp("1980-01-01", tz="UTC").value // 1000  # too old
+    ordered: list[int | None] = list(ordered_us)
+    ordered[5] = None  # missing
+    amount = [10.5, float("nan"), float("inf"), 3.0, 4.0, 5.0, -1.0, 2e6, 7.25, 0.0, 1e-300, 99.99]
+    quantity = [1, 0, 5, None, 10, 2, 3, 4, 10_001, 2, 1, 10_000]
+    pq.write_table(pa.table({
+        "user_id": [f"u{i % 4}" for i in range(n)], "order_id": [f"o{i}" for i in range(n)],
+        "ordered_at": pa.array(ordered, pa.timestamp("us", tz="UTC")),
+        "amount": pa.array(amount, pa.float64()), "quantity": pa.array(quantity, pa.int64()),
+    }), tmp_path / "orders.parquet")
+    occurred_ns = [base * 1000 + i * day * 1000 for i in range(n)]
+    occurred_ns[2] += 1  # a nanosecond past a whole microsecond: pandas keeps it
+    occurred_ns[9] += 999  # floored exactly (a double division would round it up to the next microsecond)
+    occurred_ns[6] = pd.Timestamp("2031-01-01").value  # future
+    pq.write_table(pa.table({
+        "user_id": [f"u{i % 5}" for i in range(n)],
+        "occurred_at": pa.array(occurred_ns, pa.timestamp("ns")),  # no zone: UTC
+        "event_type": ["share", "consult", "checkin", "review", "share", "share",
+                       "consult", "checkin", "review", "share", "consult", "checkin"],
+        "value": pa.array([float("nan"), 1.5, 2.0, None, -2.5, 0.0, 3.0, 1e308, -float("inf"), 5.0, 6.0, 7.0]),
+    }), tmp_path / "events.parquet")
+    pq.write_table(pa.table({
+        "user_id": [f"u{i}" for i in range(4)],
+        "joined_at": pa.array([base // 1000 - 5 * day // 1000 * i for i in range(4)], pa.timestamp("ms", tz="UTC")),
+    }), tmp_path / "users.parquet")
+
+    config = StrataConfig()
+    expected_ds, expected = load_dataset(tmp_path, config=config, now=NOW)
+    actual_ds, actual = load_dataset_spark(spark, tmp_path, config=config, now=NOW)
+    assert _without_paths(actual.to_dict()) == _without_paths(expected.to_dict())
+    for name, res in actual.tables.items():
+        exp = expected.tables[name].rejected
+        got = res.rejected_pandas()
+        assert list(zip(got["row"], got["reason"], strict=True)) == list(zip(exp["row"], exp["reason"], strict=True))
+    got_ds = collect_dataset(actual_ds)
+    for name in ("orders", "events", "users"):
+        want = getattr(expected_ds, name).copy()
+        for col in want.columns:  # Spark holds microseconds: a nanosecond part is floored
+            if isinstance(want[col].dtype, pd.DatetimeTZDtype):
+                want[col] = want[col].dt.floor("us")
+        frames_match(_sorted(want), _sorted(getattr(got_ds, name)), rtol=0, atol=0)
+    assert sorted(expected_ds.events["occurred_at"].dt.nanosecond)[-2:] == [1, 999]
+    assert expected.tables["events"].reasons == {"future occurred_at": 1, "non-numeric value": 1}
+    assert expected.tables["orders"].reasons == {"missing ordered_at": 1, "future ordered_at": 1, "too old ordered_at": 1,
+                                                 "missing amount": 1, "non-numeric amount": 1, "negative amount": 1,
+                                                 "implausible amount": 1, "bad quantity": 1}
+    actual.unpersist()
+
+    # the typed orders are checked as values: every accepted order took the SQL fast path
+    raw, header, typed = read_raw_table(spark, str(tmp_path / "orders.parquet"), ORDERS)
+    assert {c: form for c, (_, form) in typed.items()} == {"ordered_at": "ts", "amount": "double", "quantity": "int"}
+    ok, _, _ = _fast_path(ORDERS, header, config, NOW, typed)
+    fast = raw.where(ok).count()
+    assert fast == expected.tables["orders"].n_accepted == n - int(np.sum(list(expected.tables["orders"].reasons.values())))
+
+
+def test_nanosecond_text_timestamps_are_floored_to_spark_microseconds(spark: Any, tmp_path: Path) -> None:
+    """A timestamp text with nanoseconds (left to pandas by the fast path) is accepted, floored to the
+    microsecond Spark holds, instead of failing the batch's conversion back to Spark."""
+    from features.spark_engine import collect_dataset, load_dataset_spark
+    from features.validation import load_dataset
+
+    (tmp_path / "orders.csv").write_text(
+        "user_id,order_id,ordered_at,amount\n"
+        "u1,o1,2024-06-03T00:00:00.000000999Z,5\n"
+        "u2,o2,2024-06-03T00:00:01Z,6\n"
+        "u3,o3,1999-12-31T23:59:59.123456789Z,7\n"
+    )
+    expected_ds, expected = load_dataset(tmp_path, config=StrataConfig(), now=NOW)
+    actual_ds, actual = load_dataset_spark(spark, tmp_path, config=StrataConfig(), now=NOW)
+    assert actual.rows_rejected == expected.rows_rejected == 0
+    got = collect_dataset(actual_ds).orders.sort_values("order_id")["ordered_at"].tolist()
+    assert got == expected_ds.orders.sort_values("order_id")["ordered_at"].dt.floor("us").tolist()
+    assert got[0] == pd.Timestamp("2024-06-03", tz="UTC") and got[2].nanosecond == 0 and got[2].microsecond == 123456
+    actual.unpersist()
