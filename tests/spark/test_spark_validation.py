@@ -43,6 +43,23 @@ def _without_paths(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _validated_both_ways(spark: Any, data: Path) -> tuple[Dataset, Any, Dataset, Any]:
+    """``data`` validated embedded and on Spark, with the same report and the same rejected rows and reasons:
+    (embedded data set, embedded report, Spark's data set collected, Spark's report)."""
+    from features.spark_engine import collect_dataset, load_dataset_spark
+    from features.validation import load_dataset
+
+    config = StrataConfig()
+    expected_ds, expected = load_dataset(data, config=config, now=NOW)
+    actual_ds, actual = load_dataset_spark(spark, data, config=config, now=NOW)
+    assert _without_paths(actual.to_dict()) == _without_paths(expected.to_dict())
+    for name, res in actual.tables.items():
+        exp = expected.tables[name].rejected
+        got = res.rejected_pandas()
+        assert list(zip(got["row"], got["reason"], strict=True)) == list(zip(exp["row"], exp["reason"], strict=True))
+    return expected_ds, expected, collect_dataset(actual_ds), actual
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_bad_rows_same_as_embedded(spark: Any, small_batches: None, tmp_path: Path, fmt: str, frames_match: Any) -> None:
     from features.demo_data import generate_dataset, write_dataset_with_report
@@ -183,8 +200,6 @@ def test_unusual_forms_same_as_embedded(spark: Any, tmp_path: Path, frames_match
     """Cells the SQL fast path must leave to validate_table: same accepted values, rejected rows and reasons."""
     import csv
 
-    from features.spark_engine import collect_dataset, load_dataset_spark
-    from features.validation import load_dataset
 
     with (tmp_path / "orders.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -194,16 +209,7 @@ def test_unusual_forms_same_as_embedded(spark: Any, tmp_path: Path, frames_match
         writer = csv.writer(fh)
         writer.writerow(["user_id", "occurred_at", "event_type", "value"])
         writer.writerows(ODD_EVENTS)
-    config = StrataConfig()
-    expected_ds, expected = load_dataset(tmp_path, config=config, now=NOW)
-    actual_ds, actual = load_dataset_spark(spark, tmp_path, config=config, now=NOW)
-
-    assert _without_paths(actual.to_dict()) == _without_paths(expected.to_dict())
-    for name, res in actual.tables.items():
-        exp = expected.tables[name].rejected
-        got = res.rejected_pandas()
-        assert list(zip(got["row"], got["reason"], strict=True)) == list(zip(exp["row"], exp["reason"], strict=True))
-    got_ds = collect_dataset(actual_ds)
+    expected_ds, expected, got_ds, actual = _validated_both_ways(spark, tmp_path)
     for name in ("orders", "events"):
         frames_match(_sorted(getattr(expected_ds, name)), _sorted(getattr(got_ds, name)), rtol=0, atol=0)
     # Both paths were used: rows accepted in plain form (SQL) and in unusual forms only pandas reads (o2, o3, o11).
@@ -242,8 +248,7 @@ def test_typed_parquet_cells_are_checked_as_values_same_as_embedded(spark: Any, 
     import pyarrow.parquet as pq
 
     from features.contract import ORDERS
-    from features.spark_engine import _fast_path, collect_dataset, load_dataset_spark, read_raw_table
-    from features.validation import load_dataset
+    from features.spark_engine import _fast_path, read_raw_table
 
     day = 86_400_000_000
     base = pd.Timestamp("2024-06-01", tz="UTC").value // 1000  # microseconds
@@ -276,15 +281,7 @@ def test_typed_parquet_cells_are_checked_as_values_same_as_embedded(spark: Any, 
         "joined_at": pa.array([base // 1000 - 5 * day // 1000 * i for i in range(4)], pa.timestamp("ms", tz="UTC")),
     }), tmp_path / "users.parquet")
 
-    config = StrataConfig()
-    expected_ds, expected = load_dataset(tmp_path, config=config, now=NOW)
-    actual_ds, actual = load_dataset_spark(spark, tmp_path, config=config, now=NOW)
-    assert _without_paths(actual.to_dict()) == _without_paths(expected.to_dict())
-    for name, res in actual.tables.items():
-        exp = expected.tables[name].rejected
-        got = res.rejected_pandas()
-        assert list(zip(got["row"], got["reason"], strict=True)) == list(zip(exp["row"], exp["reason"], strict=True))
-    got_ds = collect_dataset(actual_ds)
+    expected_ds, expected, got_ds, actual = _validated_both_ways(spark, tmp_path)
     for name in ("orders", "events", "users"):
         want = getattr(expected_ds, name).copy()
         for col in want.columns:  # Spark holds microseconds: a nanosecond part is floored
@@ -301,7 +298,7 @@ def test_typed_parquet_cells_are_checked_as_values_same_as_embedded(spark: Any, 
     # the typed orders are checked as values: every accepted order took the SQL fast path
     raw, header, typed = read_raw_table(spark, str(tmp_path / "orders.parquet"), ORDERS)
     assert {c: form for c, (_, form) in typed.items()} == {"ordered_at": "ts", "amount": "double", "quantity": "int"}
-    ok, _, _ = _fast_path(ORDERS, header, config, NOW, typed)
+    ok, _, _ = _fast_path(ORDERS, header, StrataConfig(), NOW, typed)
     fast = raw.where(ok).count()
     assert fast == expected.tables["orders"].n_accepted == n - int(np.sum(list(expected.tables["orders"].reasons.values())))
 
