@@ -200,7 +200,6 @@ def test_unusual_forms_same_as_embedded(spark: Any, tmp_path: Path, frames_match
     """Cells the SQL fast path must leave to validate_table: same accepted values, rejected rows and reasons."""
     import csv
 
-
     with (tmp_path / "orders.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["user_id", "order_id", "ordered_at", "amount", "status", "quantity"])
