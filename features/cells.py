@@ -43,6 +43,26 @@ def is_dictionary(s: pd.Series) -> bool:
     return isinstance(s.dtype, pd.ArrowDtype) and pa.types.is_dictionary(s.dtype.pyarrow_dtype)
 
 
+def _is_plain_arrow_text(s: pd.Series) -> bool:
+    """An Arrow string column that is not a dictionary (ids, text read from CSV)."""
+    import pyarrow as pa
+
+    return isinstance(s.dtype, pd.ArrowDtype) and (
+        pa.types.is_string(s.dtype.pyarrow_dtype) or pa.types.is_large_string(s.dtype.pyarrow_dtype)
+    )
+
+
+def _null_last(codes: np.ndarray, uniques: Any) -> tuple[np.ndarray, Any]:
+    """Codes (-1 for a null) and distinct Arrow strings as ``pd.factorize(use_na_sentinel=False)`` gives them:
+    a null, when there is one, is one more distinct cell, the last."""
+    import pyarrow as pa
+
+    if (codes < 0).any():
+        codes = np.where(codes < 0, codes.dtype.type(len(uniques)), codes)
+        uniques = pa.concat_arrays([uniques, pa.nulls(1, uniques.type)])
+    return codes, pd.array(uniques, dtype=pd.ArrowDtype(uniques.type))
+
+
 #: Arrow string columns of at least this many rows are hashed in two halves at once, one per core; an id
 #: column this large that is only checked is first tested for repeats without hashing it here.
 PARALLEL_HASH_ROWS = 2_000_000
@@ -102,10 +122,7 @@ def encode_strings(chunks: Any) -> tuple[np.ndarray, Any]:
         remap[new] = len(first) + np.arange(int(new.sum()), dtype=np.int32)
         uniques = pa.concat_arrays([first, second.filter(pa.array(new))]) if new.any() else first
         codes = np.concatenate([codes1, np.append(remap, np.int32(-1))[codes2]])
-    if (codes < 0).any():  # a null is one more distinct cell, as pd.factorize(use_na_sentinel=False) makes it
-        codes = np.where(codes < 0, np.int32(len(uniques)), codes)
-        uniques = pa.concat_arrays([uniques, pa.nulls(1, uniques.type)])
-    return codes, pd.array(uniques, dtype=pd.ArrowDtype(uniques.type))
+    return _null_last(codes, uniques)
 
 
 def missing_if_all_distinct(column: pd.Series) -> np.ndarray | None:
@@ -120,9 +137,7 @@ def missing_if_all_distinct(column: pd.Series) -> np.ndarray | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if len(column) < PARALLEL_HASH_ROWS or not isinstance(column.dtype, pd.ArrowDtype):
-        return None
-    if not (pa.types.is_string(column.dtype.pyarrow_dtype) or pa.types.is_large_string(column.dtype.pyarrow_dtype)):
+    if len(column) < PARALLEL_HASH_ROWS or not _is_plain_arrow_text(column):
         return None
     import duckdb
 
@@ -145,11 +160,9 @@ def factorize_raw(column: pd.Series) -> tuple[np.ndarray, Any]:
     """
     import pyarrow as pa
 
+    if _is_plain_arrow_text(column):
+        return encode_strings(pa.chunked_array(column.array._pa_array))
     if not is_dictionary(column):
-        if isinstance(column.dtype, pd.ArrowDtype) and (
-            pa.types.is_string(column.dtype.pyarrow_dtype) or pa.types.is_large_string(column.dtype.pyarrow_dtype)
-        ):
-            return encode_strings(pa.chunked_array(column.array._pa_array))
         return pd.factorize(column, use_na_sentinel=False)
     chunks = pa.chunked_array(column.array._pa_array)
     if sum(len(c.dictionary) for c in chunks.chunks) > len(column) // 2:
@@ -159,10 +172,7 @@ def factorize_raw(column: pd.Series) -> tuple[np.ndarray, Any]:
     combined = chunks.unify_dictionaries().combine_chunks()
     indices, dictionary = combined.indices, combined.dictionary.cast(pa.string())
     codes = indices.fill_null(-1).to_numpy(zero_copy_only=False) if indices.null_count else indices.to_numpy()
-    if indices.null_count:  # a null is one more distinct cell, as pd.factorize(use_na_sentinel=False) makes it
-        codes = np.where(codes < 0, len(dictionary), codes)
-        dictionary = pa.concat_arrays([dictionary, pa.nulls(1, pa.string())])
-    return codes, pd.array(dictionary, dtype=pd.ArrowDtype(pa.string()))
+    return _null_last(codes, dictionary)
 
 
 def _distinct_stripped(raw_uniques: Any, stripped: pd.Series) -> tuple[np.ndarray, Any]:
@@ -264,9 +274,7 @@ class TextColumn:
         """The distinct stripped strings as one Arrow string array (no Python strings for an Arrow column)."""
         import pyarrow as pa
 
-        if isinstance(self._uniques, pd.api.extensions.ExtensionArray) and isinstance(
-            getattr(self._uniques, "dtype", None), pd.ArrowDtype
-        ):
+        if isinstance(getattr(self._uniques, "dtype", None), pd.ArrowDtype):
             arr = pa.array(self._uniques)
             if isinstance(arr, pa.ChunkedArray):
                 arr = arr.combine_chunks()
@@ -554,12 +562,13 @@ def among(distinct: Any, values: Iterable[Any] | pd.Series | pd.Index) -> np.nda
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if not isinstance(values, pd.Series | pd.Index):
+        values = list(values)  # read once: the fallback below needs them too
     try:
         if isinstance(values, pd.Series | pd.Index) and isinstance(values.dtype, pd.ArrowDtype):
             value_set = pa.chunked_array(pa.array(values.array)).cast(pa.string()).combine_chunks()
         else:
-            value_set = pa.array(np.asarray(list(values) if not isinstance(values, pd.Series | pd.Index) else values,
-                                            dtype=object), type=pa.string(), from_pandas=True)
+            value_set = pa.array(np.asarray(values, dtype=object), type=pa.string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return pd.Index(np.asarray(distinct.to_pylist(), dtype=object)).isin(values)
     return pc.is_in(distinct, value_set=value_set).to_numpy(zero_copy_only=False)

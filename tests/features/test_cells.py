@@ -154,4 +154,5 @@ def test_known_users_are_looked_up_in_any_form() -> None:
     for form in forms:
         assert fc.among(distinct, form).tolist() == want, type(form)
     assert fc.among(distinct, ["u1", 7, None]).tolist() == [True, False, False, False]  # as pandas: 7 is not "7"
+    assert fc.among(distinct, iter(["u1", 7, None])).tolist() == [True, False, False, False]  # an iterator, read once
     assert fc.among(pa.array([], pa.string()), users).tolist() == []
