@@ -216,25 +216,23 @@ def _check_column(
         text = TextColumn(column)
         if col in schema.required:
             rej.flag(text.null, f"missing {col}")
+        # event types and statuses are looked up once per distinct lowered text (None: unknown), then spread
+        # to the rows by their codes; a missing status is taken as paid
+        mapped: np.ndarray | None = None
+        fill: str | None = None
         if col == "event_type":
-            # looked up once per distinct lowered text, then spread to the rows by their codes
             event_types = {t.lower(): t for t in rules.event_types}
-            canon = text.lookup_distinct(event_types.get)
-            rej.flag(text.rows_where(canon == None), "unknown event_type")  # noqa: E711  (elementwise, object array)
-            if not keep_values:
-                return None, text
-            return (text.arrow(canon) if arrow_text else text.per_distinct(canon)), text
-        if col == "status":
-            status = text.lookup_distinct(lambda v: v if v in ORDER_STATUSES else None)
-            rej.flag(text.rows_where(status == None), "unknown status")  # noqa: E711
-            if not keep_values:
-                return None, text
-            if arrow_text:
-                return text.arrow(status, fill="paid"), text
-            return np.where(text.null, "paid", text.per_distinct(status)).astype(object), text
+            mapped = text.lookup_distinct(event_types.get)
+            rej.flag(text.rows_where(mapped == None), "unknown event_type")  # noqa: E711  (elementwise, object array)
+        elif col == "status":
+            mapped, fill = text.lookup_distinct(lambda v: v if v in ORDER_STATUSES else None), "paid"
+            rej.flag(text.rows_where(mapped == None), "unknown status")  # noqa: E711
         if not keep_values:
             return None, text
-        return (text.arrow() if arrow_text else text.values()), text
+        if arrow_text:
+            return text.arrow(mapped, fill), text
+        values = text.values() if mapped is None else text.per_distinct(mapped)
+        return (values if fill is None else np.where(text.null, fill, values).astype(object)), text
     # a typed Parquet column (read_table(typed_parquet=True)) is checked as its values, not their text
     if kind == "timestamp":
         if typed is None:
