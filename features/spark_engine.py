@@ -486,14 +486,21 @@ def _parquet_nanos_columns(path: str) -> set[str] | None:
     return {f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
 
 
-def _nanos_to_micros(col: Column) -> Column:
-    """INT64 nanoseconds since the epoch as INT64 microseconds, floored, exactly (Spark's ``/`` is a double
-    division: whole seconds are divided exactly, the nanoseconds within a second are small enough)."""
+def _nanos_split(col: Column) -> tuple[Column, Column]:
+    """INT64 nanoseconds since the epoch as (whole seconds, floored; nanoseconds within the second), exactly:
+    Spark's ``/`` is a double division, exact for a multiple of 10^9 and for the part below a second."""
     from pyspark.sql import functions as F
 
     billion = F.lit(1_000_000_000).cast("long")
     frac = F.pmod(col, billion)
-    secs = ((col - frac) / billion).cast("long")
+    return ((col - frac) / billion).cast("long"), frac
+
+
+def _nanos_to_micros(col: Column) -> Column:
+    """INT64 nanoseconds since the epoch as INT64 microseconds, floored, exactly."""
+    from pyspark.sql import functions as F
+
+    secs, frac = _nanos_split(col)
     return secs * F.lit(1_000_000).cast("long") + F.floor(frac / F.lit(1000)).cast("long")
 
 
@@ -501,9 +508,7 @@ def _nanos_as_text(col: Column) -> Column:
     """INT64 nanoseconds since the epoch as ISO-8601 UTC, exactly (integer arithmetic, no float rounding)."""
     from pyspark.sql import functions as F
 
-    billion = F.lit(1_000_000_000).cast("long")
-    frac = F.pmod(col, billion)
-    secs = ((col - frac) / billion).cast("long")
+    secs, frac = _nanos_split(col)
     text = F.concat(F.date_format(F.timestamp_seconds(secs), "yyyy-MM-dd'T'HH:mm:ss"), F.lit("."),
                     F.lpad(frac.cast("string"), 9, "0"))
     return F.concat(F.regexp_replace(text, r"\.0+$", ""), F.lit("Z"))
@@ -838,8 +843,9 @@ def _fast_path(
     ``validate_table`` itself, so reasons are always its own.
 
     A column in ``typed`` (:func:`read_raw_table`) is checked as its values, as the embedded path checks typed
-    Parquet: a timestamp present and within the bounds (a nanosecond one also in whole microseconds), a double
-    not NaN (missing) and finite within the column's range, an integer within its range.
+    Parquet: a timestamp present and within the bounds (a nanosecond one floored to Spark's microseconds, as
+    the rows left to pandas are), a double not NaN (missing) and finite within the column's range, an integer
+    within its range.
 
     Returns
     -------
@@ -869,8 +875,9 @@ def _fast_path(
         kind = schema.kinds[col]
         required = col in schema.required
         if typed is not None and col in typed:
-            ok = ok & _typed_cell_ok(F.col(f"`{typed[col][0]}`"), typed[col][1], col, required, rules, us_min, us_max,
-                                     values)
+            cell_ok, values[col] = _typed_cell(F.col(f"`{typed[col][0]}`"), typed[col][1], col, required, rules,
+                                               us_min, us_max)
+            ok = ok & cell_ok
             continue
         raw = F.col(f"`{col}`")
         null = raw.isin(nulls)
@@ -914,10 +921,10 @@ def _fast_path(
     return ok, values, no_status
 
 
-def _typed_cell_ok(
-    x: Column, form: str, col: str, required: bool, rules: Any, us_min: int, us_max: int, values: dict[str, Column]
-) -> Column:
-    """The fast-path condition of one typed Parquet cell (see :func:`_fast_path`); sets its value in ``values``."""
+def _typed_cell(
+    x: Column, form: str, col: str, required: bool, rules: Any, us_min: int, us_max: int
+) -> tuple[Column, Column]:
+    """The fast-path condition of one typed Parquet cell (see :func:`_fast_path`) and its value."""
     from pyspark.sql import functions as F
 
     if form in ("ts", "nanos"):
@@ -928,18 +935,19 @@ def _typed_cell_ok(
         micros = F.unix_micros(ts)
         null = x.isNull()
         good = ts.isNotNull() & (micros >= F.lit(us_min)) & (micros <= F.lit(us_max))
-        values[col] = ts
+        value = ts
     elif form == "double":
         null = x.isNull() | F.isnan(x)  # NaN is missing, as its text "nan" is a null token
         good = ~null & (x != F.lit(float("inf"))) & (x != F.lit(float("-inf")))
         if col == "amount":
             good = good & (x >= F.lit(0.0)) & (x <= F.lit(float(rules.max_amount)))
-        values[col] = F.when(~null, x)
+        value = F.when(~null, x)
     else:  # int
         null = x.isNull()
         good = (x >= F.lit(1)) & (x <= F.lit(int(rules.max_quantity)))
-        values[col] = F.when(~null, x.cast("long"))
-    return F.coalesce(good & ~null, F.lit(False)) if required else F.coalesce(good | null, F.lit(False))
+        value = F.when(~null, x.cast("long"))
+    ok = F.coalesce(good & ~null, F.lit(False)) if required else F.coalesce(good | null, F.lit(False))
+    return ok, value
 
 
 def _slow_schema(schema: TableSchema, header: list[str]) -> Any:
