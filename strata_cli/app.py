@@ -10,13 +10,17 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import rich.markup
 import typer
 from rich.console import Console
 
 from features.errors import StrataError
+
+if TYPE_CHECKING:
+    from features.config import StrataConfig
+    from features.dataset import Dataset
 
 app = typer.Typer(
     name="strata",
@@ -98,6 +102,58 @@ def check_output_path(path: Path, option: str = "--out", *, directory: bool = Fa
             break
     if suffixes and not directory and path.suffix.lower() not in suffixes:
         raise StrataError(f"{option} {path}: use a file name ending in {' or '.join(suffixes)}")
+
+
+def validation_summary_line(report: Any) -> str:
+    """One line: rows read, accepted and rejected in total and per table (embedded or Spark report)."""
+    tables = report.tables
+    per_table = ", ".join(
+        f"{name} {res.n_accepted:,}/{res.rows_in:,}" + (f" ({res.n_rejected:,} rejected)" if res.n_rejected else "")
+        for name, res in tables.items()
+    )
+    accepted = sum(res.n_accepted for res in tables.values())
+    return f"validated {report.rows_in:,} rows: {accepted:,} accepted, {report.rows_rejected:,} rejected [{per_table}]"
+
+
+def load_input(
+    config: StrataConfig,
+    data: Path | None,
+    orders: Path | None,
+    events: Path | None,
+    users: Path | None,
+    *,
+    progress: Callable[[str], None] | None = None,
+    features_only: bool = False,
+    summary: bool = False,
+) -> Dataset:
+    """Read and validate a command's input tables: the accepted rows, with the rejected ones reported.
+
+    ``summary`` prints :func:`validation_summary_line` on stdout; otherwise one warning goes to stderr,
+    only when rows were rejected (``strata validate`` lists them with their reasons). ``progress`` is told
+    which table is being read. ``features_only`` is for a command that only computes features from the
+    data (in DuckDB): the frames keep only :data:`features.pipeline.VALIDATED_FEATURE_INPUT_COLUMNS`, with
+    text as Arrow dictionaries (at 1M users, no 20M order ids as Python strings), and the engine may be
+    told the orders are unique (validation rejects duplicate and missing ``order_id``).
+    """
+    from features.validation import load_dataset
+
+    if features_only:
+        from features.pipeline import VALIDATED_FEATURE_INPUT_COLUMNS
+
+        dataset, report = load_dataset(data, orders=orders, events=events, users=users, config=config,
+                                       progress=progress, columns=VALIDATED_FEATURE_INPUT_COLUMNS, arrow_text=True)
+    else:
+        dataset, report = load_dataset(data, orders=orders, events=events, users=users, config=config,
+                                       progress=progress)
+    if summary:
+        console.print(validation_summary_line(report), markup=False, highlight=False, soft_wrap=True)
+    elif report.rows_rejected:
+        err_console.print(
+            f"[yellow]validation rejected {report.rows_rejected:,} of {report.rows_in:,} input rows[/]; "
+            "`strata validate` lists them with their reasons",
+            highlight=False, soft_wrap=True,
+        )
+    return dataset
 
 
 def handle_errors(func: F) -> F:

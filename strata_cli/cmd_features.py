@@ -18,21 +18,10 @@ from strata_cli.app import (
     console,
     err_console,
     handle_errors,
+    load_input,
     parse_time,
+    validation_summary_line,
 )
-
-
-def validation_summary_line(report: object) -> str:
-    """One line: rows read, accepted and rejected in total and per table."""
-    tables = report.tables  # type: ignore[attr-defined]
-    per_table = ", ".join(
-        f"{name} {res.n_accepted:,}/{res.rows_in:,}" + (f" ({res.n_rejected:,} rejected)" if res.n_rejected else "")
-        for name, res in tables.items()
-    )
-    accepted = sum(res.n_accepted for res in tables.values())
-    rows_in = report.rows_in  # type: ignore[attr-defined]
-    rejected = report.rows_rejected  # type: ignore[attr-defined]
-    return f"validated {rows_in:,} rows: {accepted:,} accepted, {rejected:,} rejected [{per_table}]"
 
 
 @app.command("features")
@@ -114,19 +103,13 @@ def features_cmd(
         console.print(run.summary_line(), markup=False, highlight=False, soft_wrap=True)
         return
 
-    from features.pipeline import VALIDATED_FEATURE_INPUT_COLUMNS, DuckDBEngine
-    from features.validation import load_dataset
+    from features.pipeline import DuckDBEngine
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
                   transient=True) as bar:
         task = bar.add_task("reading input", total=None)
-        dataset, report = load_dataset(
-            data, orders=orders, events=events, users=users, config=cfg,
-            progress=lambda name: bar.update(task, description=f"reading and validating {name}"),
-            columns=VALIDATED_FEATURE_INPUT_COLUMNS,  # only what the features read (not 20M order ids at 1M users)
-            arrow_text=True,  # the frames only go to DuckDB, which scans Arrow text without converting it
-        )
-        console.print(validation_summary_line(report), markup=False, highlight=False, soft_wrap=True)
+        dataset = load_input(cfg, data, orders, events, users, features_only=True, summary=True,
+                             progress=lambda name: bar.update(task, description=f"reading and validating {name}"))
         t0 = time.perf_counter()
         bar.update(task, description="loading into DuckDB")
         # load_dataset rejects missing and duplicate order_id, so (user_id, order_id, status) is unique:

@@ -27,6 +27,7 @@ from strata_cli.app import (
     console,
     err_console,
     handle_errors,
+    load_input,
     parse_time,
 )
 
@@ -82,32 +83,26 @@ def _compute(
     orders: Path | None,
     events: Path | None,
     users: Path | None,
+    *,
+    features_only: bool = False,
 ) -> tuple[Dataset, list[Cutoff]]:
-    """Load and validate the data once, then features and layers at each cutoff, with a progress bar."""
+    """Load and validate the data once, then features and layers at each cutoff, with a progress bar.
+
+    ``features_only``: the caller uses the data set only through these features (see
+    :func:`strata_cli.app.load_input`); the returned data set then holds only the feature input columns.
+    """
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from features.layers import assign_layers
     from features.pipeline import DuckDBEngine
-    from features.validation import load_dataset
 
     out: list[Cutoff] = []
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("loading data", total=1 + len(cutoffs))
-        dataset, report = load_dataset(
-            data,
-            orders=orders,
-            events=events,
-            users=users,
-            config=config,
-            progress=lambda msg: progress.update(task, description=f"loading data: {msg}"),
-        )
+        dataset = load_input(config, data, orders, events, users, features_only=features_only,
+                             progress=lambda msg: progress.update(task, description=f"loading data: {msg}"))
         progress.advance(task)
-        if report.rows_rejected:
-            err_console.print(
-                f"[yellow]validation rejected {report.rows_rejected:,} of {report.rows_in:,} input rows; "
-                "run `strata validate` for details[/]"
-            )
         with DuckDBEngine(dataset, config=config) as engine:
             for ts in cutoffs:
                 progress.update(task, description=f"features and layers as of {ts.date()}")
@@ -207,7 +202,7 @@ def layers_command(
     compare = previous is not None or fail_on_alert
     prev_ts = _previous(cutoff, previous) if compare else None
     _, results = _compute(
-        [cutoff] + ([prev_ts] if prev_ts is not None else []), config, data, orders, events, users
+        [cutoff] + ([prev_ts] if prev_ts is not None else []), config, data, orders, events, users, features_only=True
     )
     curr = results[0]
     if out is not None:

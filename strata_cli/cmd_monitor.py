@@ -22,6 +22,7 @@ from strata_cli.app import (
     console,
     err_console,
     handle_errors,
+    load_input,
     parse_time,
     translate_error,
 )
@@ -111,7 +112,6 @@ def _monitor(
 
     from features.config import load_config
     from features.errors import StrataError
-    from features.validation import load_dataset
     from serving.batch import read_scores
     from serving.monitoring import run_monitor
     from serving.scorer import Scorer
@@ -131,20 +131,9 @@ def _monitor(
         for d in scored_dirs:
             progress.update(task, description=f"reading {d}")
             scored.append(read_scores(d))
-        dataset, report = load_dataset(
-            data,
-            orders=orders,
-            events=events,
-            users=users,
-            config=config,
-            progress=lambda msg: progress.update(task, description=f"loading data: {msg}"),
-        )
+        dataset = load_input(config, data, orders, events, users,
+                             progress=lambda msg: progress.update(task, description=f"loading data: {msg}"))
         progress.advance(task)
-        if report.rows_rejected:
-            err_console.print(
-                f"[yellow]validation rejected {report.rows_rejected:,} of {report.rows_in:,} input rows; "
-                "run `strata validate` for details[/]"
-            )
 
         def step(msg: str) -> None:
             progress.update(task, description=msg)

@@ -18,6 +18,7 @@ from strata_cli.app import (
     err_console,
     handle_errors,
     parse_time,
+    validation_summary_line,
 )
 
 
@@ -60,7 +61,6 @@ def sample_cmd(
     from features.config import load_config
     from features.errors import StrataError
     from features.spark_engine import run_sample_spark
-    from strata_cli.cmd_features import validation_summary_line
 
     cfg = load_config(config)
     if data is None and orders is None:

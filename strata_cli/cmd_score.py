@@ -20,6 +20,7 @@ from strata_cli.app import (
     check_output_path,
     console,
     handle_errors,
+    load_input,
     parse_time,
 )
 
@@ -154,22 +155,13 @@ def score(
         console.print(f"frequency caps from {outcomes}: {len(history):,} past contacts")
 
     def build() -> object:
-        from features.pipeline import VALIDATED_FEATURE_INPUT_COLUMNS, build_features
-        from features.validation import load_dataset
+        from features.pipeline import build_features
 
         if features_file is not None:
             from features.io import read_feature_table
 
             return read_feature_table(features_file, cutoff)
-        dataset, report = load_dataset(
-            data, orders=orders, events=events, users=users, config=config, columns=VALIDATED_FEATURE_INPUT_COLUMNS,
-            arrow_text=True,  # only the features read the frames (in DuckDB, which scans Arrow text as it is)
-        )
-        if report.rows_rejected:
-            console.print(
-                f"[yellow]validation rejected {report.rows_rejected:,} of {report.rows_in:,} input rows; "
-                "run `strata validate` for details[/]"
-            )
+        dataset = load_input(config, data, orders, events, users, features_only=True)
         return build_features(dataset, cutoff, config)
 
     run_args = {

@@ -15,7 +15,9 @@ from strata_cli.app import (
     UsersOpt,
     app,
     console,
+    err_console,
     handle_errors,
+    load_input,
     parse_time,
 )
 
@@ -38,19 +40,16 @@ RunNameOpt = Annotated[str | None, typer.Option("--run-name", help="Name of the 
 
 
 def _load(config_path: Path | None, data: Path | None, orders: Path | None, events: Path | None, users: Path | None) -> tuple[StrataConfig, Dataset]:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from features.config import load_config
-    from features.errors import StrataError
-    from features.validation import load_dataset
 
     config = load_config(config_path)
-    if data is None and orders is None:
-        raise StrataError("no input: give --data DIR (with orders.csv|parquet) or --orders FILE")
-    dataset, report = load_dataset(data, orders=orders, events=events, users=users, config=config)
-    if report.rows_rejected:
-        console.print(
-            f"[yellow]{report.rows_rejected:,} of {report.rows_in:,} input rows rejected[/] (see `strata validate` for reasons)",
-            highlight=False,
-        )
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
+                  transient=True) as bar:
+        task = bar.add_task("reading input", total=None)
+        dataset = load_input(config, data, orders, events, users,
+                             progress=lambda name: bar.update(task, description=f"reading and validating {name}"))
     return config, dataset
 
 
