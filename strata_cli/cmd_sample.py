@@ -59,7 +59,7 @@ def sample_cmd(
 
     from features.config import load_config
     from features.errors import StrataError
-    from features.spark_engine import run_sample_spark
+    from features.spark.runs import run_sample_spark
     from strata_cli.cmd_features import validation_summary_line
 
     cfg = load_config(config)
