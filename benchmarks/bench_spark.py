@@ -126,7 +126,9 @@ def run_spark(data_dir: Path, bundle_dir: Path | None, as_of: pd.Timestamp, mast
     from pyspark import StorageLevel
 
     from features.config import StrataConfig
-    from features.spark_engine import build_features_spark, load_dataset_spark, spark_session
+    from features.spark.feature_sql import build_features_spark
+    from features.spark.session import spark_session
+    from features.spark.validation import load_dataset_spark
 
     config = StrataConfig()  # the default [spark] conf: shuffle partitions follow the local cores
     out: dict[str, Any] = {}

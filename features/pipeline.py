@@ -357,7 +357,7 @@ def feature_queries(
 
     Parameters
     ----------
-    dialect : ``duckdb`` (as written), ``spark`` (:func:`features.spark_engine.transpile_for_spark`, which
+    dialect : ``duckdb`` (as written), ``spark`` (:func:`features.spark.feature_sql.transpile_for_spark`, which
         keeps microsecond timestamps) or any other SQLGlot write dialect.
     order_columns, event_columns, user_columns : columns present in each table (optional ones may be absent).
     dedupe_orders : include the de-duplication step; False is only correct when ``(user_id, order_id,
@@ -376,7 +376,7 @@ def feature_queries(
         return sql
     if dialect == "spark":
         # Spark specifics (EPOCH at microsecond precision) live with the Spark engine, in one place.
-        from features.spark_engine import transpile_for_spark
+        from features.spark.feature_sql import transpile_for_spark
 
         return transpile_for_spark(sql)
     import sqlglot

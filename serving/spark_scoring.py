@@ -1,7 +1,7 @@
 """Batch scoring on Apache Spark: the project's one :class:`serving.scorer.Scorer`, applied per partition.
 
 The registered model is loaded once on the driver, broadcast to the executors, and every partition of
-the Spark feature frame (:func:`features.spark_engine.build_features_spark`) is scored by
+the Spark feature frame (:func:`features.spark.feature_sql.build_features_spark`) is scored by
 ``Scorer.score_features`` inside ``mapInPandas``. Since the scorer is per-user deterministic (no
 population statistic is taken from the batch), a user gets exactly the row the embedded path gives.
 
@@ -200,7 +200,7 @@ def score_features_spark(
 
     Parameters
     ----------
-    features : as made by :func:`features.spark_engine.build_features_spark` (``user_id``, ``as_of``,
+    features : as made by :func:`features.spark.feature_sql.build_features_spark` (``user_id``, ``as_of``,
         feature columns).
     scorer : the embedded scorer (loaded once on the driver and broadcast).
     budget : total cost (shop currency) the treated actions may use; None: each user gets their best
@@ -257,7 +257,7 @@ def write_scores_spark(
     when the directory is read back with Spark or pyarrow. Raises :class:`SparkScoringError` if ``out``
     exists and ``overwrite`` is False.
     """
-    from features.spark_engine import hadoop_path, path_exists
+    from features.spark.reading import hadoop_path, path_exists
 
     target = hadoop_path(out)
     cols = list(partition_by or [])
@@ -275,7 +275,8 @@ def write_scores_spark(
 
 def read_scores_spark(spark: SparkSession, path: str | Path) -> pd.DataFrame:
     """Read a scored Parquet directory back into pandas with :data:`OUTPUT_COLUMNS` in order, sorted by user."""
-    from features.spark_engine import hadoop_path, spark_to_pandas
+    from features.spark.frames import spark_to_pandas
+    from features.spark.reading import hadoop_path
 
     frame = spark.read.parquet(hadoop_path(path))
     pdf = spark_to_pandas(frame.select(*OUTPUT_COLUMNS))
@@ -347,7 +348,9 @@ def run_score_spark(
     """
     from pyspark.sql import functions as F
 
-    from features.spark_engine import build_features_spark, load_dataset_spark, spark_session
+    from features.spark.feature_sql import build_features_spark
+    from features.spark.session import spark_session
+    from features.spark.validation import load_dataset_spark
 
     step = progress or (lambda _msg: None)
     t0 = time.perf_counter()

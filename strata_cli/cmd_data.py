@@ -125,8 +125,9 @@ def validate(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
                   transient=True) as bar:
         task = bar.add_task("validating", total=None)
-        if engine == "spark":  # Spark glue lives in features.spark_engine
-            from features.spark_engine import load_dataset_spark, spark_session
+        if engine == "spark":  # Spark glue lives in the features.spark package
+            from features.spark.session import spark_session
+            from features.spark.validation import load_dataset_spark
 
             bar.update(task, description="starting Spark")
             spark = spark_session(cfg, master=spark_master, app_name="strata-validate")

@@ -90,8 +90,8 @@ def features_cmd(
         check_output_path(out)
         if out.suffix.lower() in (".csv", ".tsv", ".txt", ".json", ".xlsx", ".html"):  # it would get Parquet bytes
             raise StrataError(f"--out {out}: the feature table is written as Parquet; use a .parquet file name")
-    if engine == "spark":  # Spark glue lives in features.spark_engine
-        from features.spark_engine import run_features_spark
+    if engine == "spark":  # Spark glue lives in the features.spark package
+        from features.spark.runs import run_features_spark
 
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
                       transient=True) as bar:

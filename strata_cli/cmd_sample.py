@@ -60,7 +60,7 @@ def sample_cmd(
 
     from features.config import load_config
     from features.errors import StrataError
-    from features.spark_engine import run_sample_spark
+    from features.spark.runs import run_sample_spark
 
     cfg = load_config(config)
     if data is None and orders is None:

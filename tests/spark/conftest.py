@@ -43,7 +43,7 @@ def spark_test_config() -> Any:
 def spark() -> Iterator[Any]:
     """A quiet ``local[2]`` SparkSession: UTC session time zone, no UI, 2 shuffle partitions."""
     pytest.importorskip("pyspark")
-    from features.spark_engine import spark_session
+    from features.spark.session import spark_session
 
     # Bind to loopback: avoids the "hostname resolves to a loopback address" warning and any firewall prompt.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -113,7 +113,8 @@ def spark_demo_features(spark: Any, demo_dataset: Any) -> Iterator[tuple[Any, An
     import pandas as pd
 
     from features.config import StrataConfig
-    from features.spark_engine import build_features_spark, dataset_to_spark
+    from features.spark.feature_sql import build_features_spark
+    from features.spark.frames import dataset_to_spark
 
     as_of = pd.Timestamp(DEMO_AS_OF, tz="UTC")
     frame = build_features_spark(spark, dataset_to_spark(spark, demo_dataset), as_of, StrataConfig()).cache()

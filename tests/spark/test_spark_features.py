@@ -1,4 +1,4 @@
-"""Spark features (features/spark_engine.py) equal the DuckDB features for every user, from the same SQL."""
+"""Spark features (features/spark/feature_sql.py) equal the DuckDB features for every user, from the same SQL."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ AS_OF = pd.Timestamp("2024-09-30 12:34:56.789", tz="UTC")
 
 
 def _spark_features(spark: Any, dataset: Dataset, as_of: pd.Timestamp, config: StrataConfig) -> pd.DataFrame:
-    from features.spark_engine import build_features_spark, collect_features, dataset_to_spark
+    from features.spark.feature_sql import build_features_spark, collect_features
+    from features.spark.frames import dataset_to_spark
 
     return collect_features(build_features_spark(spark, dataset_to_spark(spark, dataset), as_of, config), as_of, config)
 
@@ -28,7 +29,7 @@ def _spark_features(spark: Any, dataset: Dataset, as_of: pd.Timestamp, config: S
 def test_spark_features_equal_duckdb_for_every_user(
     spark_demo_features: tuple[pd.Timestamp, Any], demo_dataset: Dataset, frames_match: Any
 ) -> None:
-    from features.spark_engine import collect_features
+    from features.spark.feature_sql import collect_features
 
     as_of, frame = spark_demo_features
     config = StrataConfig()
@@ -115,7 +116,7 @@ def test_rows_stamped_exactly_at_a_microsecond_as_of(spark: Any, frames_match: A
 
 
 def test_transpile_keeps_microseconds() -> None:
-    from features.spark_engine import transpile_for_spark
+    from features.spark.feature_sql import transpile_for_spark
 
     sql = transpile_for_spark("SELECT (CAST(1.0 AS DOUBLE) - EPOCH(ordered_at)) / 86400 AS age FROM orders")
     assert "UNIX_TIMESTAMP" not in sql.upper()
@@ -125,19 +126,15 @@ def test_transpile_keeps_microseconds() -> None:
 
 
 def test_non_utc_session_time_zone_is_refused() -> None:
-    from features.spark_engine import SparkEngineError, spark_session
+    from features.spark.session import SparkEngineError, spark_session
 
     with pytest.raises(SparkEngineError, match="timeZone"):
         spark_session(SparkConfig(conf={"spark.sql.session.timeZone": "Asia/Shanghai"}))
 
 
 def test_sample_users_keeps_whole_users(spark: Any, demo_dataset: Dataset, tmp_path: Path) -> None:
-    from features.spark_engine import (
-        collect_dataset,
-        dataset_to_spark,
-        export_user_sample,
-        sample_users_spark,
-    )
+    from features.spark.frames import collect_dataset, dataset_to_spark
+    from features.spark.runs import export_user_sample, sample_users_spark
     from features.validation import load_dataset
 
     sds = dataset_to_spark(spark, demo_dataset)
@@ -166,7 +163,7 @@ def test_run_features_spark_from_csv_files(spark: Any, small_dataset: Dataset, t
                                            frames_match: Any, spark_test_config: StrataConfig) -> None:
     """End to end: CSV files -> Spark validation -> Spark features -> Parquet, equal to the embedded path."""
     from features.demo_data import write_dataset
-    from features.spark_engine import run_features_spark
+    from features.spark.runs import run_features_spark
     from features.validation import load_dataset
 
     config = spark_test_config
@@ -197,7 +194,7 @@ def test_run_features_spark_from_csv_files(spark: Any, small_dataset: Dataset, t
 ])
 def test_hadoop_path_survives_pathlib(given: str, expected: str) -> None:
     """CLI options are pathlib.Path, which collapses 's3a://' into 's3a:/'; the Spark path restores it."""
-    from features.spark_engine import hadoop_path
+    from features.spark.reading import hadoop_path
 
     assert hadoop_path(Path(given)) == expected
 
@@ -208,7 +205,7 @@ def test_hadoop_path_survives_pathlib(given: str, expected: str) -> None:
 ])
 def test_local_cores_of_master(master: str, cores: int | None) -> None:
     """Local masters get 2 shuffle partitions per core by default; cluster masters are left alone."""
-    from features.spark_engine import local_cores
+    from features.spark.session import local_cores
 
     assert local_cores(master) == cores
 
@@ -216,7 +213,7 @@ def test_local_cores_of_master(master: str, cores: int | None) -> None:
 def test_local_star_uses_every_core() -> None:
     import os
 
-    from features.spark_engine import local_cores
+    from features.spark.session import local_cores
 
     assert local_cores("local[*]") == (os.cpu_count() or 1)
     assert "spark.sql.shuffle.partitions" not in SparkConfig().conf  # left to the master (see spark_session)

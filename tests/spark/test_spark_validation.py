@@ -46,7 +46,8 @@ def _without_paths(report: dict[str, Any]) -> dict[str, Any]:
 def _validated_both_ways(spark: Any, data: Path) -> tuple[Dataset, Any, Dataset, Any]:
     """``data`` validated embedded and on Spark, with the same report and the same rejected rows and reasons:
     (embedded data set, embedded report, Spark's data set collected, Spark's report)."""
-    from features.spark_engine import collect_dataset, load_dataset_spark
+    from features.spark.frames import collect_dataset
+    from features.spark.validation import load_dataset_spark
     from features.validation import load_dataset
 
     config = StrataConfig()
@@ -63,7 +64,8 @@ def _validated_both_ways(spark: Any, data: Path) -> tuple[Dataset, Any, Dataset,
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_bad_rows_same_as_embedded(spark: Any, small_batches: None, tmp_path: Path, fmt: str, frames_match: Any) -> None:
     from features.demo_data import generate_dataset, write_dataset_with_report
-    from features.spark_engine import collect_dataset, load_dataset_spark
+    from features.spark.frames import collect_dataset
+    from features.spark.validation import load_dataset_spark
     from features.validation import load_dataset
 
     data = generate_dataset(300, pd.Timestamp("2024-12-31", tz="UTC"), seed=3)
@@ -91,7 +93,8 @@ def test_bad_rows_same_as_embedded(spark: Any, small_batches: None, tmp_path: Pa
 def test_typed_parquet_clean(spark: Any, small_dataset: Dataset, tmp_path: Path, frames_match: Any) -> None:
     """Typed Parquet (nanosecond UTC timestamps, floats, Int64) is read as text and validated back to the same data."""
     from features.demo_data import write_dataset
-    from features.spark_engine import collect_dataset, load_dataset_spark
+    from features.spark.frames import collect_dataset
+    from features.spark.validation import load_dataset_spark
 
     data = Dataset(orders=small_dataset.orders.copy(), events=small_dataset.events, users=small_dataset.users)
     # Sub-second timestamps survive the trip (Spark reads pandas' nanosecond Parquet timestamps as INT64).
@@ -112,7 +115,7 @@ HEADER = "user_id,order_id,ordered_at,amount\n"
 
 def test_malformed_rows_and_row_numbers(spark: Any, small_batches: None, tmp_path: Path) -> None:
     """Wrong field counts are rejected with their line; row numbers are exact per file in a directory."""
-    from features.spark_engine import load_dataset_spark
+    from features.spark.validation import load_dataset_spark
     from features.validation import load_dataset
 
     single = tmp_path / "single"
@@ -152,7 +155,7 @@ def test_malformed_rows_and_row_numbers(spark: Any, small_batches: None, tmp_pat
 
 def test_missing_required_column_names_file_and_column(spark: Any, tmp_path: Path) -> None:
     from features.errors import InputFileError
-    from features.spark_engine import load_dataset_spark
+    from features.spark.validation import load_dataset_spark
 
     (tmp_path / "orders.csv").write_text("user_id,order_id,ordered_at,price\nu1,o1,2024-01-01,3\n", encoding="utf-8")
     with pytest.raises(InputFileError, match=r"orders\.csv: missing required column 'amount'"):
@@ -220,7 +223,7 @@ def test_unusual_forms_same_as_embedded(spark: Any, tmp_path: Path, frames_match
 def test_write_rejects_same_files_as_embedded(spark: Any, tmp_path: Path) -> None:
     """``<table>_rejected.csv``: the embedded file names, columns and bytes; one file per table, no side files."""
     from features.demo_data import generate_dataset, write_dataset_with_report
-    from features.spark_engine import load_dataset_spark
+    from features.spark.validation import load_dataset_spark
     from features.validation import load_dataset
 
     data = generate_dataset(120, pd.Timestamp("2024-12-31", tz="UTC"), seed=5)
@@ -247,7 +250,8 @@ def test_typed_parquet_cells_are_checked_as_values_same_as_embedded(spark: Any, 
     import pyarrow.parquet as pq
 
     from features.contract import ORDERS
-    from features.spark_engine import _fast_path, read_raw_table
+    from features.spark.reading import read_raw_table
+    from features.spark.validation import _fast_path
 
     day = 86_400_000_000
     base = pd.Timestamp("2024-06-01", tz="UTC").value // 1000  # microseconds
@@ -305,7 +309,8 @@ def test_typed_parquet_cells_are_checked_as_values_same_as_embedded(spark: Any, 
 def test_nanosecond_text_timestamps_are_floored_to_spark_microseconds(spark: Any, tmp_path: Path) -> None:
     """A timestamp text with nanoseconds (left to pandas by the fast path) is accepted, floored to the
     microsecond Spark holds, instead of failing the batch's conversion back to Spark."""
-    from features.spark_engine import collect_dataset, load_dataset_spark
+    from features.spark.frames import collect_dataset
+    from features.spark.validation import load_dataset_spark
     from features.validation import load_dataset
 
     (tmp_path / "orders.csv").write_text(
