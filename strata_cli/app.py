@@ -175,9 +175,41 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: The libraries whose versions decide results (the model file format, the SQL engine, Spark), for ``--version``.
+VERSION_PACKAGES: tuple[str, ...] = ("duckdb", "lightgbm", "scikit-learn", "pandas", "pyarrow", "mlflow", "bentoml",
+                                     "pyspark")
+
+
+def version_lines() -> list[str]:
+    """``strata <version>`` and the installed version of each of :data:`VERSION_PACKAGES` (or "not installed")."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return [f"strata {installed('strata')} (Python {platform.python_version()})",
+            *(f"  {name} {installed(name)}" for name in VERSION_PACKAGES)]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        for line in version_lines():
+            console.print(line, markup=False, highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def main_callback(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the versions of Strata and of the libraries it runs on, and exit.",
+                     callback=_print_version, is_eager=True),
+    ] = False,
 ) -> None:
     """Strata command-line interface."""
     logging.basicConfig(
