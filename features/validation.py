@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -45,8 +45,40 @@ MALFORMED = "wrong number of fields"
 UNKNOWN_USER_WARNING = "unknown user"
 
 
+class TableSummary:
+    """The JSON summary shared by the embedded and the Spark per-table results (:class:`TableResult`,
+    :class:`features.spark.validation.SparkTableResult`): counts, reasons, warnings; not the rows."""
+
+    table: str
+    path: str | None
+    rows_in: int
+    reasons: dict[str, int]
+    warnings: list[str]
+    warning_counts: dict[str, int]
+    if TYPE_CHECKING:  # a property of TableResult, a field of SparkTableResult
+
+        @property
+        def n_accepted(self) -> int: ...
+
+        @property
+        def n_rejected(self) -> int: ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (counts, reasons, warnings; not the rows)."""
+        return {
+            "table": self.table,
+            "path": self.path,
+            "rows_in": self.rows_in,
+            "accepted": self.n_accepted,
+            "rejected": self.n_rejected,
+            "reasons": dict(self.reasons),
+            "warnings": list(self.warnings),
+            "warning_counts": dict(self.warning_counts),
+        }
+
+
 @dataclass
-class TableResult:
+class TableResult(TableSummary):
     """Outcome of validating one table.
 
     ``accepted`` is typed per :mod:`features.dataset`; ``rejected`` holds ``row`` (1-based data row
@@ -71,18 +103,6 @@ class TableResult:
     def n_rejected(self) -> int:
         return len(self.rejected)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (counts, reasons, warnings; not the rows)."""
-        return {
-            "table": self.table,
-            "path": self.path,
-            "rows_in": self.rows_in,
-            "accepted": self.n_accepted,
-            "rejected": self.n_rejected,
-            "reasons": dict(self.reasons),
-            "warnings": list(self.warnings),
-            "warning_counts": dict(self.warning_counts),
-        }
 
 
 class ValidationTotals:

@@ -30,7 +30,7 @@ from features.spark.reading import (
     row_offsets,
 )
 from features.spark.session import SparkEngineError
-from features.validation import ValidationTotals
+from features.validation import TableSummary, ValidationTotals
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -43,7 +43,7 @@ _RAW = "_raw"
 
 
 @dataclass
-class SparkTableResult:
+class SparkTableResult(TableSummary):
     """Outcome of validating one table on Spark (the counterpart of ``validation.TableResult``).
 
     ``accepted`` is the typed table; ``rejected`` has ``file``, ``row`` (1-based data row in the file),
@@ -64,19 +64,6 @@ class SparkTableResult:
     header: list[str] = field(default_factory=list)
     """The input's column names (contract and extra columns), as in the file header."""
     _cached: list[DataFrame] = field(default_factory=list, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary with the same keys as ``TableResult.to_dict``."""
-        return {
-            "table": self.table,
-            "path": self.path,
-            "rows_in": self.rows_in,
-            "accepted": self.n_accepted,
-            "rejected": self.n_rejected,
-            "reasons": dict(self.reasons),
-            "warnings": list(self.warnings),
-            "warning_counts": dict(self.warning_counts),
-        }
 
     def rejected_table(self, *, with_file: bool | None = None) -> DataFrame:
         """Rejected rows laid out as the embedded ``<table>_rejected.csv``: ``row``, ``reason``, the
