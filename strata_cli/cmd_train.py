@@ -188,8 +188,6 @@ def rollback(config: ConfigOpt = None) -> None:
 @handle_errors
 def models(config: ConfigOpt = None) -> None:
     """List registered model versions with their aliases and key backtest metrics."""
-    from rich.table import Table
-
     from features.config import load_config
     from training.registry import list_models
 
@@ -198,29 +196,51 @@ def models(config: ConfigOpt = None) -> None:
     if frame.empty:
         console.print(f"no versions of {cfg.training.model_name!r} registered yet: run `strata train`", highlight=False)
         return
-    table = Table(title=f"Registered versions of {cfg.training.model_name} (backtest metrics at training)")
-    columns = {
-        "version": "version",
-        "aliases": "aliases",
-        "train_end": "train end",
-        "churn_auc": "churn AUC",
-        "bgnbd_churn_auc": "BG/NBD AUC",
-        "value_normalized_gini": "value Gini",
-        "bgnbd_value_normalized_gini": "BG/NBD Gini",
-        "promotion_decision": "promotion",
-    }
-    for key, header in columns.items():
-        text = key in ("aliases", "promotion_decision", "train_end")
-        table.add_column(header, justify="left" if text else "right", no_wrap=text)
+    console.print(models_table(frame, cfg.training.model_name))
+
+
+#: ``strata models`` columns: key in :func:`training.registry.list_models` -> header.
+MODEL_COLUMNS: dict[str, str] = {
+    "version": "version",
+    "aliases": "aliases",
+    "train_end": "train end",
+    "churn_auc": "churn\nAUC",
+    "bgnbd_churn_auc": "BG/NBD\nAUC",
+    "value_normalized_gini": "value\nGini",
+    "bgnbd_value_normalized_gini": "BG/NBD\nGini",
+    "promotion_decision": "promotion",
+}
+
+
+def models_table(frame: Any, model_name: str) -> Any:
+    """The Rich table of ``strata models``: metrics always whole (4 decimals), text columns wrapped instead.
+
+    At 80 columns (a pipe, CI logs, the demo) the metrics were squeezed to ``0.…`` when the text columns
+    refused to wrap; now the numbers and dates keep their width, and aliases and decisions wrap between words.
+    """
+    from rich import box
+    from rich.table import Table
+
+    title = f"Registered versions of {model_name} (backtest metrics at training)"
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for key, header in MODEL_COLUMNS.items():
+        if key in ("aliases", "promotion_decision"):
+            table.add_column(header, justify="left", overflow="fold", min_width=11)
+        else:
+            width = 10 if key == "train_end" else 6
+            table.add_column(header, justify="left" if key == "train_end" else "right", no_wrap=True, min_width=width)
     for row in frame.itertuples(index=False):
         cells = []
-        for key in columns:
+        for key in MODEL_COLUMNS:
             v = getattr(row, key)
             if isinstance(v, float):
                 cells.append("" if v != v else f"{v:.4f}")
             elif key == "train_end":
                 cells.append(str(v)[:10])
+            elif key == "aliases":
+                cells.append(", ".join(a for a in str(v).split(",") if a))  # wraps between aliases, not inside one
             else:
                 cells.append(str(v))
         table.add_row(*cells)
+    return table
     console.print(table)
