@@ -146,9 +146,10 @@ def validate(
         typer.echo(json.dumps(payload))
         return
     summary = Table(title=f"Validation (now = {report.now:%Y-%m-%d %H:%M} UTC)")
-    for col, justify in (("table", "left"), ("file", "left"), ("rows in", "right"), ("accepted", "right"),
-                         ("rejected", "right")):
-        summary.add_column(col, justify=justify)  # type: ignore[arg-type]
+    summary.add_column("table", no_wrap=True)
+    summary.add_column("file", overflow="fold")  # a long path folds over lines rather than losing its end
+    for col in ("rows in", "accepted", "rejected"):
+        summary.add_column(col, justify="right", no_wrap=True)
     for name, res in report.tables.items():
         summary.add_row(name, res.path or "", f"{res.rows_in:,}", f"{res.n_accepted:,}", f"{res.n_rejected:,}")
     console.print(summary)

@@ -60,6 +60,24 @@ def test_validate_reports_rejections_with_exit_0(generated: Path, tmp_path: Path
     assert len(rej) > 0 and rej["reason"].astype(bool).all() and rej["row"].astype(int).min() >= 1
 
 
+def test_validate_summary_keeps_long_paths_and_counts_whole(generated: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 80 columns a long path folds over lines instead of being cut, and the counts stay whole."""
+    import shutil
+
+    deep = tmp_path / ("a_rather_long_directory_name_for_exports_" * 2) / "2025"
+    shutil.copytree(generated, deep)
+    monkeypatch.setenv("COLUMNS", "80")
+    res = runner.invoke(app, ["validate", "--data", str(deep), "--now", "2025-01-10"])
+    assert res.exit_code == 0, res.output
+    summary = res.output.split("rejected rows by reason")[0]
+    assert "…" not in summary
+    assert str(deep / "orders.csv") in "".join(line.split("│")[2].strip() for line in summary.splitlines()
+                                               if line.count("│") == 6)
+    orders = pd.read_csv(generated / "orders.csv", dtype=str, keep_default_na=False)
+    assert f"{len(orders):,}" in summary  # rows in, whole
+
+
 def test_validate_json_is_one_object(generated: Path) -> None:
     res = runner.invoke(app, ["validate", "--data", str(generated), "--now", "2025-01-10", "--json"])
     assert res.exit_code == 0, res.output
