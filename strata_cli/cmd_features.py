@@ -23,6 +23,39 @@ from strata_cli.app import (
     validation_summary_line,
 )
 
+#: Below this many columns of description, ``--list`` prints one block per feature instead of a table.
+MIN_DESCRIPTION_WIDTH = 40
+
+
+def catalog_renderable(catalog: Any, width: int) -> Any:
+    """``strata features --list`` at a terminal ``width``: a table when the description column gets at least
+    :data:`MIN_DESCRIPTION_WIDTH` characters beside whole names, otherwise (80 columns, pipes, CI logs) one
+    block per feature: the name on its own line, then family, unit, window and description indented. Names
+    are never cut."""
+    from rich import box
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    fixed = {col: max(len(col), *(len(str(v)) for v in catalog[col])) for col in ("name", "family", "unit", "window")}
+    if sum(fixed.values()) + 2 * len(catalog.columns) + MIN_DESCRIPTION_WIDTH <= width:
+        grid = Table(title=f"{len(catalog)} features", box=box.SIMPLE_HEAD)
+        for col in catalog.columns:
+            if col == "description":
+                grid.add_column(col, min_width=MIN_DESCRIPTION_WIDTH)
+            else:
+                grid.add_column(col, no_wrap=True)
+        for row in catalog.itertuples(index=False):
+            grid.add_row(*(str(v) for v in row))
+        return grid
+    blocks: list[Any] = [Text(f"{len(catalog)} features (name, then family | unit | window: description)")]
+    for row in catalog.itertuples(index=False):
+        body = Text(f"{row.family} | {row.unit} | {row.window}: ", style="dim")
+        body.append(str(row.description), style="default")
+        blocks += [Text(str(row.name), style="bold"), Padding(body, (0, 0, 0, 4), expand=False)]  # wraps indented
+    return Group(*blocks)
+
 
 @app.command("features")
 @handle_errors
@@ -60,7 +93,6 @@ def features_cmd(
     import time
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
     from features.catalog import catalog_markdown, feature_catalog
     from features.config import load_config
@@ -71,13 +103,7 @@ def features_cmd(
         if markdown:
             console.print(catalog_markdown(cfg), markup=False, highlight=False, soft_wrap=True)
             return
-        cat = feature_catalog(cfg)
-        grid = Table(title=f"{len(cat)} features")
-        for col in cat.columns:
-            grid.add_column(col)
-        for row in cat.itertuples(index=False):
-            grid.add_row(*(str(v) for v in row))
-        console.print(grid)
+        console.print(catalog_renderable(feature_catalog(cfg), console.width))
         return
     if as_of is None or out is None:
         raise StrataError("features: --as-of and --out are required (or use --list to print the catalog)")
