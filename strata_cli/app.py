@@ -51,6 +51,11 @@ ConfigOpt = Annotated[
         dir_okay=False,  # a directory is rejected by name; a missing file by load_config
     ),
 ]
+SparkMasterOpt = Annotated[
+    str | None,
+    typer.Option("--spark-master", help="With --engine spark: Spark master URL (e.g. local[4], spark://host:7077, yarn, "
+                 "k8s://...); default: spark.master in the configuration, or spark-submit's."),
+]
 AsOfOpt = Annotated[
     str,
     typer.Option("--as-of", help="Cutoff: features see only data at or before this time (ISO date or timestamp, UTC)."),

@@ -13,6 +13,7 @@ from strata_cli.app import (
     DataOpt,
     EventsOpt,
     OrdersOpt,
+    SparkMasterOpt,
     UsersOpt,
     app,
     check_output_path,
@@ -98,10 +99,7 @@ def validate(
         str, typer.Option("--engine", help="duckdb (in-process pandas validation) or spark (the same rules on Spark; "
                           "inputs and --rejects may be on any Hadoop file system).")
     ] = "duckdb",
-    spark_master: Annotated[
-        str | None, typer.Option("--spark-master", help="With --engine spark: Spark master URL (e.g. local[4], "
-                                 "spark://host:7077, yarn, k8s://...); default: spark.master in the configuration, or spark-submit's.")
-    ] = None,
+    spark_master: SparkMasterOpt = None,
 ) -> None:
     """Check input files row by row: rows in, accepted, rejected per reason, and warnings.
 

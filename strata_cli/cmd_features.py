@@ -12,6 +12,7 @@ from strata_cli.app import (
     DataOpt,
     EventsOpt,
     OrdersOpt,
+    SparkMasterOpt,
     UsersOpt,
     app,
     check_output_path,
@@ -84,10 +85,7 @@ def features_cmd(
         str, typer.Option("--engine", help="duckdb (in-process, --out is a Parquet file) or spark (--out is a "
                           "directory of Parquet part files; same validation and feature SQL).")
     ] = "duckdb",
-    spark_master: Annotated[
-        str | None, typer.Option("--spark-master", help="With --engine spark: Spark master URL (e.g. local[4], "
-                                 "spark://host:7077, yarn, k8s://...); default: spark.master in the configuration, or spark-submit's.")
-    ] = None,
+    spark_master: SparkMasterOpt = None,
 ) -> None:
     """Compute point-in-time features as of --as-of from validated input, or list the catalog (--list)."""
     import time

@@ -15,6 +15,7 @@ from strata_cli.app import (
     DataOpt,
     EventsOpt,
     OrdersOpt,
+    SparkMasterOpt,
     UsersOpt,
     app,
     check_output_path,
@@ -72,10 +73,7 @@ def score(
         str, typer.Option("--engine", help="duckdb (in-process, resumable part files) or spark (validation, "
                           "features and scoring on Spark; --out gets Parquet partitioned by refined_layer).")
     ] = "duckdb",
-    spark_master: Annotated[
-        str | None, typer.Option("--spark-master", help="With --engine spark: Spark master URL (e.g. local[4], "
-                                 "spark://host:7077, yarn, k8s://...); default: spark.master in the configuration, or spark-submit's.")
-    ] = None,
+    spark_master: SparkMasterOpt = None,
     features_file: Annotated[
         Path | None,
         typer.Option("--features", help="Score this precomputed feature table (Parquet, as written by "
