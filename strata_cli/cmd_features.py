@@ -24,15 +24,15 @@ from strata_cli.app import (
     validation_summary_line,
 )
 
-#: Below this many columns of description, ``--list`` prints one block per feature instead of a table.
+#: Without room for this many columns of description, ``--list`` prints one block per feature, not a table.
 MIN_DESCRIPTION_WIDTH = 40
 
 
 def catalog_renderable(catalog: Any, width: int) -> Any:
-    """``strata features --list`` at a terminal ``width``: a table when the description column gets at least
-    :data:`MIN_DESCRIPTION_WIDTH` characters beside whole names, otherwise (80 columns, pipes, CI logs) one
-    block per feature: the name on its own line, then family, unit, window and description indented. Names
-    are never cut."""
+    """``strata features --list`` at a terminal ``width``: a table when it fits with whole names, units and
+    windows and at least :data:`MIN_DESCRIPTION_WIDTH` characters of description, otherwise (80 columns,
+    pipes, CI logs) one block per feature: the name on its own line, then family, unit, window and
+    description indented. Nothing is ever cut."""
     from rich import box
     from rich.console import Group
     from rich.padding import Padding
@@ -40,7 +40,8 @@ def catalog_renderable(catalog: Any, width: int) -> Any:
     from rich.text import Text
 
     fixed = {col: max(len(col), *(len(str(v)) for v in catalog[col])) for col in ("name", "family", "unit", "window")}
-    if sum(fixed.values()) + 2 * len(catalog.columns) + MIN_DESCRIPTION_WIDTH <= width:
+    # the table's own width: each column's 2 cells of padding, the dividers between columns and the two edges
+    if sum(fixed.values()) + MIN_DESCRIPTION_WIDTH + 3 * len(catalog.columns) + 1 <= width:
         grid = Table(title=f"{len(catalog)} features", box=box.SIMPLE_HEAD)
         for col in catalog.columns:
             if col == "description":

@@ -38,6 +38,20 @@ def test_wide_terminals_get_the_table_with_whole_names() -> None:
         assert f" {name} " in text
 
 
+def test_no_width_cuts_a_name_unit_or_window() -> None:
+    """Every width from 60 to 200 columns, across the switch from blocks to the table."""
+    catalog = feature_catalog(StrataConfig())
+    cells = {str(v) for col in ("name", "unit", "window") for v in catalog[col]}
+    kinds = set()
+    for width in range(60, 201):
+        text = _render(width)
+        kinds.add(text.lstrip().startswith(f"{len(catalog)} features ("))
+        assert "…" not in text and max(len(line) for line in text.splitlines()) <= width, width
+        missing = [c for c in cells if c not in text]
+        assert not missing, (width, missing)
+    assert kinds == {True, False}  # both forms were checked
+
+
 def test_the_command_lists_at_the_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "80")
     result = CliRunner().invoke(app, ["features", "--list"])
