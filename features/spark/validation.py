@@ -331,11 +331,11 @@ def _partition_validator(
     with ``_no_status``) and rejected rows (``_reason`` and the original strings as ``_raw`` JSON).
     """
     typed_cols = [c for c in schema.columns if c in header]
-    from features.cells import NULL_TOKENS  # resolved on the driver; shipped by value
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import numpy as np
 
+        from features.cells import is_null, strip
         from features.validation import validate_table
 
         for batch in batches:
@@ -360,7 +360,7 @@ def _partition_validator(
                 frame = pd.DataFrame({_KIND: "accepted", FILE_COL: files.loc[acc_rows].to_numpy(), MID_COL: acc_rows,
                                       _REASON: None, _RAW: None})
                 if "status" in header:
-                    frame[_NO_STATUS] = raw.loc[acc_rows, "status"].astype(str).str.strip().isin(NULL_TOKENS).to_numpy()
+                    frame[_NO_STATUS] = is_null(strip(raw.loc[acc_rows, "status"]))
                 for c in typed_cols:
                     if schema.kinds[c] == "timestamp":
                         # Spark holds microseconds: a nanosecond part pandas read is floored, as the fast path
