@@ -49,7 +49,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving import http_metrics
+from serving import http_metrics, http_protocol
 from serving.api_models import (
     APIError,
     ErrorResponse,
@@ -93,6 +93,9 @@ _FAST_CHECK_USERS = 256
 #: Largest coalesced batch the fast path scores on the event loop (about 5 ms); larger ones go to a thread.
 _INLINE_MAX_USERS = 64
 _MISSING = object()
+
+# malformed HTTP (below the app) gets the API's JSON error too, not uvicorn's plain text
+http_protocol.install()
 
 
 def load_service_config() -> StrataConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -317,6 +318,37 @@ def test_transport_level_refusals(api_server: RunningServer) -> None:
         assert_error_shape(c.post("/predict/features", json={"rows": []}), 422, "rows")
         # After all of that the server still answers.
         assert c.post("/predict", json={"user_ids": ["a"]}).status_code == 200
+
+
+def raw_exchange(url: str, request: bytes) -> httpx.Response:
+    """Send bytes that are not valid HTTP over a socket; parse whatever comes back until the server closes."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = [tuple(part.strip() for part in line.split(":", 1)) for line in header_lines]
+    return httpx.Response(int(status_line.split()[1]), headers=headers, content=body)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GARBAGE\r\n\r\n",
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nThis header has no colon\r\n\r\n",
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: twelve\r\n\r\n{}",
+    b"GET /livez HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,  # a TLS hello on the plain port
+], ids=["not-http", "header-without-colon", "bad-content-length", "two-hosts", "tls-hello"])
+def test_malformed_http_gets_the_json_error(api_server: RunningServer, request_bytes: bytes) -> None:
+    # below the app: uvicorn parses the request line and headers; it used to answer in plain text
+    resp = raw_exchange(api_server.url, request_bytes)
+    err = assert_error_shape(resp, 400)
+    assert err["code"] == "bad_request" and "not valid HTTP/1.1" in err["message"]
+    assert int(resp.headers["content-length"]) == len(resp.content)
+    with api_server.client() as c:
+        assert c.get("/livez").status_code == 200
 
 
 def test_admin_reload_needs_the_key(api_server: RunningServer, trained_env: TrainedEnv) -> None:
