@@ -196,7 +196,7 @@ def models(config: ConfigOpt = None) -> None:
     if frame.empty:
         console.print(f"no versions of {cfg.training.model_name!r} registered yet: run `strata train`", highlight=False)
         return
-    console.print(models_table(frame, cfg.training.model_name))
+    console.print(models_renderable(frame, cfg.training.model_name, console.width))
 
 
 #: ``strata models`` columns: key in :func:`training.registry.list_models` -> header.
@@ -225,7 +225,7 @@ def models_table(frame: Any, model_name: str) -> Any:
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for key, header in MODEL_COLUMNS.items():
         if key in ("aliases", "promotion_decision"):
-            table.add_column(header, justify="left", overflow="fold", min_width=11)
+            table.add_column(header, justify="left", overflow="fold", min_width=_TEXT_MIN_WIDTH)
         else:
             width = 10 if key == "train_end" else 6
             table.add_column(header, justify="left" if key == "train_end" else "right", no_wrap=True, min_width=width)
@@ -234,7 +234,7 @@ def models_table(frame: Any, model_name: str) -> Any:
         for key in MODEL_COLUMNS:
             v = getattr(row, key)
             if isinstance(v, float):
-                cells.append("" if v != v else f"{v:.4f}")
+                cells.append(_metric(v))
             elif key == "train_end":
                 cells.append(str(v)[:10])
             elif key == "aliases":
@@ -243,4 +243,49 @@ def models_table(frame: Any, model_name: str) -> Any:
                 cells.append(str(v))
         table.add_row(*cells)
     return table
-    console.print(table)
+
+
+#: The narrowest a folded text column of :func:`models_table` gets (its ``min_width``).
+_TEXT_MIN_WIDTH = 11
+
+
+def models_table_width(frame: Any) -> int:
+    """The narrowest width at which :func:`models_table` shows every cell whole: fixed columns at their
+    widest cell or header line, text columns at their longest word, two spaces between columns."""
+    widths = []
+    for key, header in MODEL_COLUMNS.items():
+        head = max(len(line) for line in header.split("\n"))
+        if key in ("aliases", "promotion_decision"):
+            words = [w for v in frame[key] for w in str(v).replace(",", ", ").split()]
+            widths.append(max(_TEXT_MIN_WIDTH, head, *(len(w) for w in words)))
+        else:
+            cells = [_metric(v) if isinstance(v, float) else str(v)[:10] for v in frame[key]]
+            widths.append(max(6, head, *(len(c) for c in cells)))
+    return sum(widths) + 2 * (len(widths) - 1)
+
+
+def models_renderable(frame: Any, model_name: str, width: int) -> Any:
+    """``strata models`` at a terminal ``width``: :func:`models_table` when every cell fits whole (about 77
+    columns), otherwise one block per version, so that no metric, alias or decision is ever cut."""
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.text import Text
+
+    if models_table_width(frame) <= width:
+        return models_table(frame, model_name)
+    blocks: list[Any] = [Text(f"Registered versions of {model_name} (backtest metrics at training)")]
+    for row in frame.itertuples(index=False):
+        aliases = ", ".join(a for a in str(row.aliases).split(",") if a)
+        blocks.append(Text(f"version {row.version}" + (f" ({aliases})" if aliases else ""), style="bold"))
+        lines = [f"train end {str(row.train_end)[:10]}"]
+        for key, base in (("churn_auc", "bgnbd_churn_auc"), ("value_normalized_gini", "bgnbd_value_normalized_gini")):
+            label = MODEL_COLUMNS[key].replace("\n", " ")
+            value, baseline = _metric(getattr(row, key)) or "-", _metric(getattr(row, base)) or "-"
+            lines.append(f"{label} {value} (BG/NBD {baseline})")
+        lines.append(f"promotion: {row.promotion_decision}")
+        blocks.append(Padding(Text("\n".join(lines)), (0, 0, 0, 4), expand=False))
+    return Group(*blocks)
+
+
+def _metric(value: Any) -> str:
+    return "" if value is None or value != value else f"{float(value):.4f}"

@@ -1,11 +1,11 @@
-"""``strata models`` stays readable at 80 columns: whole metrics, text columns folded instead."""
+"""``strata models`` stays readable at any width: a table with whole metrics and folded text, or blocks."""
 
 from __future__ import annotations
 
 import pandas as pd
 from rich.console import Console
 
-from strata_cli.cmd_train import MODEL_COLUMNS, models_table
+from strata_cli.cmd_train import MODEL_COLUMNS, models_renderable, models_table, models_table_width
 
 
 def _frame() -> pd.DataFrame:
@@ -39,3 +39,27 @@ def test_metrics_and_dates_are_whole_at_80_columns() -> None:
 
 def test_columns_match_what_list_models_returns() -> None:
     assert list(MODEL_COLUMNS) == list(_frame().columns)
+
+
+def _words(text: str) -> set[str]:
+    return {w.strip("(),:") for w in text.split()}
+
+
+def test_every_value_is_whole_at_every_width() -> None:
+    frame = _frame()
+    expected = {"12", "11", "challenger", "champion", "2025-12-31", "2025-11-30", "0.9550", "0.9322", "0.9002",
+                "0.8616", "0.9431", "0.9307", "0.8500", "promoted", "rejected", "beat", "same", "rows"}
+    layouts = set()
+    for width in range(40, 121):
+        console = Console(width=width, record=True, color_system=None)
+        renderable = models_renderable(frame, "strata", width)
+        layouts.add(type(renderable).__name__)
+        console.print(renderable)
+        text = console.export_text()
+        assert max(len(line) for line in text.splitlines()) <= width
+        assert "…" not in text
+        missing = expected - _words(text)
+        assert not missing, f"at {width} columns {missing} cut or lost in:\n{text}"
+    # the table from its own narrowest width on; 76 columns used to drop most of the promotion column
+    assert models_table_width(frame) == 77
+    assert layouts == {"Table", "Group"}
