@@ -8,7 +8,9 @@ raise :class:`features.errors.InputFileError` with one line naming the file and 
 The returned frame is indexed by the 1-based data row number in the file (the header is not a data
 row). Rows with the wrong number of fields cannot be split into columns; they are left out of the
 frame and listed in ``frame.attrs["malformed_rows"]`` as ``(row, text)`` pairs so that validation
-can count them as rejected (nothing is dropped silently).
+can count them as rejected (nothing is dropped silently). A quote opened and never closed would make the
+CSV reader put every later line into one value: that row is listed as ``(row, first line,
+UNTERMINATED_QUOTE)`` and the lines after it are read as rows again.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def _read_csv(path: Path, schema: TableSchema, arrow_strings: bool, dictionary_t
                 break
     _check_columns(path, schema, header, hint)
 
-    malformed: list[tuple[int | None, str]] = []
+    malformed: list[tuple[Any, ...]] = []  # (physical line or None, text[, reason])
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         malformed.append((row.number, row.text))
@@ -136,10 +138,11 @@ def _read_csv(path: Path, schema: TableSchema, arrow_strings: bool, dictionary_t
     dictionary = set(_dictionary_columns(schema, header)) if dictionary_text else set()
     types = {c: pa.dictionary(pa.int32(), pa.string()) if c in dictionary else pa.string() for c in header}
 
-    def read(threads: bool) -> pa.Table:
+    def read(threads: bool, source: Any = path, skip_rows: int = 1) -> pa.Table:
         return pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, use_threads=threads, encoding="utf8"),
+            source,
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=skip_rows, use_threads=threads,
+                                           encoding="utf8"),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
                 column_types=types,
@@ -153,6 +156,25 @@ def _read_csv(path: Path, schema: TableSchema, arrow_strings: bool, dictionary_t
         if malformed and any(n is None for n, _ in malformed):
             malformed.clear()  # line numbers are only known when reading on one thread
             table = read(threads=False)
+        # A quote that is never closed swallows every later line into the last row's value (the reader accepts
+        # it at the end of the file): reject that row and read the lines after its first one as rows again.
+        tail: str | None = None  # the text whose end the last row reached (the file, then each remainder)
+        while table.num_rows and (value := _multiline_last_value(table)) is not None:
+            tail = _whole_text(path) if tail is None else tail
+            cut = _unterminated_quote(tail, value)
+            if cut is None:
+                break
+            first_line, tail = cut
+            position = table.num_rows + len(malformed)  # the broken row's place among all rows (1-based)
+            table = table.slice(0, table.num_rows - 1)
+            malformed.append((position + 1, first_line, UNTERMINATED_QUOTE))  # stored as "line", row + 1
+            if not tail.strip():
+                break
+            before = len(malformed)
+            more = read(threads=False, source=pa.BufferReader(tail.encode("utf-8")), skip_rows=0)
+            # line k of the remainder is row position + k
+            malformed[before:] = [(None if m[0] is None else m[0] + position + 1, *m[1:]) for m in malformed[before:]]
+            table = pa.concat_tables([table, more])
     except (pa.ArrowInvalid, OSError) as err:
         msg = str(err).splitlines()[0]
         if "UTF8" in msg or "utf8" in msg.lower():
@@ -161,10 +183,43 @@ def _read_csv(path: Path, schema: TableSchema, arrow_strings: bool, dictionary_t
     df = table.to_pandas(types_mapper=pd.ArrowDtype) if arrow_strings else table.to_pandas()
     df.columns = header
     # Physical line numbers count the header as line 1; data row = line - 1.
-    bad_rows = sorted((int(n) - 1 if n is not None else -1, t) for n, t in malformed)
-    df.index = _row_numbers(len(df), [r for r, _ in bad_rows])
+    bad_rows = sorted((int(m[0]) - 1 if m[0] is not None else -1, *m[1:]) for m in malformed)
+    df.index = _row_numbers(len(df), [m[0] for m in bad_rows])
     df.attrs["malformed_rows"] = bad_rows
     return df
+
+
+#: Reason of a row whose quoted value is never closed (it would swallow every later line).
+UNTERMINATED_QUOTE = "unterminated quote (a quoted value that is never closed; the lines after it were read as rows)"
+
+
+def _multiline_last_value(table: Any) -> str | None:
+    """The last row's first value with a line break, or None: the only way an unclosed quote shows (cheap)."""
+    last = table.slice(table.num_rows - 1, 1).to_pylist()[0]
+    return next((v for v in last.values() if isinstance(v, str) and ("\n" in v or "\r" in v)), None)
+
+
+def _whole_text(path: Path) -> str:
+    import gzip
+
+    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        return str(fh.read().decode("utf-8-sig"))
+
+
+def _unterminated_quote(text: str, value: str) -> tuple[str, str] | None:
+    """If ``text`` ends inside the quoted ``value`` (a quote opened and never closed, so the value runs to the end
+    of the text): the physical line where that quote opens, and the text of the lines after it. Else None.
+
+    A closed quote leaves its closing quote (and maybe more fields) after the value, so the text cannot end with
+    the opening quote and the value; a value with doubled quotes in it is not recognised (left as it is)."""
+    tail = '"' + value
+    if not text.endswith(tail):
+        return None
+    start = len(text) - len(tail)
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", start)
+    return text[line_start:line_end].rstrip("\r"), text[line_end + 1:]
 
 
 def _row_numbers(n_good: int, skipped: list[int]) -> pd.Index:

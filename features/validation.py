@@ -319,7 +319,7 @@ def validate_table(
     rules = config.data
     now = parse_as_of(now)
     n = len(raw)
-    malformed: list[tuple[int, str]] = list(raw.attrs.get("malformed_rows", []))
+    malformed: list[tuple[Any, ...]] = list(raw.attrs.get("malformed_rows", []))  # (row, text[, reason])
     rows = raw.index.to_numpy() if raw.index.name == "row" else np.arange(1, n + 1)
     rej = _Rejector(n)
     accepted: dict[str, Any] = {}
@@ -392,8 +392,9 @@ def validate_table(
     rejected.insert(0, "reason", rej.reasons())
     rejected.insert(0, "row", rows[rej.bad])
     if malformed:
-        extra_rows = pd.DataFrame({"row": [r for r, _ in malformed], "reason": MALFORMED,
-                                   "line": [t for _, t in malformed]})
+        extra_rows = pd.DataFrame({"row": [m[0] for m in malformed],
+                                   "reason": [m[2] if len(m) > 2 else MALFORMED for m in malformed],
+                                   "line": [m[1] for m in malformed]})
         rejected = pd.concat([rejected, extra_rows], ignore_index=True).sort_values("row", kind="stable")
     rejected = rejected.reset_index(drop=True)
     reasons = rejected["reason"].value_counts().to_dict() if len(rejected) else {}

@@ -11,7 +11,7 @@ import pytest
 
 from features.contract import EVENTS, ORDERS, USERS
 from features.errors import InputFileError
-from features.io import find_table_files, read_table, table_as_strings, write_table
+from features.io import UNTERMINATED_QUOTE, find_table_files, read_table, table_as_strings, write_table
 
 HEADER = "user_id,order_id,ordered_at,amount"
 
@@ -125,6 +125,54 @@ def test_rows_with_the_wrong_number_of_fields_are_set_aside_with_their_row(tmp_p
     assert df.index.tolist() == [1, 3]
     assert [r for r, _ in df.attrs["malformed_rows"]] == [2, 4]
     assert "extra" in df.attrs["malformed_rows"][0][1]
+
+
+UNCLOSED = HEADER + '\nu1,o1,2024-01-01,1\nu2,o2,2024-01-02,"oops\nu3,o3,2024-01-03,3\nu4,o4,2024-01-04,4\n'
+
+
+def test_an_unclosed_quote_rejects_its_row_and_the_lines_after_it_are_read(tmp_path: Path) -> None:
+    # the reader put every line after the quote into u2's amount: u3 and u4 were neither accepted nor rejected
+    df = read_table(_write(tmp_path, UNCLOSED), ORDERS)
+    assert df["user_id"].tolist() == ["u1", "u3", "u4"]
+    assert df["amount"].tolist() == ["1", "3", "4"]
+    assert df.index.tolist() == [1, 3, 4]
+    assert df.attrs["malformed_rows"] == [(2, 'u2,o2,2024-01-02,"oops', UNTERMINATED_QUOTE)]
+
+
+def test_an_unclosed_quote_after_a_multiline_record_and_gzip(tmp_path: Path) -> None:
+    import gzip
+
+    # record 1 spans lines 2-3 (a closed quote); record 2 opens a quote on line 4 that is never closed
+    text = (HEADER + '\nu1,o1,2024-01-01,"1\nu2,o2,2024-01-02,2"\nu3,o3,2024-01-03,"3\nu4,o4,2024-01-04,4\n'
+            "u5,o5,2024-01-05,5")
+    gz = tmp_path / "orders.csv.gz"
+    gz.write_bytes(gzip.compress(text.encode()))
+    for path in (_write(tmp_path, text), gz):
+        df = read_table(path, ORDERS)
+        assert df["user_id"].tolist() == ["u1", "u4", "u5"]
+        assert df["amount"].tolist() == ["1\nu2,o2,2024-01-02,2", "4", "5"]
+        assert df.index.tolist() == [1, 3, 4]
+        assert df.attrs["malformed_rows"] == [(2, 'u3,o3,2024-01-03,"3', UNTERMINATED_QUOTE)]
+
+
+def test_a_closed_multiline_value_in_the_last_row_is_kept(tmp_path: Path) -> None:
+    for last in ('u2,o2,2024-01-02,2,"line\nbreak"\n', 'u2,o2,2024-01-02,2,"line\nbreak"', 'u2,o2,2024-01-02,2,"a\n""b"""\n'):
+        df = read_table(_write(tmp_path, HEADER + ",category\nu1,o1,2024-01-01,1,x\n" + last), ORDERS)
+        assert df["user_id"].tolist() == ["u1", "u2"], last
+        assert df.attrs["malformed_rows"] == []
+
+
+def test_validation_accounts_for_every_row_after_an_unclosed_quote(tmp_path: Path) -> None:
+    from features.config import StrataConfig
+    from features.validation import load_dataset
+
+    _write(tmp_path, UNCLOSED)
+    dataset, report = load_dataset(tmp_path, config=StrataConfig(), now="2025-01-01")
+    orders = report.tables["orders"]
+    assert (orders.rows_in, orders.n_accepted, orders.n_rejected) == (4, 3, 1)
+    assert sorted(dataset.orders["user_id"].tolist()) == ["u1", "u3", "u4"]
+    assert orders.rejected["reason"].tolist() == [UNTERMINATED_QUOTE]
+    assert orders.rejected["row"].tolist() == [2]
 
 
 def test_parquet_is_read_as_strings(tmp_path: Path) -> None:
