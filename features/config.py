@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.contract import DEFAULT_EVENT_TYPES
 from features.errors import StrataError
@@ -36,6 +36,17 @@ class DataConfig(_Section):
     future_tolerance_hours: float = 24.0
     """Timestamps more than this many hours after the validation time are rejected as future."""
 
+    @field_validator("min_timestamp")
+    @classmethod
+    def _iso_time(cls, value: str) -> str:
+        from features.cutoffs import parse_as_of
+
+        try:
+            parse_as_of(value, "min_timestamp")
+        except StrataError as err:  # reported as this key's error, with the file and section
+            raise ValueError(str(err).removeprefix("min_timestamp: ")) from None
+        return value
+
 
 class FeatureConfig(_Section):
     """Windows and half-lives of the point-in-time features."""
@@ -52,6 +63,24 @@ class FeatureConfig(_Section):
     its own in it, created only when needed and removed when the engine closes. None: the system temp
     directory."""
 
+    @field_validator("windows_days", "half_lives_days")
+    @classmethod
+    def _positive_days(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("expected at least one number of days")
+        if any(d < 1 for d in value):
+            raise ValueError("every number of days must be at least 1")
+        if len(set(value)) != len(value):
+            raise ValueError("a number of days is listed twice")
+        return value
+
+    @field_validator("trend_window_days")
+    @classmethod
+    def _positive_window(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1 day")
+        return value
+
     @field_validator("engine_memory_limit")
     @classmethod
     def _memory_size(cls, value: str | None) -> str | None:
@@ -61,6 +90,10 @@ class FeatureConfig(_Section):
             raise ValueError("expected a size such as '8GB', '512MB' or '16GiB'")
         return value.strip()
 
+
+#: The tracking URI schemes MLflow's stores accept (``postgresql+psycopg2://`` and the like included).
+_TRACKING_SCHEME = re.compile(r"^(file|sqlite|postgresql|mysql|mssql|http|https|databricks|databricks-uc|uc)(\+\w+)?:",
+                              re.IGNORECASE)
 
 #: What DuckDB's ``memory_limit`` accepts (decimal and binary units).
 _MEMORY_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
@@ -101,6 +134,13 @@ class RfmConfig(_Section):
 class ValueTierConfig(_Section):
     high_annual_spend: float = 5000.0
     low_annual_spend: float = 1000.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValueTierConfig:
+        if self.low_annual_spend > self.high_annual_spend:
+            raise ValueError(f"low_annual_spend ({self.low_annual_spend:g}) is above high_annual_spend "
+                             f"({self.high_annual_spend:g})")
+        return self
 
 
 class ActivityTierConfig(_Section):
@@ -216,13 +256,21 @@ class TrainingConfig(_Section):
 class TrackingConfig(_Section):
     tracking_uri: str | None = None
     """None: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<workdir>/mlflow.db``."""
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None and ":" in value and not _TRACKING_SCHEME.match(value) and not re.match(r"^[A-Za-z]:[\\/]", value):
+            raise ValueError("expected a path or an MLflow tracking URI: sqlite:///path/mlflow.db, file:///path, "
+                             "http(s)://host:port, postgresql://..., mysql://..., mssql://... or databricks")
+        return value
     artifact_dir: str = "mlartifacts"
     experiment_name: str = "strata"
 
 
 class ServingConfig(_Section):
     host: str = "127.0.0.1"
-    port: int = 3000
+    port: int = Field(3000, ge=1, le=65535)
     api_key: str | None = None
     """API key; ``STRATA_API_KEY`` overrides it. None: no authentication."""
     max_body_bytes: int = 1_000_000
@@ -235,7 +283,7 @@ class ServingConfig(_Section):
 
 
 class ScoringConfig(_Section):
-    chunk_users: int = 200_000
+    chunk_users: int = Field(200_000, ge=1)
     pipeline: bool = True
     """Batch scoring (``strata score``) makes the model pass (trees, reason texts) of the next chunks on
     two helper threads and writes files on another while the current chunk is post-processed, so both
