@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from features.errors import StrataError
 from strata_cli.app import ConfigOpt, app, console, handle_errors
 
 SERVICE_IMPORT = "serving.service:StrataService"
@@ -48,6 +51,30 @@ def serve_command(
     return cmd, env
 
 
+def check_bindable(host: str, port: int) -> None:
+    """Refuse a host or port the server could not listen on, in one line, before BentoML starts (it would print
+    a long traceback from its process manager instead). The server binds the same way just after."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as err:
+        raise StrataError(f"--host {host}: not an address or host name of this machine ({err}); e.g. 127.0.0.1 "
+                          "or 0.0.0.0") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise StrataError(f"--port {port}: {host}:{port} is already in use (another server?); stop it or "
+                                  "choose another --port") from None
+            if err.errno == errno.EACCES:
+                raise StrataError(f"--port {port}: not allowed to listen on {host}:{port} (ports below 1024 need "
+                                  "privileges); choose another --port") from None
+            raise StrataError(f"--host {host}: cannot listen on {host}:{port} ({err.strerror}); use an address of "
+                              "this machine, e.g. 127.0.0.1 or 0.0.0.0") from None
+
+
 def server_home(host: str, port: int) -> Path:
     """BentoML's home for the server on ``host:port``, created if needed: one per port, reused across restarts."""
     import tempfile
@@ -83,6 +110,7 @@ def serve(
     cfg = load_config(config)
     bind_host = host or cfg.serving.host
     bind_port = port or cfg.serving.port
+    check_bindable(bind_host, bind_port)
     cmd, env = serve_command(bind_host, bind_port, config, workers)
     key_note = "X-API-Key required" if (env.get("STRATA_API_KEY") or cfg.serving.api_key) else "no API key (open)"
     console.print(

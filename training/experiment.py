@@ -103,10 +103,11 @@ def run_experiment(
     import mlflow
     import optuna
 
-    from training.tracking import configure_tracking
+    from training.tracking import check_local_store, configure_tracking, resolve_tracking_uri
 
     if n_trials < 1:
         raise StrataError(f"--trials: value {n_trials} must be at least 1")
+    check_local_store(resolve_tracking_uri(config))  # a store that cannot be written fails now, not after the trials
     data = prepare_training_data(dataset, config, as_of, horizon_days)
     ts, split = data.training_set, data.split
     names = feature_columns(ts)

@@ -40,6 +40,24 @@ def resolve_tracking_uri(config: StrataConfig, workdir: str | Path | None = None
     return f"sqlite:///{(base / 'mlflow.db').resolve()}"
 
 
+def check_local_store(uri: str) -> None:
+    """Refuse a SQLite tracking store that cannot work, before anything is computed: a directory that does not
+    exist (MLflow would create it, and an empty registry, from a typo) or a location that is not writable."""
+    if not uri.lower().startswith("sqlite:"):
+        return
+    path = uri.split(":", 1)[1].removeprefix("///")
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    db = Path(path)
+    if not db.parent.is_dir():
+        raise TrackingError(f"MLflow tracking store {uri}: the directory {db.parent} does not exist; create it, or "
+                            f"fix [tracking] tracking_uri or {TRACKING_ENV}")
+    target = db if db.exists() else db.parent
+    if not os.access(target, os.W_OK):
+        raise TrackingError(f"MLflow tracking store {uri}: {target} is not writable; run from a writable directory, "
+                            f"or set [tracking] tracking_uri or {TRACKING_ENV}")
+
+
 def artifact_location(config: StrataConfig, tracking_uri: str, workdir: str | Path | None = None) -> str | None:
     """Artifact root for a new experiment: ``file://<workdir>/<artifact_dir>`` for local stores, else None.
 
@@ -67,6 +85,7 @@ def configure_tracking(config: StrataConfig, workdir: str | Path | None = None) 
     from mlflow.exceptions import MlflowException
 
     uri = resolve_tracking_uri(config, workdir)
+    check_local_store(uri)
     # Artifact downloads (model loading, promotion) would otherwise draw tqdm bars on stderr.
     os.environ.setdefault(PROGRESS_BAR_ENV, "false")
     mlflow.set_tracking_uri(uri)
@@ -87,6 +106,12 @@ def configure_tracking(config: StrataConfig, workdir: str | Path | None = None) 
             exp_id = exp.experiment_id
     except MlflowException as err:
         raise TrackingError(f"MLflow tracking store {uri}: {err.message}") from None
+    except Exception as err:  # SQLAlchemy's errors (a locked or unreadable database file...): one line, not a trace
+        if not type(err).__module__.startswith("sqlalchemy"):
+            raise
+        reason = str(getattr(err, "orig", None) or err).splitlines()[0]
+        raise TrackingError(f"MLflow tracking store {uri}: cannot be used ({reason}); check the file, or set "
+                            f"[tracking] tracking_uri or {TRACKING_ENV}") from None
     mlflow.set_experiment(experiment_id=exp_id)
     return str(exp_id)
 

@@ -638,9 +638,11 @@ def train_model(
     """
     import mlflow
 
-    from training.tracking import configure_tracking
+    from training.tracking import check_local_store, configure_tracking, resolve_tracking_uri
 
     step = progress or _noop
+    # a store that cannot be written fails now, not after the models are fitted (nothing is created yet)
+    check_local_store(resolve_tracking_uri(config))
     step("training set")
     data = prepare_training_data(dataset, config, as_of, horizon_days, progress=step)
     fit = fit_bundle(data, progress=step)
