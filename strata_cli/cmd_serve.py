@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from features.errors import StrataError
 from strata_cli.app import ConfigOpt, app, console, handle_errors
@@ -114,8 +115,8 @@ def serve(
     cmd, env = serve_command(bind_host, bind_port, config, workers)
     key_note = "X-API-Key required" if (env.get("STRATA_API_KEY") or cfg.serving.api_key) else "no API key (open)"
     console.print(
-        f"serving [bold]{cfg.training.model_name}@champion[/] on http://{bind_host}:{bind_port} ({key_note}); "
-        f"online store {cfg.serving.online_store}",
+        f"serving [bold]{escape(cfg.training.model_name)}@champion[/] on http://{escape(bind_host)}:{bind_port} ({key_note}); "
+        f"online store {escape(cfg.serving.online_store)}",
         highlight=False,
     )
     sys.stdout.flush()

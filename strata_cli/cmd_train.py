@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from strata_cli.app import (
     ConfigOpt,
@@ -77,9 +78,9 @@ def _print_metrics(metrics: dict[str, float]) -> None:
 def _report(result: Any) -> None:
     _print_metrics(result.metrics)
     for note in result.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {escape(note)}", highlight=False)
     console.print(
-        f"registered [bold]{result.model_name}[/] version {result.model_version} as [bold]challenger[/] "
+        f"registered [bold]{escape(result.model_name)}[/] version {result.model_version} as [bold]challenger[/] "
         f"(run {result.run_id}, training end {result.end.isoformat()}); `strata promote` to make it champion",
         highlight=False,
     )
@@ -143,7 +144,7 @@ def experiment(
         result = run_experiment(dataset, cfg, trials, as_of=as_of_ts, horizon_days=horizon_days, run_name=run_name,
                                 progress=on_trial)
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items())
-    console.print(f"best of {trials} trials: holdout churn AUC {result.best_value:.4f} with {params}", highlight=False)
+    console.print(f"best of {trials} trials: holdout churn AUC {result.best_value:.4f} with {escape(str(params))}", highlight=False)
     _report(result.train_result)
 
 
@@ -162,9 +163,11 @@ def promote(
     decision = do_promote(cfg, force=force, reason=reason)
     name = cfg.training.model_name
     if decision.promoted:
-        console.print(f"[green]promoted[/] {name} v{decision.challenger_version} to champion: {decision.reason}", highlight=False)
+        console.print(f"[green]promoted[/] {escape(name)} v{decision.challenger_version} to champion: {escape(decision.reason)}",
+                      highlight=False)
     else:
-        console.print(f"[yellow]not promoted[/] {name} v{decision.challenger_version}: {decision.reason}", highlight=False)
+        console.print(f"[yellow]not promoted[/] {escape(name)} v{decision.challenger_version}: {escape(decision.reason)}",
+                      highlight=False)
         if decision.champion_version and decision.champion_version != decision.challenger_version:
             console.print("use --force --reason TEXT to override", highlight=False)
 
@@ -179,7 +182,7 @@ def rollback(config: ConfigOpt = None) -> None:
     cfg = load_config(config)
     result = do_rollback(cfg)
     console.print(
-        f"champion of {cfg.training.model_name} rolled back from v{result.from_version} to v{result.to_version}",
+        f"champion of {escape(cfg.training.model_name)} rolled back from v{result.from_version} to v{result.to_version}",
         highlight=False,
     )
 
@@ -194,7 +197,7 @@ def models(config: ConfigOpt = None) -> None:
     cfg = load_config(config)
     frame = list_models(cfg)
     if frame.empty:
-        console.print(f"no versions of {cfg.training.model_name!r} registered yet: run `strata train`", highlight=False)
+        console.print(f"no versions of {escape(repr(cfg.training.model_name))} registered yet: run `strata train`", highlight=False)
         return
     console.print(models_renderable(frame, cfg.training.model_name, console.width))
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.rule import Rule
 
 console = Console()
@@ -24,12 +25,12 @@ def _strata(workdir: Path, *args: str, env: dict[str, str] | None = None, check:
     """Run ``strata ARGS`` in ``workdir``; print the command line first; return its exit code."""
     exe = Path(sys.executable).with_name("strata")
     cmd = [str(exe), *args]
-    console.print(f"[bold cyan]$ strata {shlex.join(args)}[/]")
+    console.print(f"[bold cyan]$ strata {escape(shlex.join(args))}[/]")
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, env={**os.environ, **(env or {})})
     console.print(f"[dim]  ({time.perf_counter() - started:.1f} s, exit {proc.returncode})[/]")
     if check and proc.returncode != 0:
-        console.print(f"[bold red]demo step failed:[/] strata {shlex.join(args)}")
+        console.print(f"[bold red]demo step failed:[/] strata {escape(shlex.join(args))}")
         raise SystemExit(proc.returncode)
     return proc.returncode
 
@@ -72,13 +73,14 @@ def main(argv: list[str] | None = None) -> None:
 
     elapsed = time.perf_counter() - started
     console.print(Rule("Done"))
-    console.print(f"Demo finished in {elapsed:.0f} s. Outputs in [bold]{workdir}[/]:")
-    console.print(f"  report:        [bold]{workdir / 'report.html'}[/]  (open it in a browser; it works offline)")
-    console.print(f"  scores:        {workdir / 'scores'}")
-    console.print(f"  rejected rows: {workdir / 'rejects'}")
-    console.print(f"  MLflow store:  {workdir / 'mlflow.db'}  (mlflow ui --backend-store-uri sqlite:///{workdir / 'mlflow.db'})")
+    console.print(f"Demo finished in {elapsed:.0f} s. Outputs in [bold]{escape(str(workdir))}[/]:")
+    console.print(f"  report:        [bold]{escape(str(workdir / 'report.html'))}[/]  (open it in a browser; it works offline)")
+    console.print(f"  scores:        {escape(str(workdir / 'scores'))}")
+    console.print(f"  rejected rows: {escape(str(workdir / 'rejects'))}")
+    db = escape(str(workdir / "mlflow.db"))
+    console.print(f"  MLflow store:  {db}  (mlflow ui --backend-store-uri sqlite:///{db})")
     console.print("Online API with an API key (from the demo directory):")
-    console.print(f"  cd {workdir} && STRATA_API_KEY=demo-secret strata serve --port 3000")
+    console.print(f"  cd {escape(str(workdir))} && STRATA_API_KEY=demo-secret strata serve --port 3000")
     console.print("  curl -s -H 'X-API-Key: demo-secret' -H 'Content-Type: application/json' \\")
     console.print("       -d '{\"user_ids\": [\"u0000001\"]}' http://127.0.0.1:3000/predict")
 
