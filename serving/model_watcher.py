@@ -63,6 +63,8 @@ class ModelWatcher(Generic[S]):
         Seconds between two checks of the alias (the first check happens at :meth:`start`).
     after_swap
         Called with the new :class:`LiveModel` right after it is swapped in (errors are logged).
+    watched
+        What ``resolve_version`` looks up, for messages (e.g. ``strata@champion``).
     """
 
     def __init__(
@@ -73,8 +75,10 @@ class ModelWatcher(Generic[S]):
         warm_up: Callable[[S], Any],
         poll_seconds: float,
         after_swap: Callable[[LiveModel[S]], None] | None = None,
+        watched: str = "the alias",
     ) -> None:
         self._resolve_version = resolve_version
+        self.watched = watched
         self._load = load
         self._warm_up = warm_up
         self._after_swap = after_swap
@@ -110,7 +114,8 @@ class ModelWatcher(Generic[S]):
             except Exception as err:  # noqa: BLE001  (registry down: keep serving what we have)
                 return self._failed(previous, f"cannot read the model registry: {err}")
             if target is None:
-                return self._failed(previous, "the registry has no version under the alias")
+                return self._failed(previous, f"the registry has no version under {self.watched}: train one "
+                                              "(strata train) and promote it (strata promote)")
             if target == previous:
                 self.last_error = None
                 return ReloadOutcome(changed=False, version=previous, previous_version=previous)

@@ -371,6 +371,7 @@ class StrataService:
             warm_up=self._warm_up,
             poll_seconds=self.config.serving.model_poll_seconds,
             after_swap=_settle_heap,
+            watched=f"{self.model_name}@{CHAMPION}",
         )
         self.stored_scoring = StoredScoring(self._score_stored, inline=_has_fast_path)
         self.scored_rows = _scored_rows_counter()
