@@ -76,13 +76,22 @@ def usable_cutoffs(dataset: Dataset, end: pd.Timestamp, config: StrataConfig) ->
     horizon = config.labels.horizon_days
     if first is None:
         raise InsufficientDataError("no orders, events or user joins in the data: cannot build a training set")
-    if cutoffs[-1] <= first:
-        raise InsufficientDataError(
-            f"the data cannot fit one label window: the first record is on {first.date()}, and with end "
-            f"{end.date()} and a {horizon}-day horizon the latest cutoff would be {cutoffs[-1].date()}; "
-            f"use an end after {(first + pd.Timedelta(days=horizon)).date()} or a shorter [labels] horizon_days"
-        )
     last = _last_activity(dataset)
+    if cutoffs[-1] <= first:
+        needed = (first + pd.Timedelta(days=horizon)).date()
+        span = f"the data runs from {first.date()} to {last.date() if last is not None else end.date()}"
+        if last is not None and last + pd.Timedelta(days=1) <= first + pd.Timedelta(days=horizon):
+            # a later end would be after the data (refused too): only more history or a shorter horizon help
+            days = max((last - first).days, 0)
+            fix = (f"provide a history longer than {horizon} days, or a horizon shorter than {days} days "
+                   f"(--horizon-days or [labels] horizon_days)" if days >= 1 else
+                   f"provide a history longer than {horizon} days")
+        else:
+            fix = f"use an end after {needed}, or a shorter horizon (--horizon-days or [labels] horizon_days)"
+        raise InsufficientDataError(
+            f"the data cannot fit one label window: {span}, and with end {end.date()} and a {horizon}-day "
+            f"horizon the latest cutoff would be {cutoffs[-1].date()}, not after the first record; {fix}"
+        )
     if last is not None and end > last + pd.Timedelta(days=1):
         log.warning(
             "end %s is after the last record (%s): the days in between count as 'no purchase' in the labels",

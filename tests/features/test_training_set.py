@@ -47,6 +47,28 @@ def test_too_short_data_raises_with_dates() -> None:
         build_training_set(Dataset(orders=orders), StrataConfig(), END)
 
 
+@pytest.mark.parametrize(("last", "advice"), [
+    # the data itself is shorter than the horizon: a later end would be refused as after the data
+    ("2024-11-01", "provide a history longer than 90 days; "),
+    ("2024-12-30", "provide a history longer than 90 days, or a horizon shorter than 59 days (--horizon-days"),
+])
+def test_too_short_data_advises_what_can_work(last: str, advice: str) -> None:
+    orders = pd.DataFrame({"user_id": ["a", "b"], "order_id": ["1", "2"],
+                           "ordered_at": pd.to_datetime(["2024-11-01", last], utc=True), "amount": [5.0, 6.0]})
+    end = pd.Timestamp(last, tz="UTC").ceil("D") + pd.Timedelta(days=1)
+    with pytest.raises(InsufficientDataError) as err:
+        build_training_set(Dataset(orders=orders), StrataConfig(), end)
+    assert (str(err.value) + "; ").count(advice) == 1, str(err.value)
+    assert "use an end after" not in str(err.value)
+
+
+def test_a_later_end_is_advised_when_the_data_reaches_it() -> None:
+    orders = pd.DataFrame({"user_id": ["a", "b"], "order_id": ["1", "2"],
+                           "ordered_at": pd.to_datetime(["2024-06-01", "2024-12-30"], utc=True), "amount": [5.0, 6.0]})
+    with pytest.raises(InsufficientDataError, match=r"use an end after 2024-08-30, or a shorter horizon"):
+        build_training_set(Dataset(orders=orders), StrataConfig(), pd.Timestamp("2024-08-01", tz="UTC"))
+
+
 def test_cutoffs_before_the_data_are_dropped() -> None:
     orders = pd.DataFrame({"user_id": ["a", "b"], "order_id": ["1", "2"],
                            "ordered_at": pd.to_datetime(["2024-08-15", "2024-11-20"], utc=True), "amount": [5.0, 6.0]})
