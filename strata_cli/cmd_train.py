@@ -127,7 +127,9 @@ def experiment(
     run_name: RunNameOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Tune LightGBM parameters with Optuna; register the best model as challenger."""
+    """Tune the churn model's LightGBM parameters with Optuna (trials scored by holdout churn AUC); the best
+    parameters train the churn and conversion models, the value models keep the configured ones; the bundle is
+    registered as challenger, as `strata train` does."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from training.experiment import run_experiment

@@ -92,7 +92,8 @@ def run_experiment(
     run_name: str | None = None,
     progress: TrialProgress | None = None,
 ) -> ExperimentResult:
-    """Tune the LightGBM parameters over ``n_trials`` Optuna trials and register the best bundle as challenger.
+    """Tune the churn model's LightGBM parameters over ``n_trials`` Optuna trials and register the bundle they
+    train (churn and conversion with the best parameters, value with the configured ones) as challenger.
 
     Parameters
     ----------
