@@ -424,6 +424,13 @@ def run_batch(
         Replace ``out`` if it already exists (``strata score --overwrite``).
     show_progress, console
         Show a progress bar (on ``console``; None: Rich's global console).
+
+    Raises
+    ------
+    BatchError
+        When the feature table has no user (e.g. an ``as_of`` before all data): nothing is written, ``out``
+        is not created and the online store keeps its users (a run of no user would empty it). When
+        ``build_features`` fails, the temporary directory this call created is removed again.
     """
     import pyarrow.parquet as pq
 
@@ -452,6 +459,7 @@ def run_batch(
     key = run_key(args)
     tmp = out.with_name(f"{out.name}.tmp-{key}")
     work = tmp / WORK
+    fresh = not tmp.exists()  # made by this call: removed again if the features cannot be built
     work.mkdir(parents=True, exist_ok=True)
     manifest = _Manifest(work / "manifest.json", key, args)
     ext = "parquet" if fmt == "parquet" else "csv"
@@ -511,11 +519,26 @@ def run_batch(
                     raise BatchError(f"internal: {features_path} has {written} row groups, expected {planned_chunks}")
                 record_work_file(written)
 
+        def no_user() -> BatchError:
+            # Nothing to resume in a run of no user: its directory (and any build file of its key) goes.
+            shutil.rmtree(tmp, ignore_errors=True)
+            if online_store is not None:
+                online_store.snapshot(key).discard()
+            return BatchError(f"no user to score as of {run_args.get('as_of', '?')}: the feature table is empty; "
+                              f"nothing was written (the online store is left as it is)")
+
         if manifest.state["n_users"] is None or not features_path.exists():
             step = progress.task("building features", total=1)
-            features = build_features()
-            _check_features(features)
+            try:
+                features = build_features()
+                _check_features(features)
+            except BaseException:
+                if fresh:  # nothing of this run was saved yet: leave no empty directory behind
+                    shutil.rmtree(tmp, ignore_errors=True)
+                raise
             n_users = len(features)
+            if n_users == 0:  # a run of no user must not replace the online store (nor make an empty output)
+                raise no_user()
             manifest.state["n_users"] = n_users
             manifest.state["stage"], manifest.state["final"] = {}, {}
             manifest.state["stored"] = []
@@ -532,6 +555,8 @@ def run_batch(
                 del table
                 record_work_file(pq.ParquetFile(features_path).num_row_groups if n_users else 0)
         n_users = int(manifest.state["n_users"])
+        if n_users == 0:  # the saved state of an earlier attempt of no user
+            raise no_user()
         n_chunks = planned_chunks if work_file is not None else int(manifest.state["n_chunks"])
         if frame is not None and n_chunks != -(-n_users // chunk):
             frame = None  # row groups are not whole chunks: read them from the file
@@ -818,10 +843,19 @@ def read_scores_part(path: Path, fmt: OutputFormat | None = None) -> pd.DataFram
     return frame[OUTPUT_COLUMNS]
 
 
+def _check_output_dir(d: Path) -> None:
+    """Raise :class:`BatchError` when ``d`` (a scoring output to read) does not exist or is not a directory."""
+    if not d.exists():
+        raise BatchError(f"{d}: scoring output not found; give the directory of a `strata score --out` run")
+    if not d.is_dir():
+        raise BatchError(f"{d}: is a file, not a scoring output; give the directory of a `strata score --out` run")
+
+
 def read_scores(out: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
     """All rows of a finished batch output directory (``strata score --out``), parts in order."""
     d = Path(out)
     manifest = d / MANIFEST
+    _check_output_dir(d)
     if not manifest.exists():
         raise BatchError(f"{d}: not a finished scoring output (no {MANIFEST}); run `strata score` first")
     info = json.loads(manifest.read_text(encoding="utf-8"))
@@ -837,6 +871,7 @@ def read_summary(out: str | Path) -> dict[str, Any]:
     """The run summary saved with a finished batch output."""
     d = Path(out)
     manifest = d / MANIFEST
+    _check_output_dir(d)
     if not manifest.exists():
         raise BatchError(f"{d}: not a finished scoring output (no {MANIFEST})")
     return dict(json.loads(manifest.read_text(encoding="utf-8"))["summary"])

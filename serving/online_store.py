@@ -6,8 +6,8 @@ in well under a millisecond. Two ways to write:
 * :meth:`OnlineStore.snapshot` (what batch scoring uses): a full rescoring builds a *new* store file
   next to the live one (``<store>.build-<tag>``, rows in ``user_id`` order, 64 KiB pages, no fsync
   until the end), and :meth:`Snapshot.publish` swaps it in with one ``os.replace``. The store then
-  holds exactly the users of that run (users absent from the run are gone). Readers never see half a
-  run: a connection keeps reading the file it opened (the old inode) until it reconnects, and
+  holds exactly the users of that run (users absent from the run are gone; a snapshot of no user is
+  refused, never published over the live store). Readers never see half a run: a connection keeps reading the file it opened (the old inode) until it reconnects, and
   :class:`OnlineStore` reconnects as soon as the path names another file (checked on every call).
   The first thread to reconnect also closes the other threads' idle connections to the old file, so
   its disk space is freed even if those threads serve nothing more (a connection in use is closed by
@@ -451,10 +451,16 @@ class Snapshot:
         Raises
         ------
         OnlineStoreError
-            When the live file is an older WAL-mode store still opened by another process (its log
-            would be picked up by the new file), or is not an SQLite file.
+            When the snapshot holds no user (publishing it would empty the live store, and the API would
+            answer ``unknown_user`` for everyone: the build file is discarded, the live store kept), when
+            the live file is an older WAL-mode store still opened by another process (its log would be
+            picked up by the new file), or is not an SQLite file.
         """
-        self._connection()  # an empty snapshot still gets its schema
+        conn = self._connection()
+        if conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM features LIMIT 1)").fetchone()[0] == 0:
+            self.discard()
+            raise OnlineStoreError(f"online store {self.path}: the new snapshot holds no user; it would empty the "
+                                   f"store, so the store is left as it is")
         self.close()
         fd = os.open(self.build_path, os.O_RDONLY)
         try:

@@ -2,9 +2,9 @@
 
 An outcomes file (CSV) has one row per recommended (user, action): ``user_id``, ``action_id``,
 ``contacted`` (bool), ``bought`` (bool: bought within the measurement window), ``spend`` (shop currency,
->= 0; empty means 0) and optionally ``contacted_at`` (UTC time of the contact). Each row is joined with
-the scoring output that recommended it, which says whether the pair was in the action's random control
-group. Rows that cannot be used are rejected with a reason each (rows in = accepted + rejected).
+>= 0; empty means 0) and optionally ``contacted_at`` (UTC time of the contact; not in the future). Each row
+is joined with the scoring output that recommended it, which says whether the pair was in the action's
+random control group. Rows that cannot be used are rejected with a reason each (rows in = accepted + rejected).
 
 Measurement (intent to treat: treated = recommended and not in the control group, contacted or not):
 
@@ -74,7 +74,8 @@ def _parse_bool(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
     return value, ok
 
 
-def read_outcomes(path: str | Path, scores: pd.DataFrame, config: StrataConfig) -> OutcomeImport:
+def read_outcomes(path: str | Path, scores: pd.DataFrame, config: StrataConfig,
+                  now: pd.Timestamp | None = None) -> OutcomeImport:
     """Read an outcomes CSV and join it with the scoring output that recommended the actions.
 
     Parameters
@@ -85,7 +86,10 @@ def read_outcomes(path: str | Path, scores: pd.DataFrame, config: StrataConfig) 
         Scoring output (``user_id``, ``as_of``, ``model_version``, ``lifecycle``, ``refined_layer``,
         ``action_id``, ``control`` and ``interventions``), e.g. :func:`serving.batch.read_scores`.
     config
-        Supplies the playbook (unit cost and uplift prior of each action).
+        Supplies the playbook (unit cost and uplift prior of each action) and ``data.future_tolerance_hours``:
+        a ``contacted_at`` more than that many hours after ``now`` is rejected as in the future.
+    now
+        Import time (default: the current time, UTC).
 
     Returns
     -------
@@ -137,6 +141,11 @@ def read_outcomes(path: str | Path, scores: pd.DataFrame, config: StrataConfig) 
         text = raw["contacted_at"].astype(str).str.strip()
         contacted_at = pd.to_datetime(text.where(text != "", None), utc=True, errors="coerce", format="mixed")
         reject((text != "") & contacted_at.isna(), "contacted_at: " + raw["contacted_at"].map(repr) + " is not a timestamp")
+        now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+        limit = now + pd.Timedelta(hours=config.data.future_tolerance_hours)
+        reject(contacted_at > limit, "contacted_at: " + raw["contacted_at"].map(repr)
+               + f" is in the future (after {limit.isoformat(timespec='seconds')}, the import time plus "
+               f"data.future_tolerance_hours = {config.data.future_tolerance_hours:g})")
     else:
         contacted_at = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
     dup = pd.DataFrame({"u": users, "a": actions}).duplicated(keep="first")
@@ -151,7 +160,11 @@ def read_outcomes(path: str | Path, scores: pd.DataFrame, config: StrataConfig) 
         "(user_id, action_id) = (" + users.map(repr) + ", " + actions.map(repr) + ") was not recommended by the scoring output",
     )
     good = (reason == "").to_numpy()
-    matched = recs.iloc[np.where(pos >= 0, pos, 0)].reset_index(drop=True)
+    if len(recs):
+        matched = recs.iloc[np.where(pos >= 0, pos, 0)].reset_index(drop=True)
+    else:  # nothing was recommended: every row was rejected above; placeholders of the right length
+        matched = pd.DataFrame({c: pd.Series([None] * n, dtype=object) for c in recs.columns})
+        matched["control"] = False
     accepted = pd.DataFrame(
         {
             "user_id": users.to_numpy(),
@@ -215,15 +228,36 @@ def recommendations(scores: pd.DataFrame) -> pd.DataFrame:
     return base.drop_duplicates(["user_id", "action_id"], keep="first").reset_index(drop=True)
 
 
+#: Columns of a stored outcome that the summaries, the contact history and the merge read.
+STORE_REQUIRED_COLUMNS = ("user_id", "action_id", "contacted", "bought", "spend", "contacted_at", "control",
+                          "lifecycle", "refined_layer", "scored_as_of", "unit_cost", "uplift_prior")
+
+
+def _missing_columns(frame: pd.DataFrame, needed: tuple[str, ...] | list[str]) -> list[str]:
+    return [c for c in needed if c not in frame.columns]
+
+
 def load_store(path: str | Path) -> pd.DataFrame:
-    """All stored outcomes (empty frame with :data:`STORED_COLUMNS` if the file does not exist)."""
+    """All stored outcomes (empty frame with :data:`STORED_COLUMNS` if the file does not exist).
+
+    Raises
+    ------
+    InputFileError
+        When the file is not readable Parquet, or lacks any of :data:`STORE_REQUIRED_COLUMNS` (another
+        Parquet file than a store of ``strata outcomes import``); the message names the file and columns.
+    """
     p = Path(path)
     if not p.exists():
         return pd.DataFrame({c: pd.Series(dtype=object) for c in STORED_COLUMNS})
     try:
-        return pd.read_parquet(p)
+        frame = pd.read_parquet(p)
     except Exception as err:  # pyarrow raises several types for a corrupt file
         raise InputFileError(f"{p}: cannot read the outcomes store: {err}") from None
+    missing = _missing_columns(frame, STORE_REQUIRED_COLUMNS)
+    if missing:
+        raise InputFileError(f"{p}: not an outcomes store (from `strata outcomes import`): missing column(s) "
+                             f"{', '.join(missing)}")
+    return frame
 
 
 def save_outcomes(accepted: pd.DataFrame, path: str | Path) -> pd.DataFrame:
@@ -347,6 +381,11 @@ def outcome_summary(outcomes: pd.DataFrame, by: str = "action_id", *, seed: int 
     rng = np.random.default_rng(seed)
     if outcomes is None or len(outcomes) == 0:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in SUMMARY_COLUMNS})
+    needed = ["control", "bought", "spend", "contacted", "lifecycle", "unit_cost", "uplift_prior"]
+    missing = _missing_columns(outcomes, needed + ([] if by == "all" else [by]))
+    if missing:
+        raise StrataError(f"outcome summary: the outcomes lack column(s) {', '.join(missing)}; is this a store "
+                          f"from `strata outcomes import`?")
     frame = outcomes.copy()
     frame["_group"] = "all" if by == "all" else frame[by].astype(str)
     rows = []

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 
 DEFAULT_PREVIOUS_DAYS = 30
 ALERT_EXIT_CODE = 1
+#: ``strata report --outcomes`` default, used only when the file exists (``strata outcomes import --store``).
+DEFAULT_OUTCOMES_STORE = "outcomes.parquet"
+#: ``strata report --model-alias`` default, skipped when no model has it.
+DEFAULT_MODEL_ALIAS = "champion"
 
 PreviousOpt = Annotated[
     str | None,
@@ -110,6 +114,39 @@ def _compute(
                 out.append(Cutoff(ts, features, assign_layers(features, config)))
                 progress.advance(task)
     return dataset, out
+
+
+def _check_cutoffs(dataset: Dataset, curr: Cutoff, prev: Cutoff | None, *, output: str, previous_given: bool,
+                   strict_previous: bool) -> None:
+    """The shared cutoff checks (:mod:`strata_cli.cutoff_checks`) of ``layers`` and ``report``.
+
+    No user at --as-of: an error (``output`` would be empty). No user at the previous cutoff: an error when
+    ``strict_previous`` (an explicit --previous or --fail-on-alert: comparing with nobody would be a false
+    all-clear), else a warning. An --as-of long after the last order or event: a warning.
+    """
+    from strata_cli.cutoff_checks import (
+        first_timestamp,
+        last_activity,
+        no_user_message,
+        require_users,
+        warn_if_stale,
+    )
+
+    first = first_timestamp(dataset)
+    require_users(curr.features, f"--as-of {curr.as_of.isoformat()}", first, f"{output} would be empty",
+                  "check --as-of")
+    if prev is not None and not len(prev.features):
+        if previous_given:
+            where, fix = f"--previous {prev.as_of.isoformat()}", "choose a later --previous"
+        else:
+            where = f"the previous cutoff {prev.as_of.isoformat()} (--as-of minus {DEFAULT_PREVIOUS_DAYS} days)"
+            fix = "give a later --previous"
+        if strict_previous:
+            raise StrataError(no_user_message(where, first, "there is nothing to compare with (\"no alert fired\" "
+                                              "would be a false all-clear)", fix))
+        message = no_user_message(where, first, "KPI changes, migration and alerts compare with no user", fix)
+        err_console.print(f"[yellow]warning:[/] {rich.markup.escape(message)}", highlight=False, soft_wrap=True)
+    warn_if_stale(curr.as_of, last_activity(dataset))
 
 
 def _print_layer_counts(layers: pd.DataFrame) -> None:
@@ -191,6 +228,9 @@ def layers_command(
 
     With --previous or --fail-on-alert, also compares per-layer KPIs with the previous cutoff and prints
     the alerts that fire.
+
+    A cutoff (--as-of, or the previous one) at which no user is known yet is an error; an --as-of more than
+    30 days after the last order or event gets a warning (every user then looks churned).
     """
     from features.config import load_config
     from features.layers import explain_user
@@ -201,10 +241,12 @@ def layers_command(
         check_output_path(out, suffixes=(".parquet", ".csv"))
     compare = previous is not None or fail_on_alert
     prev_ts = _previous(cutoff, previous) if compare else None
-    _, results = _compute(
+    dataset, results = _compute(
         [cutoff] + ([prev_ts] if prev_ts is not None else []), config, data, orders, events, users, features_only=True
     )
     curr = results[0]
+    _check_cutoffs(dataset, curr, results[1] if prev_ts is not None else None, output="the layers",
+                   previous_given=previous is not None, strict_previous=True)
     if out is not None:
         table = curr.layers.copy()
         table.insert(1, "as_of", curr.features["as_of"].to_numpy() if "as_of" in curr.features else cutoff)
@@ -240,16 +282,20 @@ def report_command(
         ),
     ] = None,
     outcomes_store: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--outcomes",
-            help="Outcomes store from `strata outcomes import`: adds measured uplift and ROI when the file exists.",
+            help=f"Outcomes store from `strata outcomes import`: with --scores, adds measured uplift and ROI; a "
+            f"file given here must exist. Default: ./{DEFAULT_OUTCOMES_STORE}, used only when it exists and "
+            f"--scores is given.",
         ),
-    ] = Path("outcomes.parquet"),
+    ] = None,
     model_alias: Annotated[
-        str,
-        typer.Option("--model-alias", help="Registered model whose quality and drift the report shows, if any."),
-    ] = "champion",
+        str | None,
+        typer.Option("--model-alias", help=f"Registered model whose quality and drift the report shows. Default: "
+                     f"{DEFAULT_MODEL_ALIAS}, left out of the report when no model has that alias yet; an alias "
+                     f"given here must exist."),
+    ] = None,
     monitor: Annotated[
         bool,
         typer.Option("--monitor/--no-monitor", help="Add drift and realised model health (needs a registered model)."),
@@ -259,7 +305,11 @@ def report_command(
     config_path: ConfigOpt = None,
 ) -> None:
     """Write the HTML report: layers, migration, KPIs, alerts, feature distributions; with a model and scores
-    also risk and value per layer, refined layers, interventions, uplift, model quality and drift."""
+    also risk and value per layer, refined layers, interventions, uplift, model quality and drift.
+
+    An --as-of at which no user is known yet is an error, and so is such a previous cutoff when --previous or
+    --fail-on-alert is given (a warning otherwise); an --as-of more than 30 days after the last order or event
+    gets a warning (every user then looks churned)."""
     from features.config import load_config
     from serving.report import Report, layer_sections
 
@@ -267,9 +317,25 @@ def report_command(
     cutoff = parse_time(as_of)
     check_output_path(out, suffixes=(".html", ".htm"))
     prev_ts = _previous(cutoff, previous)
+    # Options that name something missing fail before the data is read.
+    outcomes_path = _outcomes_path(outcomes_store, scores)
+    if model_alias is not None:
+        from training.registry import alias_version
+
+        if alias_version(config, model_alias) is None:
+            raise StrataError(f"--model-alias: no model with alias '{model_alias}' registered (model "
+                              f"{config.training.model_name}); `strata models` lists the registered aliases")
+    scored = outcomes = None
+    if scores is not None:
+        from serving.outcomes import load_store
+
+        scored = _read_scores(scores, cutoff)
+        outcomes = load_store(outcomes_path) if outcomes_path is not None else None
     # The cutoff before the previous one gives the previous value of prospect conversion.
     before_ts = prev_ts - (cutoff - prev_ts)
     dataset, (curr, prev, before) = _compute([cutoff, prev_ts, before_ts], config, data, orders, events, users)
+    _check_cutoffs(dataset, curr, prev, output="the report", previous_given=previous is not None,
+                   strict_previous=previous is not None or fail_on_alert)
     kpis, alerts = _kpis_and_alerts(curr, prev, config, before)
     report = Report(title, cutoff, meta={"previous cutoff 上期": str(prev_ts.date())})
     report.extend(
@@ -283,13 +349,11 @@ def report_command(
             alerts=alerts,
         )
     )
-    if scores is not None:
-        from serving.outcomes import load_store
+    if scored is not None:
         from serving.report_sections_scoring import scoring_sections
 
-        outcomes = load_store(outcomes_store) if outcomes_store.exists() else None
-        report.extend(scoring_sections(_read_scores(scores, cutoff), outcomes))
-    report.extend(_model_sections(dataset, cutoff, config, model_alias, monitor))
+        report.extend(scoring_sections(scored, outcomes))
+    report.extend(_model_sections(dataset, cutoff, config, model_alias or DEFAULT_MODEL_ALIAS, monitor))
     path = report.write(out)
     console.print(
         f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:,.1f} MB, {len(report.sections)} sections)"
@@ -297,6 +361,21 @@ def report_command(
     _print_alerts(alerts, prev_ts)
     if alerts and fail_on_alert:
         raise typer.Exit(code=ALERT_EXIT_CODE)
+
+
+def _outcomes_path(given: Path | None, scores: Path | None) -> Path | None:
+    """The outcomes store ``strata report`` reads: ``--outcomes`` (which needs --scores and must exist), else
+    :data:`DEFAULT_OUTCOMES_STORE` when it exists and --scores is given; None: no uplift section."""
+    if given is None:
+        default = Path(DEFAULT_OUTCOMES_STORE)
+        return default if scores is not None and default.exists() else None
+    if scores is None:
+        raise StrataError(f"--outcomes {given}: needs --scores (the `strata score --out` run whose actions the "
+                          f"outcomes measure); add --scores or drop --outcomes")
+    if not given.exists():
+        raise StrataError(f"--outcomes {given}: not found; give the store written by `strata outcomes import "
+                          f"--store`, or drop --outcomes")
+    return given
 
 
 def _read_scores(path: Path, cutoff: pd.Timestamp) -> Any:

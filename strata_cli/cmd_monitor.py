@@ -112,7 +112,7 @@ def _monitor(
 
     from features.config import load_config
     from features.errors import StrataError
-    from serving.batch import read_scores
+    from serving.batch import read_scores, read_summary
     from serving.monitoring import run_monitor
     from serving.scorer import Scorer
 
@@ -122,6 +122,8 @@ def _monitor(
         raise StrataError("no input: give --data DIR (with orders.csv|parquet) or --orders FILE")
     n_back = config.monitoring.backtest_cutoffs if backtest_cutoffs is None else backtest_cutoffs
     scored_dirs = list(scores or [])
+    for d in scored_dirs:  # a missing or unfinished --scores fails before the model and the data are loaded
+        read_summary(d)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("loading the model", total=5 + n_back + len(scored_dirs))

@@ -86,6 +86,10 @@ def score(
     Features are built from the input files as of --as-of, or read from --features. The run is atomic and
     resumable: chunks go to <out>.tmp-<key>/ and the directory is renamed to --out only when complete;
     re-running the same command after an interruption skips finished chunks.
+
+    An --as-of at which no user is known yet (before every order, event and join) is an error: nothing is
+    written and the online store keeps its users. An --as-of more than 30 days after the last order or
+    event gets a warning (every user then looks churned).
     """
     from features.config import load_config
     from features.io import find_table_files
@@ -153,14 +157,31 @@ def score(
         console.print(f"frequency caps from {outcomes}: {len(history):,} past contacts")
 
     def build() -> object:
+        # Checked before anything of the run is written (run_batch removes its empty temporary directory):
+        # a run of no user would replace the online store with nothing.
         from features.pipeline import build_features
+        from strata_cli.cutoff_checks import (
+            first_timestamp,
+            last_activity,
+            last_activity_from_features,
+            require_users,
+            warn_if_stale,
+        )
 
+        fix = "check --as-of"
+        consequence = "nothing to score" + (", and the online store is left as it is" if online_store else "")
         if features_file is not None:
             from features.io import read_feature_table
 
-            return read_feature_table(features_file, cutoff)
+            table = read_feature_table(features_file, cutoff)
+            require_users(table, f"--as-of {cutoff.isoformat()} in {features_file}", None, consequence, fix)
+            warn_if_stale(cutoff, last_activity_from_features(table, cutoff), f"the feature table {features_file}")
+            return table
         dataset = load_input(config, data, orders, events, users, features_only=True)
-        return build_features(dataset, cutoff, config)
+        table = build_features(dataset, cutoff, config)
+        require_users(table, f"--as-of {cutoff.isoformat()}", first_timestamp(dataset), consequence, fix)
+        warn_if_stale(cutoff, last_activity(dataset))
+        return table
 
     run_args = {
         "as_of": cutoff.isoformat(),
@@ -228,7 +249,7 @@ def _print_summary(summary: BatchSummary) -> None:
 @handle_errors
 def outcomes_import(
     file: Annotated[Path, typer.Argument(help="Outcomes CSV: user_id, action_id, contacted, bought, spend "
-                                         "[, contacted_at].")],
+                                         "[, contacted_at] (rows contacted in the future are rejected).")],
     scores: Annotated[
         Path, typer.Option("--scores", help="The `strata score --out` directory that recommended these actions.")
     ],
@@ -251,6 +272,9 @@ def outcomes_import(
         raise StrataError(f"--by: expected one of {', '.join(SUMMARY_GROUPS)}, got {by!r}")
     config = load_config(config_path)
     scored = read_scores(scores)
+    if not len(scored):  # (an old or hand-made output: `strata score` refuses a run of no user)
+        raise StrataError(f"--scores {scores}: the scoring output holds no user, so it recommended no action to "
+                          f"join outcomes with; give the `strata score --out` run that recommended them")
     result = read_outcomes(file, scored, config)
     console.print(
         f"{file}: {result.rows_in:,} row(s): {len(result.accepted):,} accepted, {len(result.rejected):,} rejected"
