@@ -753,11 +753,30 @@ def run_batch(
 
 
 def _check_features(features: pd.DataFrame) -> None:
+    """Refuse a feature table that cannot be scored as it is: without ``user_id`` or ``as_of``, with missing or
+    repeated user ids, or with infinite feature values (a model would score them as the largest value seen)."""
     for col in ("user_id", "as_of"):
         if col not in features.columns:
             raise BatchError(f"feature table: missing column {col!r}")
-    if not features["user_id"].is_unique:
-        raise BatchError("feature table: duplicate user_id values")
+    ids = features["user_id"]
+    missing = ids.isna().to_numpy()
+    if missing.any():
+        raise BatchError(f"feature table: {int(missing.sum()):,} row(s) have no user_id (the first is row "
+                         f"{int(np.flatnonzero(missing)[0]) + 1}); every row must name its user")
+    if not ids.is_unique:
+        repeated = ids[ids.duplicated(keep=False)]
+        shown = ", ".join(repr(str(u)) for u in pd.unique(repeated)[:3])
+        raise BatchError(f"feature table: {repeated.nunique():,} user_id value(s) appear more than once "
+                         f"(e.g. {shown}); one row per user")
+    for name in features.columns:
+        col = features[name]
+        if col.dtype.kind != "f":
+            continue
+        inf = np.isinf(col.to_numpy())
+        if inf.any():
+            first = int(np.flatnonzero(inf)[0])
+            raise BatchError(f"feature table: column {name!r} is infinite in {int(inf.sum()):,} row(s) (first: user "
+                             f"{str(ids.iloc[first])!r}, value {col.iloc[first]}); features are finite or missing")
 
 
 def _reads_back_unchanged(features: pd.DataFrame) -> bool:

@@ -158,3 +158,31 @@ def test_an_empty_snapshot_is_not_published(tmp_path: Path) -> None:
     with pytest.raises(OnlineStoreError, match="the new snapshot holds no user"):
         empty.publish()
     assert OnlineStore(path).count() == 50 and not empty.build_path.exists()
+
+
+def _broken(kind: str) -> pd.DataFrame:
+    import numpy as np
+
+    features = score_features_frame().iloc[:50].copy()
+    if kind == "null ids":
+        features["user_id"] = None
+    elif kind == "repeated ids":
+        features.loc[features.index[1], "user_id"] = features["user_id"].iloc[0]
+    else:
+        name = next(c for c in features.columns if features[c].dtype.kind == "f")
+        features.loc[features.index[3], name] = np.inf
+    return features
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("null ids", r"50 row\(s\) have no user_id \(the first is row 1\)"),
+    ("repeated ids", r"1 user_id value\(s\) appear more than once \(e\.g\. '.+'\)"),
+    ("infinite", r"column '.+' is infinite in 1 row\(s\) \(first: user '.+', value inf\)"),
+])
+def test_a_feature_table_that_cannot_be_scored_is_named(tmp_path: Path, kind: str, message: str) -> None:
+    # all-null ids used to be reported as "duplicate user_id values", and infinite values were scored silently
+    scorer = Scorer(small_bundle(), small_config(), "strata", "3", "champion")
+    features = _broken(kind)
+    with pytest.raises(BatchError, match=message):
+        run_batch(scorer, lambda: features.copy(), tmp_path / "out", run_args={"kind": kind})
+    assert list(tmp_path.iterdir()) == []
