@@ -769,14 +769,14 @@ def _check_features(features: pd.DataFrame) -> None:
         raise BatchError(f"feature table: {repeated.nunique():,} user_id value(s) appear more than once "
                          f"(e.g. {shown}); one row per user")
     for name in features.columns:
-        col = features[name]
-        if col.dtype.kind != "f":
+        values = features[name]
+        if values.dtype.kind != "f":
             continue
-        inf = np.isinf(col.to_numpy())
+        inf = np.isinf(values.to_numpy())
         if inf.any():
             first = int(np.flatnonzero(inf)[0])
             raise BatchError(f"feature table: column {name!r} is infinite in {int(inf.sum()):,} row(s) (first: user "
-                             f"{str(ids.iloc[first])!r}, value {col.iloc[first]}); features are finite or missing")
+                             f"{str(ids.iloc[first])!r}, value {values.iloc[first]}); features are finite or missing")
 
 
 def _reads_back_unchanged(features: pd.DataFrame) -> bool:
