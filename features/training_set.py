@@ -40,28 +40,6 @@ def training_cutoffs(end: pd.Timestamp, config: StrataConfig) -> list[pd.Timesta
     return [last - step * k for k in range(labels.n_cutoffs - 1, -1, -1)]
 
 
-def _last_activity(dataset: Dataset) -> pd.Timestamp | None:
-    lasts = []
-    if len(dataset.orders):
-        lasts.append(dataset.orders["ordered_at"].max())
-    if dataset.has_events:
-        lasts.append(dataset.events["occurred_at"].max())  # type: ignore[index]
-    return parse_as_of(max(lasts)) if lasts else None
-
-
-def _first_activity(dataset: Dataset) -> pd.Timestamp | None:
-    firsts = []
-    if len(dataset.orders):
-        firsts.append(dataset.orders["ordered_at"].min())
-    if dataset.has_events:
-        firsts.append(dataset.events["occurred_at"].min())  # type: ignore[index]
-    if dataset.has_users and "joined_at" in dataset.users.columns:  # type: ignore[union-attr]
-        joined = dataset.users["joined_at"].min()  # type: ignore[index]
-        if pd.notna(joined):
-            firsts.append(joined)
-    return parse_as_of(min(firsts)) if firsts else None
-
-
 def usable_cutoffs(dataset: Dataset, end: pd.Timestamp, config: StrataConfig) -> list[pd.Timestamp]:
     """:func:`training_cutoffs` that have some history before them (older ones are dropped, logged).
 
@@ -72,11 +50,11 @@ def usable_cutoffs(dataset: Dataset, end: pd.Timestamp, config: StrataConfig) ->
     """
     end = parse_as_of(end)
     cutoffs = training_cutoffs(end, config)
-    first = _first_activity(dataset)
+    first = dataset.first_activity()
     horizon = config.labels.horizon_days
     if first is None:
         raise InsufficientDataError("no orders, events or user joins in the data: cannot build a training set")
-    last = _last_activity(dataset)
+    last = dataset.last_activity()
     if cutoffs[-1] <= first:
         needed = (first + pd.Timedelta(days=horizon)).date()
         span = f"the data runs from {first.date()} to {last.date() if last is not None else end.date()}"

@@ -125,14 +125,12 @@ def _check_cutoffs(dataset: Dataset, curr: Cutoff, prev: Cutoff | None, *, outpu
     all-clear), else a warning. An --as-of long after the last order or event: a warning.
     """
     from strata_cli.cutoff_checks import (
-        first_timestamp,
-        last_activity,
         no_user_message,
         require_users,
         warn_if_stale,
     )
 
-    first = first_timestamp(dataset)
+    first = dataset.first_activity()
     require_users(curr.features, f"--as-of {curr.as_of.isoformat()}", first, f"{output} would be empty",
                   "check --as-of")
     if prev is not None and not len(prev.features):
@@ -146,7 +144,7 @@ def _check_cutoffs(dataset: Dataset, curr: Cutoff, prev: Cutoff | None, *, outpu
                                               "would be a false all-clear)", fix))
         message = no_user_message(where, first, "KPI changes, migration and alerts compare with no user", fix)
         err_console.print(f"[yellow]warning:[/] {rich.markup.escape(message)}", highlight=False, soft_wrap=True)
-    warn_if_stale(curr.as_of, last_activity(dataset))
+    warn_if_stale(curr.as_of, dataset.last_activity())
 
 
 def _print_layer_counts(layers: pd.DataFrame) -> None:

@@ -161,9 +161,7 @@ def score(
         # a run of no user would replace the online store with nothing.
         from features.pipeline import build_features
         from strata_cli.cutoff_checks import (
-            first_timestamp,
-            last_activity,
-            last_activity_from_features,
+                    last_activity_from_features,
             require_users,
             warn_if_stale,
         )
@@ -179,8 +177,8 @@ def score(
             return table
         dataset = load_input(config, data, orders, events, users, features_only=True)
         table = build_features(dataset, cutoff, config)
-        require_users(table, f"--as-of {cutoff.isoformat()}", first_timestamp(dataset), consequence, fix)
-        warn_if_stale(cutoff, last_activity(dataset))
+        require_users(table, f"--as-of {cutoff.isoformat()}", dataset.first_activity(), consequence, fix)
+        warn_if_stale(cutoff, dataset.last_activity())
         return table
 
     run_args = {

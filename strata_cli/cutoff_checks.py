@@ -16,42 +16,16 @@ data refresh never trips it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from features.errors import StrataError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from features.dataset import Dataset
 
 #: An ``--as-of`` more than this many days after the last order or event gets a warning.
 STALE_AFTER_DAYS = 30
-
-
-def _valid(stamps: list[Any]) -> list[Any]:
-    return [s for s in stamps if s is not None and s == s]  # NaT != NaT
-
-
-def first_timestamp(dataset: Dataset) -> pd.Timestamp | None:
-    """The earliest order, event or join time of ``dataset`` (UTC), or None when it has none."""
-    stamps = [dataset.orders["ordered_at"].min()] if len(dataset.orders) else []
-    if dataset.events is not None and len(dataset.events):
-        stamps.append(dataset.events["occurred_at"].min())
-    if dataset.users is not None and "joined_at" in dataset.users and len(dataset.users):
-        stamps.append(dataset.users["joined_at"].min())
-    valid = _valid(stamps)
-    return min(valid) if valid else None
-
-
-def last_activity(dataset: Dataset) -> pd.Timestamp | None:
-    """The latest order or event time of ``dataset`` (UTC), or None when it has none (joins do not count:
-    a user who only joined has not shown any activity)."""
-    stamps = [dataset.orders["ordered_at"].max()] if len(dataset.orders) else []
-    if dataset.events is not None and len(dataset.events):
-        stamps.append(dataset.events["occurred_at"].max())
-    valid = _valid(stamps)
-    return max(valid) if valid else None
 
 
 def last_activity_from_features(features: pd.DataFrame, as_of: pd.Timestamp) -> pd.Timestamp | None:

@@ -96,13 +96,11 @@ def with_horizon(config: StrataConfig, horizon_days: int | None) -> StrataConfig
 
 
 def last_timestamp(dataset: Dataset) -> pd.Timestamp:
-    """The latest order or event time in ``dataset`` (UTC)."""
-    stamps = [dataset.orders["ordered_at"].max()] if len(dataset.orders) else []
-    if dataset.events is not None and len(dataset.events):
-        stamps.append(dataset.events["occurred_at"].max())
-    if not stamps or all(pd.isna(s) for s in stamps):
+    """The latest order or event time in ``dataset`` (UTC); an error when there is none."""
+    last = dataset.last_activity()
+    if last is None:
         raise InsufficientDataError("orders: no rows with a valid ordered_at; cannot train")
-    return pd.Timestamp(max(s for s in stamps if not pd.isna(s)))
+    return last
 
 
 def resolve_end(dataset: Dataset, as_of: str | pd.Timestamp | None) -> tuple[pd.Timestamp, str]:

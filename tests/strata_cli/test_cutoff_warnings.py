@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from strata_cli.cutoff_checks import STALE_AFTER_DAYS, last_activity, stale_message
+from strata_cli.cutoff_checks import STALE_AFTER_DAYS, stale_message
 from strata_cli.main import app
 
 runner = CliRunner()
@@ -50,7 +50,7 @@ def _empty_scoring_output(root: Path) -> Path:
 
 
 def test_stale_margin(demo_dataset: object) -> None:
-    last = last_activity(demo_dataset)  # type: ignore[arg-type]
+    last = demo_dataset.last_activity()  # type: ignore[attr-defined]
     assert last is not None and last.isoformat() == LAST_EVENT
     assert stale_message(last + pd.Timedelta(days=STALE_AFTER_DAYS), last) is None
     message = stale_message(last + pd.Timedelta(days=STALE_AFTER_DAYS, seconds=1), last)
