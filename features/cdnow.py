@@ -13,6 +13,7 @@ of CDs, ``status`` = ``paid``. There are no events and no users table: a shop wi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +122,34 @@ def import_cdnow(path: Path | str, out_dir: Path | str, fmt: str = "csv") -> Pat
     """
     if fmt not in ("csv", "parquet"):
         raise InputFileError(f"unknown output format {fmt!r}: use csv or parquet")
-    orders = cdnow_orders(path)
+    return write_orders(cdnow_orders(path), out_dir, fmt)
+
+
+def write_orders(orders: pd.DataFrame, out_dir: Path | str, fmt: str = "csv") -> Path:
+    """Write ``orders`` as ``orders.csv`` (or ``orders.parquet``) into ``out_dir``, created if missing.
+
+    The table is written to a hidden temporary file in ``out_dir`` first and renamed over the target, so a
+    failed write leaves an earlier file whole and no half-written one.
+
+    Returns
+    -------
+    The written orders file.
+
+    Raises
+    ------
+    OSError
+        If ``out_dir`` cannot be created or written (the temporary file is removed).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return write_table(orders, out / f"orders.{fmt}")
+    target = out / f"orders.{fmt}"
+    tmp = out / f".orders.{os.getpid()}.tmp.{fmt}"  # the suffix tells write_table the format
+    try:
+        write_table(orders, tmp)
+        os.replace(tmp, target)
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # (a directory that refused the write may refuse this too: the write's error is the one to see)
+            pass
+    return target

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,10 +24,86 @@ from strata_cli.app import (
     parse_time,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 FormatOpt = Annotated[
     str,
     typer.Option("--format", help="Output file format: csv (ISO-8601 UTC timestamps) or parquet."),
 ]
+
+#: The tables of a data directory.
+TABLE_NAMES = ("orders", "events", "users")
+#: The suffixes by which the readers find a table file in a data directory (features.io, features.spark.reading).
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+
+def existing_tables(directory: Path) -> list[Path]:
+    """The entries of ``directory`` named ``orders.*``, ``events.*`` or ``users.*`` (or ``orders``, a directory of
+    Spark part files), sorted; none when ``directory`` is not an existing directory."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.split(".")[0] in TABLE_NAMES)
+
+
+def check_tables_output(out: Path, overwrite: bool, option: str = "--out") -> None:
+    """Before any work: refuse an ``out`` directory that cannot take a data set, or that already holds
+    ``orders.*``, ``events.*`` or ``users.*`` unless ``overwrite``. Even with ``overwrite`` a directory where a
+    table file is read from is refused (it is never deleted, and would stay beside the new file)."""
+    check_output_path(out, option, directory=True)
+    existing = existing_tables(out)
+    if existing and not overwrite:  # --out may be a directory of real data: never replace it silently
+        raise StrataError(f"{option} {out}: already holds {', '.join(p.name for p in existing)}; choose an empty "
+                          f"directory or pass --overwrite to replace them")
+    readable = {f"{name}{suffix}" for name in TABLE_NAMES for suffix in ("", *TABLE_SUFFIXES)}
+    dirs = [p.name for p in existing if p.is_dir() and p.name in readable]
+    if dirs:
+        raise StrataError(f"{option} {out}: {', '.join(dirs)} {'is a directory' if len(dirs) == 1 else 'are directories'}"
+                          f", which --overwrite does not remove (it is read as a table); move it away or choose "
+                          f"another {option}")
+
+
+def remove_other_tables(out: Path, written: Iterable[Path]) -> list[Path]:
+    """After a write with ``--overwrite``: remove the table files in ``out`` that this write did not produce (the
+    other format of a written table, or a table the new data set has not), so that ``out`` holds one data set.
+
+    Returns
+    -------
+    The removed files.
+    """
+    keep = {Path(p).name for p in written}
+    removed = []
+    for name in TABLE_NAMES:
+        for suffix in TABLE_SUFFIXES:
+            path = out / f"{name}{suffix}"
+            if path.name not in keep and (path.is_file() or path.is_symlink()):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def check_history_range(end_ts: pd.Timestamp, years: float, now: pd.Timestamp, min_timestamp: str) -> None:
+    """Refuse a demo history the validator would reject: one ending after ``now`` (future timestamps) or starting
+    before ``min_timestamp`` (``[data] min_timestamp``); the message names the option and the allowed range."""
+    import pandas as pd
+
+    earliest = parse_time(min_timestamp, "[data] min_timestamp")
+    span = pd.Timedelta(days=years * 365.25)  # beyond a timestamp's range: translated into the range message
+    first_end = (earliest + span).ceil("D") if span <= now - earliest else None  # (no overflow past 2262)
+    allowed = (f"with --years {years:g}, choose an --end from {first_end:%Y-%m-%d} to now ({now:%Y-%m-%d %H:%M} UTC)"
+               if first_end is not None and first_end <= now else "")
+    if end_ts > now:
+        raise StrataError(f"--end {end_ts.isoformat()}: is after the current time ({now:%Y-%m-%d %H:%M} UTC) and "
+                          f"validation rejects future timestamps; " + (allowed or "choose an --end at or before now"))
+    if end_ts - span < earliest:
+        contract = (f"before [data] min_timestamp {earliest:%Y-%m-%d}, the earliest time validation accepts (see "
+                    f"`strata config show`)")
+        if not allowed:
+            most = (now - earliest) / pd.Timedelta(days=365.25)
+            raise StrataError(f"--years {years:g}: a history that long would start {contract}; at most {most:.1f} "
+                              f"years fit before now: choose fewer --years")
+        raise StrataError(f"--end {end_ts:%Y-%m-%d}: the {years:g}-year history would start on "
+                          f"{end_ts - span:%Y-%m-%d}, {contract}; {allowed}, or fewer --years")
 
 
 @app.command("generate")
@@ -45,24 +122,28 @@ def generate(
     years: Annotated[float, typer.Option("--years", help="Length of the history in years.", min=0.1)] = 2.5,
     fmt: FormatOpt = "csv",
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace orders.*, events.* and users.* files already in --out.")
+        bool, typer.Option("--overwrite", help="Replace orders.*, events.* and users.* files already in --out (those "
+                           "of the other format are removed).")
     ] = False,
+    config: ConfigOpt = None,
 ) -> None:
-    """Generate synthetic private-domain customer data (orders, engagement events, users)."""
+    """Generate synthetic private-domain customer data (orders, engagement events, users).
+
+    The history must end by now and start at or after data.min_timestamp, so that validation accepts it.
+    """
     import pandas as pd
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from features.config import load_config
     from features.demo_data import generate_dataset, write_dataset_with_report
 
+    cfg = load_config(config)
     if fmt not in ("csv", "parquet"):
         raise StrataError(f"--format: expected 'csv' or 'parquet', got {fmt!r}")
-    end_ts = pd.Timestamp.now(tz="UTC").floor("D") if end == "today" else parse_time(end, "--end")
-    check_output_path(out, directory=True)
-    existing = sorted(p.name for p in out.glob("*") if p.name.split(".")[0] in ("orders", "events", "users")) \
-        if out.is_dir() else []
-    if existing and not overwrite:  # --out may be a directory of real data: never replace it silently
-        raise StrataError(f"--out {out}: already holds {', '.join(existing)}; choose an empty directory or pass "
-                          f"--overwrite to replace them")
+    now = pd.Timestamp.now(tz="UTC")
+    end_ts = now.floor("D") if end == "today" else parse_time(end, "--end")
+    check_history_range(end_ts, years, now, cfg.data.min_timestamp)
+    check_tables_output(out, overwrite)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("generating", total=None)
         ds = generate_dataset(users, end_ts, seed=seed, years=years,
@@ -75,6 +156,9 @@ def generate(
         n_bad = sum(bad.get(name, {}).values())
         extra = f" + {n_bad:,} bad rows" if n_bad else ""
         console.print(f"wrote {path} ({sizes[name]:,} rows{extra})", highlight=False, soft_wrap=True)
+    if overwrite:
+        for path in remove_other_tables(out, paths.values()):
+            console.print(f"removed {path}", highlight=False, soft_wrap=True)
     console.print(f"history {end_ts - pd.Timedelta(days=years * 365.25):%Y-%m-%d} .. {end_ts:%Y-%m-%d} (UTC), seed {seed}",
                   highlight=False, soft_wrap=True)
 
@@ -103,7 +187,7 @@ def validate(
 ) -> None:
     """Check input files row by row: rows in, accepted, rejected per reason, and warnings.
 
-    Rejected rows are normal (exit code 0); unusable files end with exit code 2.
+    Rejected rows are normal (exit code 0); unusable files, or every row rejected, end with exit code 2.
     """
     import json
 
@@ -142,6 +226,7 @@ def validate(
         if written:
             payload["rejects"] = {k: str(v) for k, v in written.items()}
         typer.echo(json.dumps(payload))
+        _refuse_nothing_accepted(report, rejects)
         return
     summary = Table(title=f"Validation (now = {report.now:%Y-%m-%d %H:%M} UTC)")
     summary.add_column("table", no_wrap=True)
@@ -163,6 +248,23 @@ def validate(
             console.print(f"[yellow]warning[/] {name}: {warning}", highlight=False, soft_wrap=True)
     for name, path in written.items():
         console.print(f"rejected {name} rows written to {path}", highlight=False, soft_wrap=True)
+    _refuse_nothing_accepted(report, rejects)
+
+
+def _refuse_nothing_accepted(report: Any, rejects: Path | None) -> None:
+    """Exit 2 (after the report is printed) when rows were read and every one was rejected: nothing can use the
+    data. The message names the most frequent reason."""
+    accepted = sum(res.n_accepted for res in report.tables.values())
+    if accepted or not report.rows_in:
+        return
+    reasons: dict[str, int] = {}
+    for res in report.tables.values():
+        for reason, count in res.reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    top = f" (most often: {max(reasons, key=lambda r: reasons[r])})" if reasons else ""
+    where = (f"they are written to {rejects}" if rejects is not None
+             else "`strata validate --rejects DIR` writes them with their reasons")
+    raise StrataError(f"no row was accepted: validation rejected all {report.rows_in:,} input rows{top}; {where}")
 
 
 import_app = typer.Typer(help="Import public data sets into the Strata data contract.", no_args_is_help=True)
@@ -175,19 +277,32 @@ def import_cdnow_cmd(
     path: Annotated[Path, typer.Argument(help="CDNOW_master.txt (with header) or CDNOW_sample.txt (no header).")],
     out: Annotated[Path, typer.Option("--out", help="Directory to write orders.csv (or .parquet) into.")],
     fmt: FormatOpt = "csv",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace orders.*, events.* and users.* files already in --out: the "
+                           "orders file is written and the other tables' files removed (CDNOW has only orders).")
+    ] = False,
 ) -> None:
     """Convert the CDNOW purchase histories into an orders table (one order per purchase line)."""
-    from features.cdnow import cdnow_orders
-    from features.io import write_table
+    import os
+
+    from features.cdnow import cdnow_orders, write_orders
 
     if fmt not in ("csv", "parquet"):
         raise StrataError(f"--format: expected 'csv' or 'parquet', got {fmt!r}")
+    check_tables_output(out, overwrite)
     orders = cdnow_orders(path)
-    out.mkdir(parents=True, exist_ok=True)
-    written = write_table(orders, out / f"orders.{fmt}")
+    try:
+        written = write_orders(orders, out, fmt)
+    except OSError as err:  # pyarrow's errors name no file: say which one, and what to do
+        reason = os.strerror(err.errno).lower() if err.errno else str(err)
+        raise StrataError(f"--out {out}: cannot write {out / f'orders.{fmt}'} ({reason}); choose a writable "
+                          f"directory for --out") from None
+    removed = remove_other_tables(out, [written]) if overwrite else []
     console.print(
         f"wrote {written} ({len(orders):,} orders of {orders['user_id'].nunique():,} customers, "
         f"{orders['ordered_at'].min():%Y-%m-%d} .. {orders['ordered_at'].max():%Y-%m-%d})",
         highlight=False,
         soft_wrap=True,
     )
+    for removed_path in removed:
+        console.print(f"removed {removed_path}", highlight=False, soft_wrap=True)

@@ -73,7 +73,8 @@ def features_cmd(
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Parquet file to write the feature table to (one row per user); with "
-                                   "--engine spark a directory of part files. Required unless --list.")
+                                   "--engine spark a directory of part files (an earlier one is replaced; a directory "
+                                   "holding other files is refused). Required unless --list.")
     ] = None,
     config: ConfigOpt = None,
     list_: Annotated[
@@ -111,13 +112,19 @@ def features_cmd(
     cutoff = parse_time(as_of)
     if engine not in ("duckdb", "spark"):
         raise StrataError(f"--engine: expected duckdb or spark, got {engine!r}")
-    if engine == "duckdb":  # (the Spark output may be on any Hadoop file system: not checked here)
+    if engine == "duckdb":
         check_output_path(out)
         if out.suffix.lower() in (".csv", ".tsv", ".txt", ".json", ".xlsx", ".html"):  # it would get Parquet bytes
             raise StrataError(f"--out {out}: the feature table is written as Parquet; use a .parquet file name")
     if engine == "spark":  # Spark glue lives in the features.spark package
-        from features.spark.runs import run_features_spark
+        from features.spark.runs import check_features_out_local, local_path, run_features_spark
 
+        # Spark's overwrite empties the directory: refuse one holding anything but an earlier Spark output before
+        # Spark starts (another file system is checked by run_features_spark before any input is read)
+        local_out = local_path(out)
+        if local_out is not None:
+            check_output_path(local_out, directory=True)
+            check_features_out_local(out)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
                       transient=True) as bar:
             task = bar.add_task("starting Spark", total=None)
@@ -126,6 +133,9 @@ def features_cmd(
                                      progress=lambda msg: bar.update(task, description=msg))
         console.print(validation_summary_line(run.validation), markup=False, highlight=False, soft_wrap=True)
         console.print(run.summary_line(), markup=False, highlight=False, soft_wrap=True)
+        if not run.n_users:
+            accepted = sum(res.n_accepted for res in run.validation.tables.values())
+            _warn_empty(cutoff, accepted, run.validation.rows_in, None)
         return
 
     from features.pipeline import DuckDBEngine
@@ -152,18 +162,23 @@ def features_cmd(
         markup=False, highlight=False, soft_wrap=True,
     )
     if not len(table):
-        first = _first_timestamp(dataset)
-        since = f" (the data starts at {first.isoformat()})" if first is not None else ""
-        err_console.print(f"[yellow]warning:[/] no user is known at --as-of {cutoff.isoformat()}{since}: the table is "
-                          f"empty; choose a later --as-of", highlight=False, soft_wrap=True)
+        _warn_empty(cutoff, _n_rows(dataset), None, dataset.first_activity())
 
 
-def _first_timestamp(dataset: Any) -> Any:
-    """The earliest order, event or join time of ``dataset`` (None when it has none)."""
-    stamps = [dataset.orders["ordered_at"].min()]
-    if dataset.events is not None and len(dataset.events):
-        stamps.append(dataset.events["occurred_at"].min())
-    if dataset.users is not None and "joined_at" in dataset.users and len(dataset.users):
-        stamps.append(dataset.users["joined_at"].min())
-    stamps = [s for s in stamps if s is not None and s == s]  # NaT != NaT
-    return min(stamps) if stamps else None
+def _warn_empty(cutoff: Any, accepted: int, rows_in: int | None, first: Any) -> None:
+    """The warning for an empty feature table: no input row was accepted (every row rejected: `strata validate
+    --rejects` says why), or rows were accepted but none is at or before the cutoff (a later --as-of helps)."""
+    if not accepted:
+        of = f" of {rows_in:,}" if rows_in else ""
+        err_console.print(f"[yellow]warning:[/] no input row was accepted (validation rejected every row{of}): the "
+                          f"table is empty; `strata validate --rejects DIR` writes the rejected rows with their reasons",
+                          highlight=False, soft_wrap=True)
+        return
+    since = f" (the data starts at {first.isoformat()})" if first is not None else ""
+    err_console.print(f"[yellow]warning:[/] no user is known at --as-of {cutoff.isoformat()}{since}: the table is "
+                      f"empty; choose a later --as-of", highlight=False, soft_wrap=True)
+
+
+def _n_rows(dataset: Any) -> int:
+    """Rows of all tables of ``dataset`` (the accepted rows, after validation)."""
+    return sum(len(frame) for frame in (dataset.orders, dataset.events, dataset.users) if frame is not None)

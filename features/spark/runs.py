@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,12 +17,12 @@ from features.cutoffs import parse_as_of
 from features.errors import StrataError
 from features.spark.feature_sql import build_features_spark, write_features_spark
 from features.spark.frames import SparkDataset, collect_dataset
-from features.spark.reading import hadoop_path
+from features.spark.reading import hadoop_fs, hadoop_path
 from features.spark.session import spark_session
 from features.spark.validation import SparkValidationReport, load_dataset_spark
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
 
 def sample_users_spark(
@@ -69,6 +70,66 @@ def export_user_sample(
     return write_dataset(sample, out_dir, "parquet")
 
 
+def local_path(value: str | Path) -> Path | None:
+    """``value`` as a local path (``file:`` URIs included), or None for another file system (``hdfs://``,
+    ``s3a://``, ``dbfs:/``...), which only Spark's Hadoop file system can look at."""
+    text = str(value)
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):/", text)  # (two letters at least: not a Windows drive)
+    if m is None:
+        return Path(value)
+    if m.group(1).lower() == "file":
+        rest = text[len(m.group(0)) - 1:]  # "file:/x", "file:///x" -> "/x"
+        return Path("/" + rest.lstrip("/"))
+    return None
+
+
+def is_spark_output_entry(name: str, is_dir: bool) -> bool:
+    """Whether an entry of a directory is what a Spark Parquet write leaves there: ``part-*`` files,
+    ``_SUCCESS`` and the ``_committed_*`` / ``_started_*`` markers, hidden ``.crc`` checksums, and the
+    ``_temporary`` directory of a write that did not finish."""
+    if is_dir:
+        return name == "_temporary"
+    if name.startswith("."):
+        return name.endswith(".crc")
+    return name.startswith(("part-", "_committed_", "_started_")) or name in ("_SUCCESS", "_metadata",
+                                                                                "_common_metadata")
+
+
+def _refuse_foreign_output(out: str, foreign: list[str]) -> None:
+    if foreign:
+        shown = ", ".join(sorted(foreign)[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise StrataError(f"--out {out}: the directory already holds {shown}, so it is not an earlier Spark feature "
+                          f"output (part-* files); writing would delete everything in it: choose a new or empty "
+                          f"directory for --out")
+
+
+def check_features_out_local(out: str | Path) -> None:
+    """Before Spark starts: refuse a local ``--out`` of ``strata features --engine spark`` that Spark's overwrite
+    would destroy: an existing file, or a directory holding anything but an earlier Spark output (see
+    :func:`is_spark_output_entry`); a missing or empty directory, or an earlier Spark output, is fine.
+    Paths on other file systems are left to :func:`check_features_out`."""
+    path = local_path(out)
+    if path is None or not path.exists():
+        return
+    if not path.is_dir():
+        raise StrataError(f"--out {out}: is a file; with --engine spark --out is a directory of Parquet part "
+                          f"files: choose another --out")
+    _refuse_foreign_output(str(out), [p.name for p in path.iterdir() if not is_spark_output_entry(p.name, p.is_dir())])
+
+
+def check_features_out(spark: SparkSession, out: str) -> None:
+    """:func:`check_features_out_local` on any Hadoop file system (``hdfs://``, ``s3a://``...), asked through
+    Spark: refuse an ``out`` that is a file or a directory holding anything but an earlier Spark output."""
+    fs, hpath = hadoop_fs(spark, out)
+    if not fs.exists(hpath):
+        return
+    if not fs.getFileStatus(hpath).isDirectory():
+        raise StrataError(f"--out {out}: is a file; with --engine spark --out is a directory of Parquet part "
+                          f"files: choose another --out")
+    entries = [(str(st.getPath().getName()), bool(st.isDirectory())) for st in fs.listStatus(hpath)]
+    _refuse_foreign_output(out, [name for name, is_dir in entries if not is_spark_output_entry(name, is_dir)])
+
+
 @dataclass
 class SparkFeaturesRun:
     """What :func:`run_features_spark` did: counts, timings (seconds) and where it wrote."""
@@ -111,7 +172,9 @@ def run_features_spark(
 
     Parameters
     ----------
-    out : output directory of Parquet part files (``user_id``, ``as_of``, features).
+    out : output directory of Parquet part files (``user_id``, ``as_of``, features). An earlier output there
+        is replaced; a file, or a directory holding anything else, is refused (:func:`check_features_out`)
+        before any input is read.
     master : Spark master URL (``--spark-master``); default ``config.spark.master`` or the launcher's.
     rejects_dir : if given, rejected rows are written there as ``<table>_rejected`` CSV directories.
     sample : if given, keep only this fraction of users (see :func:`sample_users_spark`).
@@ -126,6 +189,7 @@ def run_features_spark(
     spark = spark_session(config, master=master, app_name="strata-features")
     t_start = time.perf_counter() - t0
     as_of_ts = parse_as_of(as_of)
+    check_features_out(spark, hadoop_path(out))  # Spark's overwrite deletes whatever is in the directory
     dataset, report = load_dataset_spark(spark, data_dir, orders=orders, events=events, users=users,
                                          config=config, now=now,
                                          progress=lambda name: step(f"validating {name}"))
@@ -161,6 +225,8 @@ class SparkSampleRun:
     validation: SparkValidationReport
     master: str
     seconds_total: float
+    files: dict[str, Path] = field(default_factory=dict)
+    """Table name -> the file written."""
 
     def summary_line(self) -> str:
         """One line for the CLI: users sampled out of how many, rows per table, where."""
@@ -247,4 +313,5 @@ def run_sample_spark(
     return SparkSampleRun(
         out=str(out), fraction=fraction, seed=seed, n_users_total=total, n_users=int(chosen.nunique()), rows=rows,
         validation=report, master=str(spark.sparkContext.master), seconds_total=time.perf_counter() - t0,
+        files=written,
     )
