@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from features.errors import StrataError
 from strata_cli.app import (
@@ -155,10 +156,10 @@ def generate(
     for name, path in paths.items():
         n_bad = sum(bad.get(name, {}).values())
         extra = f" + {n_bad:,} bad rows" if n_bad else ""
-        console.print(f"wrote {path} ({sizes[name]:,} rows{extra})", highlight=False, soft_wrap=True)
+        console.print(f"wrote {escape(str(path))} ({sizes[name]:,} rows{escape(extra)})", highlight=False, soft_wrap=True)
     if overwrite:
         for path in remove_other_tables(out, paths.values()):
-            console.print(f"removed {path}", highlight=False, soft_wrap=True)
+            console.print(f"removed {escape(str(path))}", highlight=False, soft_wrap=True)
     console.print(f"history {end_ts - pd.Timedelta(days=years * 365.25):%Y-%m-%d} .. {end_ts:%Y-%m-%d} (UTC), seed {seed}",
                   highlight=False, soft_wrap=True)
 
@@ -234,7 +235,7 @@ def validate(
     for col in ("rows in", "accepted", "rejected"):
         summary.add_column(col, justify="right", no_wrap=True)
     for name, res in report.tables.items():
-        summary.add_row(name, res.path or "", f"{res.rows_in:,}", f"{res.n_accepted:,}", f"{res.n_rejected:,}")
+        summary.add_row(name, escape(str(res.path or "")), f"{res.rows_in:,}", f"{res.n_accepted:,}", f"{res.n_rejected:,}")
     console.print(summary)
     for name, res in report.tables.items():
         if res.reasons:
@@ -242,12 +243,12 @@ def validate(
             reasons.add_column("reason")
             reasons.add_column("rows", justify="right")
             for reason, count in sorted(res.reasons.items(), key=lambda kv: -kv[1]):
-                reasons.add_row(reason, f"{count:,}")
+                reasons.add_row(escape(str(reason)), f"{count:,}")
             console.print(reasons)
         for warning in res.warnings:
-            console.print(f"[yellow]warning[/] {name}: {warning}", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]warning[/] {name}: {escape(warning)}", highlight=False, soft_wrap=True)
     for name, path in written.items():
-        console.print(f"rejected {name} rows written to {path}", highlight=False, soft_wrap=True)
+        console.print(f"rejected {name} rows written to {escape(str(path))}", highlight=False, soft_wrap=True)
     _refuse_nothing_accepted(report, rejects)
 
 
@@ -305,4 +306,4 @@ def import_cdnow_cmd(
         soft_wrap=True,
     )
     for removed_path in removed:
-        console.print(f"removed {removed_path}", highlight=False, soft_wrap=True)
+        console.print(f"removed {escape(str(removed_path))}", highlight=False, soft_wrap=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from strata_cli.app import (
     ConfigOpt,
@@ -49,7 +50,7 @@ def catalog_renderable(catalog: Any, width: int) -> Any:
             else:
                 grid.add_column(col, no_wrap=True)
         for row in catalog.itertuples(index=False):
-            grid.add_row(*(str(v) for v in row))
+            grid.add_row(*(escape(str(v)) for v in row))
         return grid
     blocks: list[Any] = [Text(f"{len(catalog)} features (name, then family | unit | window: description)")]
     for row in catalog.itertuples(index=False):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import rich.markup
 import typer
+from rich.markup import escape
 
 from features.errors import StrataError
 from strata_cli.app import (
@@ -172,7 +173,7 @@ def _print_alerts(alerts: list[Alert], previous: pd.Timestamp) -> None:
         return
     console.print(f"[bold red]{len(alerts)} alert(s) fired[/] (compared with {previous.date()}):")
     for a in alerts:
-        console.print(f"  [red]![/] {a.message}", highlight=False, soft_wrap=True)
+        console.print(f"  [red]![/] {escape(a.message)}", highlight=False, soft_wrap=True)
 
 
 def _kpis_and_alerts(
@@ -249,12 +250,12 @@ def layers_command(
         table = curr.layers.copy()
         table.insert(1, "as_of", curr.features["as_of"].to_numpy() if "as_of" in curr.features else cutoff)
         _write_table(table, out)
-        console.print(f"[green]wrote[/] layers of {len(table):,} users as of {cutoff.date()} to {out}")
+        console.print(f"[green]wrote[/] layers of {len(table):,} users as of {cutoff.date()} to {escape(str(out))}")
     _print_layer_counts(curr.layers)
     if explain is not None:
-        console.print(f"[bold]rule trace of {explain}[/]")
+        console.print(f"[bold]rule trace of {escape(explain)}[/]")
         for line in explain_user(curr.features, explain, config):
-            console.print(f"  {line}", highlight=False, soft_wrap=True)
+            console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     if prev_ts is not None:
         _, alerts = _kpis_and_alerts(curr, results[1], config)
         _print_alerts(alerts, prev_ts)
@@ -398,7 +399,7 @@ def _model_sections(
     from training.registry import alias_version
 
     if alias_version(config, alias) is None:
-        err_console.print(f"[dim]no model with alias '{alias}' registered: report has no model sections[/]")
+        err_console.print(f"[dim]no model with alias '{escape(alias)}' registered: report has no model sections[/]")
         return []
     sections: list[Any] = []
     quality = champion_quality_section(config, alias)

@@ -224,7 +224,7 @@ def _print_result(result: MonitorResult) -> None:
                       f"{r['reference_share']:.1%}", f"{r['current_share']:.1%}", f"{r['change']:+.1%}")
         console.print(t)
     else:
-        console.print(f"layer shares vs {result.layer_baseline}: no layer moved by 1 point or more", highlight=False)
+        console.print(f"layer shares vs {escape(str(result.layer_baseline))}: no layer moved by 1 point or more", highlight=False)
     if result.health.empty:
         console.print("realised performance: no cutoff with outcomes yet", highlight=False)
     else:
@@ -236,7 +236,7 @@ def _print_result(result: MonitorResult) -> None:
         for r in result.health.to_dict("records"):
             t.add_row(
                 f"{pd.Timestamp(r['cutoff']).date()}{'' if r['out_of_time'] else '*'}",
-                str(r["source"]) if len(versions) == 1 else f"{r['source']} v{escape(str(r['model_version']))}",
+                escape(str(r["source"])) if len(versions) == 1 else f"{escape(str(r['source']))} v{escape(str(r['model_version']))}",
                 f"{int(r['n_buyers']):,}", _fmt(r["churn_rate"], ".0%"), _fmt(r["mean_churn_risk"], ".0%"),
                 _fmt(r["churn_auc"], ".3f"), _fmt(r["churn_ece"], ".3f"), _fmt(r["value_normalized_gini"], ".3f"),
                 _fmt(r["conversion_auc"], ".3f"),
@@ -245,7 +245,7 @@ def _print_result(result: MonitorResult) -> None:
         console.print("  * = a cutoff the model was trained on; churn = realised churn rate, risk = mean predicted "
                       "churn risk, Gini = value normalized Gini, conv = prospect conversion AUC", highlight=False)
         ref_m = ", ".join(f"{k} {v:.3f}" for k, v in result.health_reference.items())
-        console.print(f"training backtest: {ref_m or 'not stored'}", highlight=False)
+        console.print(f"training backtest: {escape(str(ref_m or 'not stored'))}", highlight=False)
     console.print(f"health: {escape(result.health_status)}", highlight=False)
     for note in result.notes:
         console.print(f"note: {escape(note)}", highlight=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from features.errors import StrataError
 from strata_cli.app import (
@@ -125,7 +126,7 @@ def score(
                               "drop --format/--outcomes or use --engine duckdb")
         run = run_score_spark(data_dir=data, orders=orders, events=events, users=users, as_of=cutoff, out=out,
                               config=config, alias=model_alias, master=spark_master, budget=budget,
-                              overwrite=overwrite, progress=lambda msg: console.print(f"[dim]{msg}...[/]"))
+                              overwrite=overwrite, progress=lambda msg: console.print(f"[dim]{escape(msg)}...[/]"))
         if run.report["rows_rejected"]:  # the embedded run's line, word for word
             console.print(
                 f"[yellow]validation rejected {run.report['rows_rejected']:,} of {run.report['rows_in']:,} input rows; "
@@ -154,7 +155,7 @@ def score(
     history = None
     if outcomes is not None:
         history = last_contacted(load_store(outcomes))
-        console.print(f"frequency caps from {outcomes}: {len(history):,} past contacts")
+        console.print(f"frequency caps from {escape(str(outcomes))}: {len(history):,} past contacts")
 
     def build() -> object:
         # Checked before anything of the run is written (run_batch removes its empty temporary directory):
@@ -278,11 +279,11 @@ def outcomes_import(
         f"{file}: {result.rows_in:,} row(s): {len(result.accepted):,} accepted, {len(result.rejected):,} rejected"
     )
     for row in result.rejected.head(10).itertuples(index=False):
-        console.print(f"  [yellow]row {row.row}[/]: {row.reason}", highlight=False)
+        console.print(f"  [yellow]row {row.row}[/]: {escape(str(row.reason))}", highlight=False)
     if len(result.rejected) > 10:
         console.print(f"  ... and {len(result.rejected) - 10:,} more")
     stored = save_outcomes(result.accepted, store)
-    console.print(f"outcomes store {store}: {len(stored):,} row(s)")
+    console.print(f"outcomes store {escape(str(store))}: {len(stored):,} row(s)")
     summary = outcome_summary(stored, by=by)
     table = Table(title=f"Measured uplift by {by} (95% intervals)")
     for col in ("group", "treated", "control", "rate t/c", "uplift", "relative (prior)", "ROI"):
@@ -296,7 +297,7 @@ def outcomes_import(
 
     for r in summary.itertuples(index=False):
         table.add_row(
-            str(r.group), f"{r.n_treated:,}", f"{r.n_control:,}",
+            escape(str(r.group)), f"{r.n_treated:,}", f"{r.n_control:,}",
             f"{r.rate_treated:.1%} / {r.rate_control:.1%}" if r.n_control and r.n_treated else "-",
             ci(r.uplift, r.uplift_lo, r.uplift_hi),
             ci(r.relative_uplift, r.relative_uplift_lo, r.relative_uplift_hi) + f" ({r.uplift_prior:.0%})",
