@@ -254,15 +254,19 @@ def _read_parquet(
     import pyarrow.parquet as pq
 
     try:
+        file_schema = pq.read_schema(path)
+        _check_columns(path, schema, list(file_schema.names))
+        # columns outside the contract are not read (validation names them in a warning): a list or struct
+        # column there has no text form, and would have refused the whole file
+        ignored = [n for n in file_schema.names if n not in schema.columns]
         dictionary: list[str] = []
         if dictionary_text:  # string columns only (a typed column keeps its type)
-            file_schema = pq.read_schema(path)
             text = [f.name for f in file_schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
             dictionary = _dictionary_columns(schema, text)
-        table = pq.read_table(path, read_dictionary=dictionary or None)
+        table = pq.read_table(path, columns=[n for n in file_schema.names if n in schema.columns],
+                              read_dictionary=dictionary or None)
     except (pa.ArrowException, OSError) as err:
         raise InputFileError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
-    _check_columns(path, schema, list(table.column_names))
     cols = {}
     for name, col in zip(table.column_names, table.columns, strict=True):
         t = col.type
@@ -286,6 +290,7 @@ def _read_parquet(
     df = pd.DataFrame(cols)
     df.index = pd.RangeIndex(1, len(df) + 1, name="row")
     df.attrs["malformed_rows"] = []
+    df.attrs["ignored_columns"] = ignored
     return df
 
 

@@ -335,7 +335,7 @@ def validate_table(
             f"{path or schema.name}: missing required column {missing_required[0]!r} "
             f"(found columns: {', '.join(map(str, raw.columns))})"
         )
-    extra = [c for c in raw.columns if c not in schema.columns]
+    extra = [c for c in raw.columns if c not in schema.columns] + list(raw.attrs.get("ignored_columns", []))
     if extra:
         warnings.append(f"ignored columns not in the {schema.name} contract: {', '.join(map(str, extra))}")
 

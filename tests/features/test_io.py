@@ -193,6 +193,27 @@ def test_parquet_is_read_as_strings(tmp_path: Path) -> None:
     assert df["value"].tolist() == ["", "0.5"]
 
 
+def test_parquet_columns_outside_the_contract_are_not_read(tmp_path: Path) -> None:
+    # a list column outside the contract has no text form: it refused the whole file
+    p = tmp_path / "orders.parquet"
+    pq.write_table(pa.table({"user_id": ["u1"], "order_id": ["o1"], "ordered_at": ["2024-01-01"], "amount": [3.0],
+                             "tags": pa.array([[1, 2]], pa.list_(pa.int64())), "note": ["x"]}), p)
+    df = read_table(p, ORDERS)
+    assert list(df.columns) == ["user_id", "order_id", "ordered_at", "amount"]
+    assert df.attrs["ignored_columns"] == ["tags", "note"]
+
+
+def test_validation_warns_about_ignored_parquet_columns(tmp_path: Path) -> None:
+    from features.config import StrataConfig
+    from features.validation import load_dataset
+
+    pq.write_table(pa.table({"user_id": ["u1"], "order_id": ["o1"], "ordered_at": ["2024-01-01"], "amount": [3.0],
+                             "tags": pa.array([[1, 2]], pa.list_(pa.int64()))}), tmp_path / "orders.parquet")
+    dataset, report = load_dataset(tmp_path, config=StrataConfig(), now="2025-01-01")
+    assert len(dataset.orders) == 1
+    assert report.tables["orders"].warnings == ["ignored columns not in the orders contract: tags"]
+
+
 def test_naive_parquet_timestamps_mean_utc(tmp_path: Path) -> None:
     p = tmp_path / "users.parquet"
     pq.write_table(pa.table({"user_id": ["u1"], "joined_at": pa.array(pd.to_datetime(["2024-01-05 10:00"]))}), p)
