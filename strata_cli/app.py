@@ -7,7 +7,9 @@ inside the command functions so that ``strata --help`` stays fast.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +82,34 @@ class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, value: Any) -> None:  # set by StreamHandler.__init__; the current sys.stderr is used instead
         pass
+
+
+def reflow_help(text: str) -> str:
+    """A docstring as help text: the lines of each paragraph joined into one (Typer's Rich help keeps the
+    source's line breaks inside a paragraph, then wraps again, which broke sentences mid-line); list items
+    (lines starting with ``-``, ``*`` or ``1.``) stay on lines of their own."""
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            stripped = line.strip()
+            if lines and not re.match(r"^([-*]|\d+\.)\s", stripped):
+                lines[-1] += " " + stripped
+            else:
+                lines.append(stripped)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def reflow_command_help(typer_app: typer.Typer) -> None:
+    """:func:`reflow_help` on the help of every command of ``typer_app`` and of its sub-apps."""
+    for command in typer_app.registered_commands:
+        text = command.help or (inspect.getdoc(command.callback) if command.callback else None)
+        if text:
+            command.help = reflow_help(text)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            reflow_command_help(group.typer_instance)
 
 
 def translate_error(err: BaseException) -> StrataError | None:

@@ -13,7 +13,9 @@ from strata_cli import (  # noqa: F401  (imported for their command registration
     cmd_serve,
     cmd_train,
 )
-from strata_cli.app import app
+from strata_cli.app import app, reflow_command_help
+
+reflow_command_help(app)
 
 __all__ = ["app"]
 
