@@ -40,9 +40,36 @@ def resolve_tracking_uri(config: StrataConfig, workdir: str | Path | None = None
     return f"sqlite:///{(base / 'mlflow.db').resolve()}"
 
 
+#: Seconds to wait for a tracking server to accept a connection before saying it cannot be reached.
+SERVER_CONNECT_TIMEOUT_S = 5.0
+
+
+def check_tracking_server(uri: str, timeout: float = SERVER_CONNECT_TIMEOUT_S) -> None:
+    """Refuse an ``http(s)://`` tracking server that does not accept a connection within ``timeout`` seconds.
+
+    MLflow itself retries a refused connection with a growing back-off for minutes before it fails; one
+    connection attempt says the same at once (the server's own answers are still MLflow's business)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        raise TrackingError(f"MLflow tracking server {uri}: cannot be reached ({reason.lower()}); start it, or fix "
+                            f"[tracking] tracking_uri or {TRACKING_ENV}") from None
+
+
 def check_local_store(uri: str) -> None:
-    """Refuse a SQLite tracking store that cannot work, before anything is computed: a directory that does not
-    exist (MLflow would create it, and an empty registry, from a typo) or a location that is not writable."""
+    """Refuse a tracking store that cannot work, before anything is computed: a SQLite database whose directory
+    does not exist (MLflow would create it, and an empty registry, from a typo) or is not writable, or a
+    tracking server that cannot be reached (:func:`check_tracking_server`)."""
+    check_tracking_server(uri)
     if not uri.lower().startswith("sqlite:"):
         return
     path = uri.split(":", 1)[1].removeprefix("///")

@@ -32,7 +32,7 @@ def test_a_location_that_is_not_writable_is_named(tmp_path: Path, monkeypatch: p
     check_local_store(f"sqlite:///{tmp_path}/mlflow.db")
 
 
-@pytest.mark.parametrize("uri", ["http://mlflow:5000", "sqlite:///:memory:", "databricks", "file:///tmp/x"])
+@pytest.mark.parametrize("uri", ["sqlite:///:memory:", "databricks", "file:///tmp/x"])
 def test_other_stores_are_left_to_mlflow(uri: str) -> None:
     check_local_store(uri)
 
@@ -43,3 +43,25 @@ def test_training_stops_before_fitting_when_the_store_cannot_work(tmp_path: Path
     # no data at all: reaching the training set would fail differently
     with pytest.raises(TrackingError, match="does not exist"):
         train_model(None, _config(f"sqlite:///{tmp_path}/nope/mlflow.db"))  # type: ignore[arg-type]
+
+
+def test_an_unreachable_tracking_server_fails_at_once(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=rf"tracking server http://127.0.0.1:{port}: cannot be reached"):
+        configure_tracking(_config(f"http://127.0.0.1:{port}"))
+    assert time.monotonic() - started < 10  # MLflow alone retried for minutes
+
+
+def test_a_listening_server_passes_the_check() -> None:
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_local_store(f"http://127.0.0.1:{server.getsockname()[1]}/")
