@@ -186,11 +186,23 @@ class Action(_Section):
     name: str
     layers: list[str]
     """Refined or lifecycle layers this action is eligible for."""
-    unit_cost: float
-    uplift_prior: float
+    unit_cost: float = Field(ge=0)
+    uplift_prior: float = Field(ge=0, le=1)
     """Expected relative reduction of churn risk (or rise of conversion) if contacted."""
     channel: str = "wecom"
-    frequency_cap_days: int = 30
+    frequency_cap_days: int = Field(30, ge=0)
+
+    @field_validator("layers")
+    @classmethod
+    def _known_layers(cls, value: list[str]) -> list[str]:
+        from features.layer_names import LIFECYCLE_STAGES, REFINED_ONLY_LAYERS
+
+        known = (*LIFECYCLE_STAGES, *REFINED_ONLY_LAYERS)
+        unknown = [layer for layer in value if layer not in known]
+        if not value or unknown:
+            raise ValueError(f"{'unknown layer(s) ' + ', '.join(map(repr, unknown)) if unknown else 'no layer'}: "
+                             f"an action targets lifecycle stages or refined layers ({', '.join(known)})")
+        return value
 
 
 def _default_playbook() -> list[Action]:

@@ -26,6 +26,9 @@ RFM_SEGMENTS: tuple[str, ...] = (
     "prospect",
 )
 VALUE_TIERS: tuple[str, ...] = ("high_value", "potential_value", "low_value")
+#: Layers only the model-based refinement assigns (:mod:`serving.refinement`); with the lifecycle stages they are
+#: every value of ``refined_layer``, and what a playbook action may target.
+REFINED_ONLY_LAYERS: tuple[str, ...] = ("at_risk", "high_potential_new", "recoverable", "hot_prospect")
 ACTIVITY_TIERS: tuple[str, ...] = ("core", "active", "sleeping")
 
 #: The four layer dimensions (columns of :func:`features.layers.assign_layers`) and their codes in

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import RefinementConfig
-from features.layer_names import LAYER_NAMES, LIFECYCLE_STAGES
+from features.layer_names import LAYER_NAMES, LIFECYCLE_STAGES, REFINED_ONLY_LAYERS
 
 #: Lifecycle stages (rule layer) with their Chinese and English names (from the rule layers).
 LIFECYCLE_NAMES: dict[str, tuple[str, str]] = {code: LAYER_NAMES[code] for code in LIFECYCLE_STAGES}
@@ -34,6 +34,7 @@ REFINED_ONLY_NAMES: dict[str, tuple[str, str]] = {
     "recoverable": ("可召回", "Recoverable"),
     "hot_prospect": ("高意向潜客", "Hot prospect"),
 }
+assert tuple(REFINED_ONLY_NAMES) == REFINED_ONLY_LAYERS  # one list of codes, named here
 
 #: Every value ``refined_layer`` can take: the refined-only layers plus the lifecycle stages.
 REFINED_LAYER_NAMES: dict[str, tuple[str, str]] = {**REFINED_ONLY_NAMES, **LIFECYCLE_NAMES}

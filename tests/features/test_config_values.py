@@ -12,6 +12,8 @@ from features.config import ConfigError, StrataConfig, config_from_dict
 from features.cutoffs import parse_as_of
 from features.errors import StrataError
 
+ACTION = {"id": "a", "name": "A", "layers": ["at_risk", "mature"], "unit_cost": 1.0, "uplift_prior": 0.1}
+
 
 @pytest.mark.parametrize(("values", "key", "words"), [
     ({"data": {"min_timestamp": "yesterday"}}, "data.min_timestamp", "ISO 8601"),
@@ -27,6 +29,13 @@ from features.errors import StrataError
     ({"scoring": {"chunk_users": 0}}, "scoring.chunk_users", "1"),
     ({"layers": {"value_tier": {"high_annual_spend": 10, "low_annual_spend": 100}}}, "layers.value_tier",
      "above high_annual_spend"),
+    ({"interventions": {"playbook": [{**ACTION, "layers": ["vip"]}]}}, "interventions.playbook.0.layers",
+     "unknown layer(s) 'vip'"),
+    ({"interventions": {"playbook": [{**ACTION, "layers": []}]}}, "interventions.playbook.0.layers", "no layer"),
+    ({"interventions": {"playbook": [{**ACTION, "uplift_prior": 2}]}}, "interventions.playbook.0.uplift_prior",
+     "less than or equal to 1"),
+    ({"interventions": {"playbook": [{**ACTION, "unit_cost": -1}]}}, "interventions.playbook.0.unit_cost",
+     "greater than or equal to 0"),
 ])
 def test_values_that_would_fail_later_are_refused_by_key(values: dict[str, Any], key: str, words: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -43,6 +52,8 @@ def test_real_tracking_uris_and_paths_are_kept(uri: str | None) -> None:
 
 def test_the_defaults_pass_their_own_checks() -> None:
     assert config_from_dict(StrataConfig().model_dump()) == StrataConfig()
+    assert config_from_dict({"interventions": {"playbook": [ACTION]}}).interventions.playbook[0].layers == ["at_risk",
+                                                                                                         "mature"]
 
 
 @pytest.mark.parametrize(("text", "utc"), [
