@@ -35,6 +35,10 @@ app = typer.Typer(
 
 console = Console()
 err_console = Console(stderr=True)
+# Piped into a file or a log, a line is written whole instead of being broken at 80 columns (mid-sentence, and
+# mid-number); a terminal still wraps at its width. Tables keep their layout either way.
+console.soft_wrap = not console.is_terminal
+err_console.soft_wrap = not err_console.is_terminal
 
 F = TypeVar("F", bound=Callable[..., Any])
 

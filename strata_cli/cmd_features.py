@@ -164,6 +164,10 @@ def features_cmd(
     )
     if not len(table):
         _warn_empty(cutoff, _n_rows(dataset), None, dataset.first_activity())
+    else:
+        from strata_cli.cutoff_checks import warn_if_stale
+
+        warn_if_stale(cutoff, dataset.last_activity())
 
 
 def _warn_empty(cutoff: Any, accepted: int, rows_in: int | None, first: Any) -> None:

@@ -327,3 +327,14 @@ def test_features_before_accepted_data_still_advise_a_later_as_of(data: Path, tm
     assert "choose a later --as-of" in res.output and "no input row was accepted" not in res.output
     assert len(pd.read_parquet(tmp_path / "f.parquet")) == 0
 
+
+
+def test_features_long_after_the_data_warn_and_lines_are_not_broken_in_a_pipe(data: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["features", "--data", str(data), "--as-of", "2025-06-30",
+                              "--out", str(tmp_path / "f.parquet")])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    # the output is not a terminal: each message is one line, however long, not broken at 80 columns
+    warning = [line for line in lines if line.startswith("warning: --as-of 2025-06-30")]
+    assert len(warning) == 1 and warning[0].endswith("check --as-of, or refresh the data"), res.output
+    assert "days after the last order or event in the data (2024-12-3" in warning[0]
