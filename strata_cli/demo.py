@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.rule import Rule
 
 console = Console()
+console.soft_wrap = not console.is_terminal  # piped: whole lines, as the other commands print
 
 
 def _strata(workdir: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> int:
