@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
+from features.errors import StrataError
 from strata_cli.app import (
     ConfigOpt,
     DataOpt,
@@ -150,6 +151,16 @@ def experiment(
     _report(result.train_result)
 
 
+def _require_registry(cfg: Any) -> None:
+    """Refuse a registry command where no tracking store exists yet (instead of creating an empty one)."""
+    from training.tracking import missing_local_store
+
+    missing = missing_local_store(cfg)
+    if missing is not None:
+        raise StrataError(f"no model registry at {missing} yet: run `strata train` first (from this directory), or "
+                          "set [tracking] tracking_uri or MLFLOW_TRACKING_URI to the store models were trained into")
+
+
 @app.command("promote")
 @handle_errors
 def promote(
@@ -162,6 +173,7 @@ def promote(
     from training.registry import promote as do_promote
 
     cfg = load_config(config)
+    _require_registry(cfg)
     decision = do_promote(cfg, force=force, reason=reason)
     name = cfg.training.model_name
     if decision.promoted:
@@ -182,6 +194,7 @@ def rollback(config: ConfigOpt = None) -> None:
     from training.registry import rollback as do_rollback
 
     cfg = load_config(config)
+    _require_registry(cfg)
     result = do_rollback(cfg)
     console.print(
         f"champion of {escape(cfg.training.model_name)} rolled back from v{result.from_version} to v{result.to_version}",
@@ -195,8 +208,14 @@ def models(config: ConfigOpt = None) -> None:
     """List registered model versions with their aliases and key backtest metrics."""
     from features.config import load_config
     from training.registry import list_models
+    from training.tracking import missing_local_store
 
     cfg = load_config(config)
+    missing = missing_local_store(cfg)
+    if missing is not None:  # nothing trained here: say so without creating an empty registry
+        console.print(f"no versions of {escape(repr(cfg.training.model_name))} registered yet (no tracking store at "
+                      f"{escape(str(missing))}): run `strata train`", highlight=False)
+        return
     frame = list_models(cfg)
     if frame.empty:
         console.print(f"no versions of {escape(repr(cfg.training.model_name))} registered yet: run `strata train`", highlight=False)

@@ -65,6 +65,21 @@ def check_tracking_server(uri: str, timeout: float = SERVER_CONNECT_TIMEOUT_S) -
                             f"[tracking] tracking_uri or {TRACKING_ENV}") from None
 
 
+def missing_local_store(config: StrataConfig, workdir: str | Path | None = None) -> Path | None:
+    """The SQLite database of the configured tracking store when it does not exist yet, else None.
+
+    Commands that only read the registry (``strata models``, ``promote``, ``rollback``) check this first, so
+    that they do not create an empty database and experiment where nothing was ever trained."""
+    uri = resolve_tracking_uri(config, workdir)
+    if not uri.lower().startswith("sqlite:"):
+        return None
+    path = uri.split(":", 1)[1].removeprefix("///")
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return None
+    db = Path(path)
+    return None if db.exists() else db
+
+
 def check_local_store(uri: str) -> None:
     """Refuse a tracking store that cannot work, before anything is computed: a SQLite database whose directory
     does not exist (MLflow would create it, and an empty registry, from a typo) or is not writable, or a
