@@ -33,6 +33,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _hide_flag_types() -> None:
+    """Typer's Rich help shows a type such as ``<bool>`` after every option, flags included, which reads as if
+    ``--overwrite`` took a value; flags get no type column entry (options with a value keep theirs)."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None:  # another Typer: leave its help as it is
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
+
 console = Console()
 err_console = Console(stderr=True)
 # Piped into a file or a log, a line is written whole instead of being broken at 80 columns (mid-sentence, and

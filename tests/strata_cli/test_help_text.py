@@ -28,3 +28,12 @@ def test_command_help_is_not_broken_mid_sentence() -> None:
     # the docstring breaks its lines after "atomic and" and "nothing is"
     assert "The run is atomic and resumable: chunks go to" in out
     assert "is an error: nothing is written and the online store keeps its users" in out
+
+
+def test_flags_show_no_value_type_and_options_keep_theirs() -> None:
+    out = CliRunner().invoke(app, ["score", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"}).output
+    rows = [line for line in out.splitlines() if line.startswith("│")]  # the options table
+    assert "<bool>" not in out  # a flag takes no value
+    assert any("--overwrite" in row for row in rows)
+    assert "<str>" in next(row for row in rows if "--as-of " in row)
+    assert "<float>" in next(row for row in rows if "--budget " in row)
