@@ -7,8 +7,9 @@ here) and in its httptools protocol when that is installed, with the body every 
 ``{"error": {"code": "bad_request", ...}}`` as JSON, then the connection is closed, as uvicorn does.
 
 uvicorn offers no setting for this, and BentoML builds uvicorn's ``Config`` itself, so the protocol classes'
-``send_400_response`` method is replaced. :mod:`serving.service` calls :func:`install` when the worker
-imports it, before uvicorn accepts a connection. A test sends malformed requests to a real server and checks
+``send_400_response`` method is replaced. ``StrataService.__init__`` calls :func:`install` in the worker
+when the service is created at start-up, before uvicorn accepts a connection (not at import: importing the
+module changes nothing). A test sends malformed requests to a real server and checks
 the JSON answer, so an uvicorn upgrade that moves the method shows up there.
 """
 

@@ -94,9 +94,6 @@ _FAST_CHECK_USERS = 256
 _INLINE_MAX_USERS = 64
 _MISSING = object()
 
-# malformed HTTP (below the app) gets the API's JSON error too, not uvicorn's plain text
-http_protocol.install()
-
 
 def load_service_config() -> StrataConfig:
     """The configuration named by ``STRATA_CONFIG`` (else ``./strata.toml`` or the defaults)."""
@@ -361,6 +358,9 @@ class StrataService:
         from serving.model_watcher import ModelWatcher
         from serving.online_store import OnlineStore
 
+        # malformed HTTP (below the app) gets the API's JSON error too, not uvicorn's plain text; the worker
+        # creates the service at start-up, before uvicorn accepts a connection
+        http_protocol.install()
         self.config = load_service_config()
         self.store: OnlineStore = OnlineStore(self.config.serving.online_store)
         self.store_version = StoreVersion(self.config.serving.online_store)

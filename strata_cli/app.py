@@ -33,7 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-def _hide_flag_types() -> None:
+def hide_flag_types() -> None:
     """Typer's Rich help shows a type such as ``<bool>`` after every option, flags included, which reads as if
     ``--overwrite`` took a value; flags get no type column entry (options with a value keep theirs)."""
     from typer.core import TyperOption
@@ -47,8 +47,6 @@ def _hide_flag_types() -> None:
 
     TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
 
-
-_hide_flag_types()
 
 console = Console()
 err_console = Console(stderr=True)

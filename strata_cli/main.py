@@ -13,9 +13,11 @@ from strata_cli import (  # noqa: F401  (imported for their command registration
     cmd_serve,
     cmd_train,
 )
-from strata_cli.app import app, reflow_command_help
+from strata_cli.app import app, hide_flag_types, reflow_command_help
 
+# the entry point's help set-up (nothing else imports this module)
 reflow_command_help(app)
+hide_flag_types()
 
 __all__ = ["app"]
 
