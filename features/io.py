@@ -102,8 +102,10 @@ def _sniff_text(path: Path) -> str:
                 guess = " (looks like GBK/GB18030)"
             except UnicodeDecodeError:
                 pass
+            line = head.count(b"\n", 0, err.start) + 1
             raise InputFileError(
-                f"{path}: encoding is not UTF-8{guess}: byte 0x{head[err.start]:02x} at offset {err.start}; "
+                f"{path}: encoding is not UTF-8{guess}: byte 0x{head[err.start]:02x} on line {line} "
+                f"(byte offset {err.start}); "
                 f"re-save the file as UTF-8"
             ) from None
     if not text.strip():

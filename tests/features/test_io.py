@@ -91,7 +91,7 @@ def test_wrong_delimiter_is_detected(tmp_path: Path, delim: str, label: str) -> 
 
 def test_gbk_encoding_is_reported(tmp_path: Path) -> None:
     text = (HEADER + ",category\nu1,o1,2024-01-01,3,护肤品\n").encode("gbk")
-    with pytest.raises(InputFileError, match=r"not UTF-8 \(looks like GBK/GB18030\).*re-save"):
+    with pytest.raises(InputFileError, match=r"not UTF-8 \(looks like GBK/GB18030\): byte 0x.. on line 2 .*re-save"):
         read_table(_write(tmp_path, text), ORDERS)
 
 
