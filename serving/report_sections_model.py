@@ -110,15 +110,16 @@ def champion_quality_section(config: Any, alias: str = "champion", workdir: Path
     mv = client.get_model_version(name, version)
     run = client.get_run(mv.run_id)
     metrics = {k: float(v) for k, v in run.data.metrics.items()}
-    tmp = Path(tempfile.mkdtemp(prefix="strata-plots-"))
-    try:
-        plots_dir: Path | None = Path(client.download_artifacts(mv.run_id, "plots", str(tmp)))
-    except Exception:  # noqa: BLE001  (a run without plots still gets its tables)
-        plots_dir = None
-    return model_quality_section(
-        metrics,
-        model_name=name,
-        model_version=str(version),
-        horizon_days=int(float(run.data.params.get("horizon_days", config.labels.horizon_days))),
-        plots_dir=plots_dir,
-    )
+    # the plots are embedded in the page (read while the section is built), so their download goes afterwards
+    with tempfile.TemporaryDirectory(prefix="strata-plots-") as tmp:
+        try:
+            plots_dir: Path | None = Path(client.download_artifacts(mv.run_id, "plots", tmp))
+        except Exception:  # noqa: BLE001  (a run without plots still gets its tables)
+            plots_dir = None
+        return model_quality_section(
+            metrics,
+            model_name=name,
+            model_version=str(version),
+            horizon_days=int(float(run.data.params.get("horizon_days", config.labels.horizon_days))),
+            plots_dir=plots_dir,
+        )

@@ -33,3 +33,34 @@ def test_section_shows_model_and_both_baselines_with_embedded_charts(tmp_path: P
     assert section.html.count("data:image/png;base64,") == 1
     # A metric missing for a baseline is shown as a dash, not as a crash or a zero.
     assert "rule_value_normalized_gini" not in metrics and "–" in section.html
+
+
+def test_the_champions_charts_are_embedded_and_their_download_removed(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import tempfile
+    from types import SimpleNamespace
+
+    import training.registry
+    import training.tracking
+    from features.config import StrataConfig
+    from serving.report_sections_model import champion_quality_section
+
+    class Client:
+        def get_model_version(self, name: str, version: str) -> SimpleNamespace:
+            return SimpleNamespace(run_id="r1")
+
+        def get_run(self, run_id: str) -> SimpleNamespace:
+            return SimpleNamespace(data=SimpleNamespace(metrics={"churn_auc": 0.9}, params={"horizon_days": "90"}))
+
+        def download_artifacts(self, run_id: str, path: str, dst: str) -> str:
+            (Path(dst) / path).mkdir()
+            (Path(dst) / path / "churn_calibration.png").write_bytes(_PNG)
+            return str(Path(dst) / path)
+
+    downloads = tmp_path / "tmp"
+    downloads.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(downloads))
+    monkeypatch.setattr(training.registry, "alias_version", lambda config, alias: "3")
+    monkeypatch.setattr(training.tracking, "tracking_client", lambda config, workdir=None: Client())
+    section = champion_quality_section(StrataConfig())
+    assert section is not None and section.html.count("data:image/png;base64,") == 1
+    assert list(downloads.iterdir()) == []  # every `strata report` used to leave a strata-plots-* directory

@@ -6,6 +6,7 @@ Callers must not mutate what these return.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from functools import lru_cache
@@ -72,7 +73,9 @@ def _empty_store() -> Path:
     """An initialised, empty MLflow SQLite store (its schema migrations take seconds; copying takes none)."""
     import mlflow
 
-    path = Path(tempfile.mkdtemp(prefix="strata-mlflow-template-")) / "mlflow.db"
+    directory = tempfile.mkdtemp(prefix="strata-mlflow-template-")
+    atexit.register(shutil.rmtree, directory, True)  # one per test process; nothing left in /tmp
+    path = Path(directory) / "mlflow.db"
     mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
     return path
 
