@@ -28,6 +28,9 @@ from features.errors import InputFileError
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+#: The names a table may have in a data directory (``orders.csv``, ``orders.parquet``...), here, on Spark
+#: (:mod:`features.spark.reading`, which also takes a directory of part files) and for the CLI's writers.
+TABLE_FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 _SNIFF_BYTES = 1 << 16
 _OTHER_DELIMITERS = {";": "';' (semicolon)", "\t": "tab", "|": "'|' (pipe)"}
 
@@ -76,13 +79,17 @@ def _check_columns(path: Path, schema: TableSchema, columns: list[str], delimite
     )
 
 
-def _sniff_text(path: Path) -> str:
-    """The beginning of the file decoded as UTF-8; encoding problems raise InputFileError."""
+def _open_bytes(path: Path) -> Any:
+    """The file opened for reading bytes, decompressed when its name ends in ``.gz``."""
     import gzip
 
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _sniff_text(path: Path) -> str:
+    """The beginning of the file decoded as UTF-8; encoding problems raise InputFileError."""
     try:
-        with opener(path, "rb") as fh:  # type: ignore[operator]
+        with _open_bytes(path) as fh:
             head = fh.read(_SNIFF_BYTES)
     except (OSError, EOFError) as err:  # EOFError: a gzip file cut short
         raise InputFileError(f"{path}: cannot be read ({err})") from None
@@ -202,10 +209,7 @@ def _multiline_last_value(table: Any) -> str | None:
 
 
 def _whole_text(path: Path) -> str:
-    import gzip
-
-    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as fh:
+    with _open_bytes(path) as fh:
         return str(fh.read().decode("utf-8-sig"))
 
 
@@ -357,7 +361,7 @@ def read_table(
 
 
 def _find_one(data_dir: Path, name: str) -> Path | None:
-    hits = [data_dir / f"{name}{suffix}" for suffix in (".csv", ".csv.gz", ".parquet", ".pq")]
+    hits = [data_dir / f"{name}{suffix}" for suffix in TABLE_FILE_SUFFIXES]
     hits = [p for p in hits if p.exists()]
     if len(hits) > 1:
         found = ", ".join(p.name for p in hits)

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from features.errors import StrataError
+from features.io import TABLE_FILE_SUFFIXES
 from strata_cli.app import (
     ConfigOpt,
     DataOpt,
@@ -35,8 +36,6 @@ FormatOpt = Annotated[
 
 #: The tables of a data directory.
 TABLE_NAMES = ("orders", "events", "users")
-#: The suffixes by which the readers find a table file in a data directory (features.io, features.spark.reading).
-TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
 
 def existing_tables(directory: Path) -> list[Path]:
@@ -56,7 +55,7 @@ def check_tables_output(out: Path, overwrite: bool, option: str = "--out") -> No
     if existing and not overwrite:  # --out may be a directory of real data: never replace it silently
         raise StrataError(f"{option} {out}: already holds {', '.join(p.name for p in existing)}; choose an empty "
                           f"directory or pass --overwrite to replace them")
-    readable = {f"{name}{suffix}" for name in TABLE_NAMES for suffix in ("", *TABLE_SUFFIXES)}
+    readable = {f"{name}{suffix}" for name in TABLE_NAMES for suffix in ("", *TABLE_FILE_SUFFIXES)}
     dirs = [p.name for p in existing if p.is_dir() and p.name in readable]
     if dirs:
         raise StrataError(f"{option} {out}: {', '.join(dirs)} {'is a directory' if len(dirs) == 1 else 'are directories'}"
@@ -75,7 +74,7 @@ def remove_other_tables(out: Path, written: Iterable[Path]) -> list[Path]:
     keep = {Path(p).name for p in written}
     removed = []
     for name in TABLE_NAMES:
-        for suffix in TABLE_SUFFIXES:
+        for suffix in TABLE_FILE_SUFFIXES:
             path = out / f"{name}{suffix}"
             if path.name not in keep and (path.is_file() or path.is_symlink()):
                 path.unlink()

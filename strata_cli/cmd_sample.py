@@ -97,8 +97,9 @@ def _check_not_input(out: Path, data: Path | None, files: dict[str, Path | None]
     """Refuse an ``--out`` that is the input directory or holds an input table (compared as resolved local paths;
     inputs on another file system cannot be there): the sample would replace the data it is drawn from."""
     from features.errors import StrataError
+    from features.io import TABLE_FILE_SUFFIXES
     from features.spark.runs import local_path
-    from strata_cli.cmd_data import TABLE_NAMES, TABLE_SUFFIXES
+    from strata_cli.cmd_data import TABLE_NAMES
 
     target = local_path(out)
     if target is None:
@@ -112,7 +113,7 @@ def _check_not_input(out: Path, data: Path | None, files: dict[str, Path | None]
                               f"data it is drawn from: choose another --out")
         for name in TABLE_NAMES:  # the tables read from --data (not given by their own option)
             if files.get(f"--{name}") is None:
-                inputs += [("--data", data_dir / f"{name}{suffix}") for suffix in ("", *TABLE_SUFFIXES)]
+                inputs += [("--data", data_dir / f"{name}{suffix}") for suffix in ("", *TABLE_FILE_SUFFIXES)]
     for option, path in inputs:
         if path is None or not path.exists():
             continue

@@ -65,19 +65,23 @@ def check_tracking_server(uri: str, timeout: float = SERVER_CONNECT_TIMEOUT_S) -
                             f"[tracking] tracking_uri or {TRACKING_ENV}") from None
 
 
-def missing_local_store(config: StrataConfig, workdir: str | Path | None = None) -> Path | None:
-    """The SQLite database of the configured tracking store when it does not exist yet, else None.
-
-    Commands that only read the registry (``strata models``, ``promote``, ``rollback``) check this first, so
-    that they do not create an empty database and experiment where nothing was ever trained."""
-    uri = resolve_tracking_uri(config, workdir)
+def sqlite_database(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///path`` tracking URI; None for any other store (in-memory included)."""
     if not uri.lower().startswith("sqlite:"):
         return None
     path = uri.split(":", 1)[1].removeprefix("///")
     if path in ("", ":memory:") or path.startswith("file:"):
         return None
-    db = Path(path)
-    return None if db.exists() else db
+    return Path(path)
+
+
+def missing_local_store(config: StrataConfig, workdir: str | Path | None = None) -> Path | None:
+    """The SQLite database of the configured tracking store when it does not exist yet, else None.
+
+    Commands that only read the registry (``strata models``, ``promote``, ``rollback``) check this first, so
+    that they do not create an empty database and experiment where nothing was ever trained."""
+    db = sqlite_database(resolve_tracking_uri(config, workdir))
+    return db if db is not None and not db.exists() else None
 
 
 def check_local_store(uri: str) -> None:
@@ -85,12 +89,9 @@ def check_local_store(uri: str) -> None:
     does not exist (MLflow would create it, and an empty registry, from a typo) or is not writable, or a
     tracking server that cannot be reached (:func:`check_tracking_server`)."""
     check_tracking_server(uri)
-    if not uri.lower().startswith("sqlite:"):
+    db = sqlite_database(uri)
+    if db is None:
         return
-    path = uri.split(":", 1)[1].removeprefix("///")
-    if path in ("", ":memory:") or path.startswith("file:"):
-        return
-    db = Path(path)
     if not db.parent.is_dir():
         raise TrackingError(f"MLflow tracking store {uri}: the directory {db.parent} does not exist; create it, or "
                             f"fix [tracking] tracking_uri or {TRACKING_ENV}")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from features.contract import TableSchema
 from features.errors import InputFileError
+from features.io import TABLE_FILE_SUFFIXES
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -114,7 +115,7 @@ def find_tables_spark(
         found[name] = None
         if root is None:
             continue
-        hits = [f"{root}/{name}{sfx}" for sfx in (".csv", ".csv.gz", ".parquet", ".pq", "")]
+        hits = [f"{root}/{name}{sfx}" for sfx in (*TABLE_FILE_SUFFIXES, "")]
         hits = [h for h in hits if path_exists(spark, h) and (not h.endswith(name) or _is_dir(spark, h))]
         if len(hits) > 1:
             raise InputFileError(f"{root}: several {name} tables ({', '.join(hits)}); keep one or pass --{name} FILE")
